@@ -1,0 +1,440 @@
+//! One error type for every backend: a kind, a retry status kept separate from it, and
+//! the context a caller needs to act (backend, operation, resource).
+//!
+//! The design follows `docs/adr/0001-error-taxonomy.md`: the kind says *what* went wrong,
+//! [`Error::is_retryable`] says whether trying the same call again can help. They are
+//! separate because a `Timeout` is worth retrying for an idempotent inspect but not for a
+//! non-idempotent create, and only the code that raised it knows which.
+
+use std::fmt;
+
+/// What went wrong, independent of the engine that reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The caller's input is invalid; detected before any engine call where possible.
+    InvalidInput,
+    /// The container, image, volume, exec or path does not exist.
+    NotFound,
+    /// The object is in a state that forbids the operation (name in use, running, not
+    /// running, in use).
+    Conflict,
+    /// The registry or engine wants credentials that were not given or were wrong.
+    Unauthenticated,
+    /// The credentials are valid but do not allow the operation.
+    PermissionDenied,
+    /// The backend or the engine cannot do this at all.
+    Unsupported,
+    /// The engine or registry asked the caller to slow down.
+    RateLimited,
+    /// The engine could not be reached or dropped the connection.
+    Unavailable,
+    /// A deadline passed before the operation finished.
+    Timeout,
+    /// The caller cancelled the operation.
+    Cancelled,
+    /// Anything else the engine reported; a bug here or there.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Whether an error of this kind is retryable when nothing more specific is known.
+    ///
+    /// `Timeout` is not retryable by default: only the raiser knows whether the operation
+    /// was idempotent, and it says so with [`Error::set_retryable`].
+    pub fn default_retryable(self) -> bool {
+        matches!(self, ErrorKind::RateLimited | ErrorKind::Unavailable)
+    }
+
+    /// A short, stable, lower-case name, used in Display and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidInput => "invalid input",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::PermissionDenied => "permission denied",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::RateLimited => "rate limited",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The operation an error happened in; one per [`ContainerManager`](crate::ContainerManager)
+/// method, plus connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+#[allow(missing_docs)] // each variant names the trait method of the same name
+pub enum Operation {
+    Connect,
+    Info,
+    Pull,
+    ImageExists,
+    RemoveImage,
+    Create,
+    Start,
+    Stop,
+    Kill,
+    Remove,
+    Inspect,
+    Wait,
+    List,
+    Logs,
+    Exec,
+    CopyFrom,
+    CopyTo,
+    CreateVolume,
+    InspectVolume,
+    ListVolumes,
+    RemoveVolume,
+    Cleanup,
+}
+
+impl Operation {
+    /// The snake_case name used in Display, logs and tracing spans.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Connect => "connect",
+            Operation::Info => "info",
+            Operation::Pull => "pull",
+            Operation::ImageExists => "image_exists",
+            Operation::RemoveImage => "remove_image",
+            Operation::Create => "create",
+            Operation::Start => "start",
+            Operation::Stop => "stop",
+            Operation::Kill => "kill",
+            Operation::Remove => "remove",
+            Operation::Inspect => "inspect",
+            Operation::Wait => "wait",
+            Operation::List => "list",
+            Operation::Logs => "logs",
+            Operation::Exec => "exec",
+            Operation::CopyFrom => "copy_from",
+            Operation::CopyTo => "copy_to",
+            Operation::CreateVolume => "create_volume",
+            Operation::InspectVolume => "inspect_volume",
+            Operation::ListVolumes => "list_volumes",
+            Operation::RemoveVolume => "remove_volume",
+            Operation::Cleanup => "cleanup",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The boxed source error type carried in the chain.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The error of every container-rs operation.
+///
+/// Display is one line: `kind [retryable] at backend.operation on resource: message: source`.
+/// No engine crate's error type is exposed; the engine error is reachable only as
+/// [`std::error::Error::source`].
+pub struct Error {
+    kind: ErrorKind,
+    retryable: bool,
+    retries_exhausted: bool,
+    attempts: u32,
+    backend: Option<&'static str>,
+    operation: Option<Operation>,
+    resource: Option<String>,
+    message: String,
+    source: Option<BoxError>,
+}
+
+/// The result type of container-rs.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A new error of `kind` with `message`; retryable as the kind's default.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            retryable: kind.default_retryable(),
+            retries_exhausted: false,
+            attempts: 0,
+            backend: None,
+            operation: None,
+            resource: None,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Shorthand for an [`ErrorKind::InvalidInput`] error.
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::InvalidInput, message)
+    }
+
+    /// Shorthand for an [`ErrorKind::Unsupported`] error naming a capability.
+    pub fn unsupported(capability: &str) -> Self {
+        Error::new(ErrorKind::Unsupported, format!("unsupported:{capability}"))
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Whether calling the same operation again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.retryable && !self.retries_exhausted
+    }
+
+    /// True when a retry policy gave up on this (retryable) error.
+    pub fn retries_exhausted(&self) -> bool {
+        self.retries_exhausted
+    }
+
+    /// How many attempts a retry policy made before returning this error (0: no policy).
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The backend that raised the error (`docker`, `podman`, `containerd`).
+    pub fn backend(&self) -> Option<&'static str> {
+        self.backend
+    }
+
+    /// The operation that failed.
+    pub fn operation(&self) -> Option<Operation> {
+        self.operation
+    }
+
+    /// The container id or name, image reference, volume name or path involved.
+    pub fn resource(&self) -> Option<&str> {
+        self.resource.as_deref()
+    }
+
+    /// The human-readable message, without context.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Overrides the retry status (for example a `Timeout` of an idempotent call).
+    pub fn set_retryable(mut self, retryable: bool) -> Self {
+        self.retryable = retryable;
+        self
+    }
+
+    /// Attaches the underlying cause.
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Sets the backend, unless one is already set.
+    pub fn with_backend(mut self, backend: &'static str) -> Self {
+        self.backend.get_or_insert(backend);
+        self
+    }
+
+    /// Sets the operation, unless one is already set.
+    pub fn with_operation(mut self, operation: Operation) -> Self {
+        self.operation.get_or_insert(operation);
+        self
+    }
+
+    /// Sets the resource, unless one is already set.
+    pub fn with_resource(mut self, resource: impl Into<String>) -> Self {
+        if self.resource.is_none() {
+            self.resource = Some(resource.into());
+        }
+        self
+    }
+
+    /// Adds backend, operation and resource in one call: the one place backends add context.
+    pub fn context(
+        self,
+        backend: &'static str,
+        operation: Operation,
+        resource: impl Into<String>,
+    ) -> Self {
+        self.with_backend(backend)
+            .with_operation(operation)
+            .with_resource(resource)
+    }
+
+    pub(crate) fn mark_exhausted(mut self, attempts: u32) -> Self {
+        self.retries_exhausted = self.retryable;
+        self.attempts = attempts;
+        self
+    }
+}
+
+/// Writes `text` on one line: newlines and tabs become spaces, runs of spaces fold.
+fn write_one_line(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    let mut first = true;
+    for word in text.split_whitespace() {
+        if !first {
+            f.write_str(" ")?;
+        }
+        f.write_str(word)?;
+        first = false;
+    }
+    Ok(())
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.kind)?;
+        if self.retries_exhausted {
+            write!(f, " (retries exhausted after {} attempts)", self.attempts)?;
+        } else if self.retryable {
+            f.write_str(" (retryable)")?;
+        }
+        match (self.backend, self.operation) {
+            (Some(b), Some(o)) => write!(f, " at {b}.{o}")?,
+            (Some(b), None) => write!(f, " at {b}")?,
+            (None, Some(o)) => write!(f, " at {o}")?,
+            (None, None) => {}
+        }
+        if let Some(r) = &self.resource {
+            f.write_str(" on ")?;
+            write_one_line(f, r)?;
+        }
+        if !self.message.is_empty() {
+            f.write_str(": ")?;
+            write_one_line(f, &self.message)?;
+        }
+        if let Some(source) = &self.source {
+            let text = source.to_string();
+            // Skip a source whose text the message already repeats.
+            if !text.is_empty() && !self.message.contains(text.trim()) {
+                f.write_str(": ")?;
+                write_one_line(f, &text)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("retryable", &self.retryable)
+            .field("retries_exhausted", &self.retries_exhausted)
+            .field("attempts", &self.attempts)
+            .field("backend", &self.backend)
+            .field("operation", &self.operation)
+            .field("resource", &self.resource)
+            .field("message", &self.message)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|s| s.as_ref() as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("connection refused\n(os error 111)")]
+    struct Io;
+
+    #[test]
+    fn retryable_defaults_follow_the_taxonomy() {
+        let retryable = [ErrorKind::RateLimited, ErrorKind::Unavailable];
+        for kind in [
+            ErrorKind::InvalidInput,
+            ErrorKind::NotFound,
+            ErrorKind::Conflict,
+            ErrorKind::Unauthenticated,
+            ErrorKind::PermissionDenied,
+            ErrorKind::Unsupported,
+            ErrorKind::RateLimited,
+            ErrorKind::Unavailable,
+            ErrorKind::Timeout,
+            ErrorKind::Cancelled,
+            ErrorKind::Internal,
+        ] {
+            assert_eq!(
+                Error::new(kind, "x").is_retryable(),
+                retryable.contains(&kind),
+                "{kind}"
+            );
+        }
+        assert!(Error::new(ErrorKind::Timeout, "x")
+            .set_retryable(true)
+            .is_retryable());
+    }
+
+    #[test]
+    fn display_is_one_line_with_all_context() {
+        let e = Error::new(ErrorKind::Unavailable, "cannot reach\nthe engine")
+            .with_source(Io)
+            .context("docker", Operation::Start, "build-1");
+        let text = e.to_string();
+        assert_eq!(
+            text,
+            "unavailable (retryable) at docker.start on build-1: cannot reach the engine: \
+             connection refused (os error 111)"
+        );
+        assert!(!text.contains('\n'));
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert_eq!(e.backend(), Some("docker"));
+        assert_eq!(e.operation(), Some(Operation::Start));
+        assert_eq!(e.resource(), Some("build-1"));
+        assert!(e.source().is_some_and(|s| s.is::<Io>()));
+    }
+
+    #[test]
+    fn context_does_not_overwrite_what_is_set() {
+        let e = Error::new(ErrorKind::NotFound, "no such container")
+            .with_resource("inner")
+            .context("podman", Operation::Inspect, "outer");
+        assert_eq!(e.resource(), Some("inner"));
+        assert_eq!(
+            e.to_string(),
+            "not found at podman.inspect on inner: no such container"
+        );
+    }
+
+    #[test]
+    fn exhausted_errors_are_no_longer_retryable() {
+        let e = Error::new(ErrorKind::RateLimited, "slow down").mark_exhausted(4);
+        assert!(!e.is_retryable());
+        assert!(e.retries_exhausted());
+        assert_eq!(e.attempts(), 4);
+        assert!(e.to_string().contains("retries exhausted after 4 attempts"));
+        let permanent = Error::new(ErrorKind::NotFound, "gone").mark_exhausted(1);
+        assert!(!permanent.retries_exhausted());
+    }
+
+    #[test]
+    fn source_repeated_in_message_is_not_printed_twice() {
+        let e = Error::new(
+            ErrorKind::Internal,
+            "connection refused (os error 111) here",
+        )
+        .with_source(std::io::Error::other("connection refused (os error 111)"));
+        assert_eq!(
+            e.to_string(),
+            "internal: connection refused (os error 111) here"
+        );
+    }
+}

@@ -1,0 +1,190 @@
+//! Ownership labels: every object the library makes carries them, and cleanup touches
+//! only objects that carry this manager's owner label.
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::types::{CleanupScope, ContainerConfig, Labels, VolumeConfig};
+
+/// Prefix reserved for the library's own labels; user labels under it are refused.
+pub const LABEL_PREFIX: &str = "io.container-rs.";
+/// Who made the object (a tool name; `container-rs` by default).
+pub const OWNER_LABEL: &str = "io.container-rs.owner";
+/// The session (one manager's lifetime, or a name the caller picks) that made the object.
+pub const SESSION_LABEL: &str = "io.container-rs.session";
+/// sha256 of the container config, for idempotent create by name.
+pub const CONFIG_HASH_LABEL: &str = "io.container-rs.config-hash";
+/// The owner used when the caller names none.
+pub const DEFAULT_OWNER: &str = "container-rs";
+
+/// The owner and session a manager stamps on everything it creates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ownership {
+    owner: String,
+    session: String,
+}
+
+impl Default for Ownership {
+    /// Owner `container-rs` with a fresh random session id.
+    fn default() -> Self {
+        Ownership {
+            owner: DEFAULT_OWNER.to_string(),
+            session: uuid::Uuid::new_v4().simple().to_string(),
+        }
+    }
+}
+
+fn check_label_value(what: &str, v: &str) -> Result<()> {
+    let ok = !v.is_empty()
+        && v.len() <= 128
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_input(format!(
+            "{what} {v:?} must be 1-128 characters of [A-Za-z0-9._-]"
+        )))
+    }
+}
+
+impl Ownership {
+    /// Ownership by `owner` with a fresh random session id.
+    pub fn new(owner: impl Into<String>) -> Result<Self> {
+        let owner = owner.into();
+        check_label_value("owner", &owner)?;
+        Ok(Ownership {
+            owner,
+            ..Ownership::default()
+        })
+    }
+
+    /// Ownership by `owner` in a session the caller names (for example to clean up the
+    /// objects of an earlier run).
+    pub fn with_session(owner: impl Into<String>, session: impl Into<String>) -> Result<Self> {
+        let (owner, session) = (owner.into(), session.into());
+        check_label_value("owner", &owner)?;
+        check_label_value("session", &session)?;
+        Ok(Ownership { owner, session })
+    }
+
+    /// The owner name.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// The session id.
+    pub fn session(&self) -> &str {
+        &self.session
+    }
+
+    /// The labels that select objects for `scope`.
+    pub fn selector(&self, scope: CleanupScope) -> Labels {
+        let mut l = Labels::new();
+        l.insert(OWNER_LABEL.to_string(), self.owner.clone());
+        if scope == CleanupScope::Session {
+            l.insert(SESSION_LABEL.to_string(), self.session.clone());
+        }
+        l
+    }
+
+    /// True when `labels` carry this owner: the only objects cleanup may remove.
+    pub fn owns(&self, labels: &Labels) -> bool {
+        labels.get(OWNER_LABEL).map(String::as_str) == Some(self.owner.as_str())
+    }
+
+    /// The labels to create a container with: the user's, ownership, and the config hash.
+    pub fn container_labels(&self, config: &ContainerConfig) -> Labels {
+        let mut l = config.labels.clone();
+        l.extend(self.selector(CleanupScope::Session));
+        l.insert(CONFIG_HASH_LABEL.to_string(), config_hash(config));
+        l
+    }
+
+    /// The labels to create a volume with: the user's and ownership.
+    pub fn volume_labels(&self, config: &VolumeConfig) -> Labels {
+        let mut l = config.labels.clone();
+        l.extend(self.selector(CleanupScope::Session));
+        l
+    }
+}
+
+/// sha256 (hex) of the config's canonical JSON: equal configs give equal hashes.
+///
+/// Env values go into the hash (a changed secret is a changed config) but the hash is
+/// one-way; the values themselves are never stored in labels.
+pub fn config_hash(config: &ContainerConfig) -> String {
+    // Serialising plain data (strings, numbers, maps) cannot fail.
+    let json = serde_json::to_vec(config).unwrap_or_default();
+    hex::encode(Sha256::digest(&json))
+}
+
+/// `InvalidInput` when any key uses the reserved prefix or is empty.
+pub fn check_user_labels(labels: &Labels) -> Result<()> {
+    for key in labels.keys() {
+        if key.is_empty() {
+            return Err(Error::invalid_input("label key must not be empty"));
+        }
+        if key.starts_with(LABEL_PREFIX) {
+            return Err(Error::invalid_input(format!(
+                "label {key:?} uses the reserved prefix {LABEL_PREFIX:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_labels_carry_owner_session_and_hash() {
+        let o = Ownership::with_session("smidr", "s1").expect("ownership");
+        let cfg = ContainerConfig::new("busybox").label("app", "build");
+        let l = o.container_labels(&cfg);
+        assert_eq!(l.get(OWNER_LABEL).map(String::as_str), Some("smidr"));
+        assert_eq!(l.get(SESSION_LABEL).map(String::as_str), Some("s1"));
+        assert_eq!(l.get("app").map(String::as_str), Some("build"));
+        assert_eq!(l.get(CONFIG_HASH_LABEL), Some(&config_hash(&cfg)));
+        assert!(o.owns(&l));
+    }
+
+    #[test]
+    fn hash_follows_the_config() {
+        let a = ContainerConfig::new("busybox").cmd(["sleep", "1"]);
+        let b = ContainerConfig::new("busybox").cmd(["sleep", "1"]);
+        let c = ContainerConfig::new("busybox").cmd(["sleep", "2"]);
+        assert_eq!(config_hash(&a), config_hash(&b));
+        assert_ne!(config_hash(&a), config_hash(&c));
+        assert_eq!(config_hash(&a).len(), 64);
+    }
+
+    #[test]
+    fn selectors_by_scope() {
+        let o = Ownership::with_session("o", "s").expect("ownership");
+        assert_eq!(o.selector(CleanupScope::Session).len(), 2);
+        assert_eq!(o.selector(CleanupScope::Owner).len(), 1);
+    }
+
+    #[test]
+    fn foreign_or_other_owner_objects_are_not_owned() {
+        let o = Ownership::new("mine").expect("ownership");
+        assert!(!o.owns(&Labels::new()));
+        let mut l = Labels::new();
+        l.insert(OWNER_LABEL.into(), "theirs".into());
+        assert!(!o.owns(&l));
+    }
+
+    #[test]
+    fn reserved_prefix_and_bad_names_are_refused() {
+        let mut l = Labels::new();
+        l.insert("io.container-rs.owner".into(), "x".into());
+        assert!(check_user_labels(&l).is_err());
+        assert!(Ownership::new("").is_err());
+        assert!(Ownership::new("has space").is_err());
+        assert!(Ownership::with_session("ok", "a/b").is_err());
+        let fresh = (Ownership::default(), Ownership::default());
+        assert_ne!(fresh.0.session(), fresh.1.session());
+    }
+}

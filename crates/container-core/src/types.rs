@@ -1,0 +1,602 @@
+//! The data that flows through [`ContainerManager`](crate::ContainerManager): container and
+//! exec configuration, results, state, volumes, pull progress, engine facts.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::retry::RetryPolicy;
+
+/// Labels as sorted key/value pairs, so hashes and comparisons are stable.
+pub type Labels = BTreeMap<String, String>;
+
+/// The engine family behind a manager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Docker Engine API.
+    Docker,
+    /// Podman's libpod REST API.
+    Podman,
+    /// containerd's gRPC API.
+    Containerd,
+}
+
+impl BackendKind {
+    /// The lower-case name (`docker`, `podman`, `containerd`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Docker => "docker",
+            BackendKind::Podman => "podman",
+            BackendKind::Containerd => "containerd",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "docker" => Ok(BackendKind::Docker),
+            "podman" => Ok(BackendKind::Podman),
+            "containerd" => Ok(BackendKind::Containerd),
+            other => Err(Error::invalid_input(format!(
+                "unknown backend {other:?}: expected docker, podman or containerd"
+            ))),
+        }
+    }
+}
+
+/// A numeric user and group for the container's processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct User {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+impl User {
+    /// `uid:gid`.
+    pub fn new(uid: u32, gid: u32) -> Self {
+        User { uid, gid }
+    }
+}
+
+impl fmt::Display for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.uid, self.gid)
+    }
+}
+
+/// A filesystem made visible inside the container.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Mount {
+    /// A host directory or file. The host path must exist: it is never created for you.
+    Bind {
+        /// Absolute host path (a symlink is fine).
+        source: PathBuf,
+        /// Absolute path inside the container.
+        target: String,
+        /// Mount read-only.
+        read_only: bool,
+    },
+    /// A named volume managed by the engine.
+    Volume {
+        /// Volume name.
+        name: String,
+        /// Absolute path inside the container.
+        target: String,
+        /// Mount read-only.
+        read_only: bool,
+    },
+    /// A fresh in-memory filesystem, empty on each start.
+    Tmpfs {
+        /// Absolute path inside the container.
+        target: String,
+        /// Size limit in bytes; engine default when `None`.
+        size_bytes: Option<i64>,
+    },
+}
+
+impl Mount {
+    /// A read-write bind mount of `source` at `target`.
+    pub fn bind(source: impl Into<PathBuf>, target: impl Into<String>) -> Self {
+        Mount::Bind {
+            source: source.into(),
+            target: target.into(),
+            read_only: false,
+        }
+    }
+
+    /// A read-write named volume at `target`.
+    pub fn volume(name: impl Into<String>, target: impl Into<String>) -> Self {
+        Mount::Volume {
+            name: name.into(),
+            target: target.into(),
+            read_only: false,
+        }
+    }
+
+    /// A tmpfs at `target` with the engine's default size.
+    pub fn tmpfs(target: impl Into<String>) -> Self {
+        Mount::Tmpfs {
+            target: target.into(),
+            size_bytes: None,
+        }
+    }
+
+    /// The same mount, read-only (no effect on tmpfs).
+    pub fn read_only(mut self) -> Self {
+        match &mut self {
+            Mount::Bind { read_only, .. } | Mount::Volume { read_only, .. } => *read_only = true,
+            Mount::Tmpfs { .. } => {}
+        }
+        self
+    }
+
+    /// The path inside the container.
+    pub fn target(&self) -> &str {
+        match self {
+            Mount::Bind { target, .. }
+            | Mount::Volume { target, .. }
+            | Mount::Tmpfs { target, .. } => target,
+        }
+    }
+}
+
+/// A resource limit applied with `setrlimit` to the container's processes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// Name without the `RLIMIT_` prefix, lower case (`nofile`, `nproc`, `core`, ...).
+    pub name: String,
+    /// Soft limit.
+    pub soft: i64,
+    /// Hard limit.
+    pub hard: i64,
+}
+
+/// Resource limits; `None` means the engine's default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    /// Memory limit in bytes (> 0).
+    pub memory_bytes: Option<i64>,
+    /// CPU quota in cores, e.g. `1.5` (> 0).
+    pub cpus: Option<f64>,
+    /// Maximum number of processes (> 0).
+    pub pids_limit: Option<i64>,
+    /// Per-process limits such as `nofile`.
+    pub ulimits: Vec<Ulimit>,
+}
+
+/// Network of the container. There are no bridge networks on the engines this library is
+/// tested with; `None` (loopback only) is the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Only a loopback interface.
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+    /// A named network that already exists on the engine.
+    Named(String),
+}
+
+/// Everything needed to create a container. Validated by
+/// [`validate::container_config`](crate::validate::container_config) before any engine call.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    /// Image reference, e.g. `127.0.0.1:5000/container-rs/busybox:1`.
+    pub image: String,
+    /// Container name; create is idempotent by name. A generated name when `None`.
+    pub name: Option<String>,
+    /// Command; the image's default when `None`. `Some(vec![])` is invalid.
+    pub cmd: Option<Vec<String>>,
+    /// Entrypoint override; the image's default when `None`.
+    pub entrypoint: Option<Vec<String>>,
+    /// Environment as `KEY=VALUE` entries. Values never appear in logs or Debug output.
+    pub env: Vec<String>,
+    /// Absolute working directory.
+    pub working_dir: Option<String>,
+    /// Numeric user and group of the main process.
+    pub user: Option<User>,
+    /// Mounts, each target unique.
+    pub mounts: Vec<Mount>,
+    /// User labels; keys under the reserved prefix `io.container-rs.` are refused.
+    pub labels: Labels,
+    /// Run an init process as PID 1 (reaps zombies, forwards signals).
+    pub init: bool,
+    /// Signal sent by stop; `SIGTERM` when `None`.
+    pub stop_signal: Option<String>,
+    /// Grace between the stop signal and SIGKILL; 10 s when `None`.
+    pub stop_grace: Option<Duration>,
+    /// Resource limits.
+    pub resources: Resources,
+    /// Network mode.
+    pub network: NetworkMode,
+    /// Hostname inside the container.
+    pub hostname: Option<String>,
+}
+
+impl ContainerConfig {
+    /// A config for `image` with every other field at its default.
+    pub fn new(image: impl Into<String>) -> Self {
+        ContainerConfig {
+            image: image.into(),
+            ..ContainerConfig::default()
+        }
+    }
+
+    /// Sets the name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets the command.
+    pub fn cmd<I, S>(mut self, cmd: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.cmd = Some(cmd.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Adds an environment entry `key=value`.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push(format!("{key}={value}"));
+        self
+    }
+
+    /// Adds a mount.
+    pub fn mount(mut self, mount: Mount) -> Self {
+        self.mounts.push(mount);
+        self
+    }
+
+    /// Adds a label.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the user.
+    pub fn user(mut self, uid: u32, gid: u32) -> Self {
+        self.user = Some(User::new(uid, gid));
+        self
+    }
+
+    /// Sets the working directory.
+    pub fn working_dir(mut self, dir: impl Into<String>) -> Self {
+        self.working_dir = Some(dir.into());
+        self
+    }
+
+    /// Turns the init process on or off.
+    pub fn init(mut self, init: bool) -> Self {
+        self.init = init;
+        self
+    }
+
+    /// Sets the stop signal.
+    pub fn stop_signal(mut self, signal: impl Into<String>) -> Self {
+        self.stop_signal = Some(signal.into());
+        self
+    }
+
+    /// Sets the stop grace period.
+    pub fn stop_grace(mut self, grace: Duration) -> Self {
+        self.stop_grace = Some(grace);
+        self
+    }
+
+    /// Sets the network mode.
+    pub fn network(mut self, network: NetworkMode) -> Self {
+        self.network = network;
+        self
+    }
+}
+
+/// Writes `KEY=VALUE` entries as `KEY=<redacted>` so secrets never reach logs.
+pub(crate) struct RedactedEnv<'a>(pub(crate) &'a [String]);
+
+impl fmt::Debug for RedactedEnv<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|e| match e.split_once('=') {
+                Some((k, _)) => format!("{k}=<redacted>"),
+                None => "<malformed>".to_string(),
+            }))
+            .finish()
+    }
+}
+
+impl fmt::Debug for ContainerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContainerConfig")
+            .field("image", &self.image)
+            .field("name", &self.name)
+            .field("cmd", &self.cmd)
+            .field("entrypoint", &self.entrypoint)
+            .field("env", &RedactedEnv(&self.env))
+            .field("working_dir", &self.working_dir)
+            .field("user", &self.user)
+            .field("mounts", &self.mounts)
+            .field("labels", &self.labels)
+            .field("init", &self.init)
+            .field("stop_signal", &self.stop_signal)
+            .field("stop_grace", &self.stop_grace)
+            .field("resources", &self.resources)
+            .field("network", &self.network)
+            .field("hostname", &self.hostname)
+            .finish()
+    }
+}
+
+/// Lifecycle state of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ContainerState {
+    /// Created, never started.
+    Created,
+    /// Main process running.
+    Running,
+    /// Paused (frozen).
+    Paused,
+    /// Being restarted by the engine.
+    Restarting,
+    /// Main process exited with this code.
+    Exited(i64),
+    /// Being removed.
+    Removing,
+    /// Dead (failed removal or similar).
+    Dead,
+    /// A state string this library does not know.
+    Unknown(String),
+}
+
+impl ContainerState {
+    /// True for [`ContainerState::Running`].
+    pub fn is_running(&self) -> bool {
+        matches!(self, ContainerState::Running)
+    }
+}
+
+/// What inspect and list report about a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    /// Engine id.
+    pub id: String,
+    /// Name without a leading `/`.
+    pub name: String,
+    /// Image reference the container was created from.
+    pub image: String,
+    /// Current state.
+    pub state: ContainerState,
+    /// Whether the kernel OOM killer ended the main process.
+    pub oom_killed: bool,
+    /// All labels, including the ownership labels.
+    pub labels: Labels,
+}
+
+/// Which processes a cleanup may remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CleanupScope {
+    /// Objects of this manager's session only.
+    Session,
+    /// Every object carrying this manager's owner label, from any session.
+    Owner,
+}
+
+/// What a cleanup removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanupReport {
+    /// Ids of the removed containers.
+    pub containers: Vec<String>,
+    /// Names of the removed volumes.
+    pub volumes: Vec<String>,
+}
+
+/// A named volume to create.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeConfig {
+    /// Volume name (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`).
+    pub name: String,
+    /// User labels; the reserved prefix is refused.
+    pub labels: Labels,
+}
+
+impl VolumeConfig {
+    /// A volume named `name` with no labels.
+    pub fn new(name: impl Into<String>) -> Self {
+        VolumeConfig {
+            name: name.into(),
+            labels: Labels::new(),
+        }
+    }
+}
+
+/// What the engine reports about a volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    /// Volume name.
+    pub name: String,
+    /// All labels, including the ownership labels.
+    pub labels: Labels,
+    /// Where the data lives on the engine's host, when reported.
+    pub mountpoint: Option<String>,
+}
+
+/// Credentials for a registry. The password never appears in Debug output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryAuth {
+    /// User name.
+    pub username: String,
+    /// Password or token.
+    pub password: String,
+    /// Registry host; taken from the image reference when `None`.
+    pub server: Option<String>,
+}
+
+impl fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("server", &self.server)
+            .finish()
+    }
+}
+
+/// One pull progress event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PullProgress {
+    /// The manifest is being resolved.
+    Resolving {
+        /// The reference being pulled.
+        reference: String,
+    },
+    /// Progress of one layer.
+    Layer {
+        /// Layer id or digest, as the engine names it.
+        id: String,
+        /// Phase of the layer.
+        phase: LayerPhase,
+        /// Bytes done in this phase, when known.
+        current: Option<u64>,
+        /// Bytes in total, when known.
+        total: Option<u64>,
+    },
+    /// The image is present locally.
+    Completed {
+        /// The reference pulled.
+        reference: String,
+        /// The manifest digest, when the engine tells it.
+        digest: Option<String>,
+    },
+}
+
+/// Phase of a layer during a pull.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LayerPhase {
+    /// Waiting to download.
+    Waiting,
+    /// Downloading.
+    Downloading,
+    /// Verifying the checksum.
+    Verifying,
+    /// Extracting.
+    Extracting,
+    /// Done.
+    Complete,
+    /// Already present locally; nothing downloaded.
+    AlreadyExists,
+}
+
+/// Receives pull progress events. Called inline: keep it quick.
+pub type ProgressFn = Arc<dyn Fn(&PullProgress) + Send + Sync>;
+
+/// How to pull an image.
+#[derive(Clone, Default)]
+pub struct PullOptions {
+    /// Registry credentials; backends may also read the user's engine config.
+    pub auth: Option<RegistryAuth>,
+    /// Retries for retryable failures.
+    pub retry: RetryPolicy,
+    /// Deadline for the whole pull, retries included.
+    pub timeout: Option<Duration>,
+    /// Progress callback.
+    pub progress: Option<ProgressFn>,
+}
+
+impl fmt::Debug for PullOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PullOptions")
+            .field("auth", &self.auth)
+            .field("retry", &self.retry)
+            .field("timeout", &self.timeout)
+            .field("progress", &self.progress.as_ref().map(|_| "Fn"))
+            .finish()
+    }
+}
+
+impl PullOptions {
+    /// Sends `event` to the progress callback, if any.
+    pub fn report(&self, event: &PullProgress) {
+        if let Some(progress) = &self.progress {
+            progress(event);
+        }
+    }
+}
+
+/// Which log streams to read and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Keep the stream open and deliver new output as it arrives.
+    pub follow: bool,
+    /// Include stdout.
+    pub stdout: bool,
+    /// Include stderr.
+    pub stderr: bool,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            follow: false,
+            stdout: true,
+            stderr: true,
+        }
+    }
+}
+
+/// Facts about the engine a manager talks to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineInfo {
+    /// The backend in use.
+    pub backend: BackendKind,
+    /// What the engine says it is (`docker`, `podman`, `containerd`): a Podman socket
+    /// behind a Docker endpoint reports `podman` here.
+    pub engine: BackendKind,
+    /// Engine version string.
+    pub version: String,
+    /// API version, when the engine has one.
+    pub api_version: Option<String>,
+    /// Operating system of the engine host.
+    pub os: String,
+    /// CPU architecture of the engine host.
+    pub arch: String,
+    /// Endpoint the manager is connected to.
+    pub endpoint: String,
+}
+
+/// What a backend can do, as data: tests and callers select on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// An init process as PID 1.
+    pub init: bool,
+    /// Memory, CPU and pids limits.
+    pub resource_limits: bool,
+    /// User-namespace keep-id mapping.
+    pub userns_keep_id: bool,
+    /// Exec with a TTY.
+    pub tty_exec: bool,
+    /// The engine can kill an exec natively (otherwise the backend does it by pid).
+    pub native_exec_kill: bool,
+    /// Copy files into and out of containers.
+    pub copy_files: bool,
+}

@@ -1,0 +1,459 @@
+//! Validation of every input before any engine call: bad input is an `InvalidInput` error
+//! here, never an engine error, a panic, or a silently created host directory.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::exec::ExecSpec;
+use crate::labels::check_user_labels;
+use crate::reference::ImageRef;
+use crate::signal::Signal;
+use crate::types::{ContainerConfig, Mount, NetworkMode, Resources, VolumeConfig};
+
+/// Docker's rule for container and volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, here also
+/// capped at 128 characters so every engine accepts it.
+fn is_object_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphanumeric())
+        && s.len() <= 128
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// A container name as every engine accepts it.
+pub fn container_name(name: &str) -> Result<()> {
+    if is_object_name(name) {
+        Ok(())
+    } else {
+        Err(Error::invalid_input(format!(
+            "invalid container name {name:?}: use 1-128 characters of [a-zA-Z0-9_.-], \
+             starting with a letter or digit"
+        ))
+        .with_resource(name))
+    }
+}
+
+/// A volume name as every engine accepts it.
+pub fn volume_name(name: &str) -> Result<()> {
+    if is_object_name(name) {
+        Ok(())
+    } else {
+        Err(Error::invalid_input(format!(
+            "invalid volume name {name:?}: use 1-128 characters of [a-zA-Z0-9_.-], \
+             starting with a letter or digit"
+        ))
+        .with_resource(name))
+    }
+}
+
+/// A container id or name passed to an operation: a name, or a hex id.
+pub fn container_ref(id: &str) -> Result<()> {
+    container_name(id)
+}
+
+fn env_entries(env: &[String]) -> Result<()> {
+    for entry in env {
+        match entry.split_once('=') {
+            Some((key, _)) if !key.is_empty() && !key.contains('\0') => {}
+            _ => {
+                let key = entry.split('=').next().unwrap_or_default();
+                return Err(Error::invalid_input(format!(
+                    "environment entry {key:?} must have the form KEY=VALUE"
+                )));
+            }
+        }
+        if entry.contains('\0') {
+            return Err(Error::invalid_input(
+                "environment entries must not contain NUL bytes",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn argv(what: &str, args: &[String]) -> Result<()> {
+    if args.is_empty() || args[0].is_empty() {
+        return Err(Error::invalid_input(format!("{what} must not be empty")));
+    }
+    if args.iter().any(|a| a.contains('\0')) {
+        return Err(Error::invalid_input(format!(
+            "{what} arguments must not contain NUL bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn container_path(what: &str, path: &str) -> Result<()> {
+    if !path.starts_with('/') || path.contains('\0') {
+        return Err(Error::invalid_input(format!(
+            "{what} {path:?} must be an absolute path inside the container"
+        )));
+    }
+    if path.split('/').any(|c| c == "..") {
+        return Err(Error::invalid_input(format!(
+            "{what} {path:?} must not contain '..'"
+        )));
+    }
+    Ok(())
+}
+
+/// Normalises a container path for duplicate detection: `/a//b/` is `/a/b`.
+fn normalise(path: &str) -> String {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    format!("/{}", parts.join("/"))
+}
+
+fn mounts(mounts: &[Mount]) -> Result<()> {
+    let mut targets = HashSet::new();
+    for m in mounts {
+        container_path("mount target", m.target())?;
+        if normalise(m.target()) == "/" {
+            return Err(Error::invalid_input("a mount target must not be /"));
+        }
+        if !targets.insert(normalise(m.target())) {
+            return Err(Error::invalid_input(format!(
+                "two mounts have the same target {:?}",
+                m.target()
+            )));
+        }
+        match m {
+            Mount::Bind { source, .. } => host_path(source)?,
+            Mount::Volume { name, .. } => volume_name(name)?,
+            Mount::Tmpfs { size_bytes, .. } => {
+                if matches!(size_bytes, Some(n) if *n <= 0) {
+                    return Err(Error::invalid_input("tmpfs size must be positive"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A bind source: absolute, and existing on this host (a symlink to something existing is
+/// fine). The engine is never left to create it: Docker would make a root-owned directory.
+pub fn host_path(source: &Path) -> Result<()> {
+    let shown = source.display().to_string();
+    if !source.is_absolute() {
+        return Err(Error::invalid_input(format!(
+            "bind source {shown:?} must be an absolute host path"
+        ))
+        .with_resource(shown));
+    }
+    match source.try_exists() {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Error::invalid_input(format!(
+            "bind source {shown:?} does not exist on the host; create it first"
+        ))
+        .with_resource(shown)),
+        Err(e) => Err(
+            Error::invalid_input(format!("bind source {shown:?} cannot be checked"))
+                .with_resource(shown)
+                .with_source(e),
+        ),
+    }
+}
+
+fn resources(r: &Resources) -> Result<()> {
+    if matches!(r.memory_bytes, Some(n) if n <= 0) {
+        return Err(Error::invalid_input("memory limit must be positive"));
+    }
+    if let Some(c) = r.cpus {
+        if !(c.is_finite() && c > 0.0 && c <= 1024.0) {
+            return Err(Error::invalid_input(format!(
+                "cpu limit {c} must be a number above 0 and at most 1024"
+            )));
+        }
+    }
+    if matches!(r.pids_limit, Some(n) if n <= 0) {
+        return Err(Error::invalid_input("pids limit must be positive"));
+    }
+    let mut names = HashSet::new();
+    for u in &r.ulimits {
+        let name_ok = !u.name.is_empty() && u.name.bytes().all(|b| b.is_ascii_lowercase());
+        if !name_ok || !names.insert(u.name.as_str()) {
+            return Err(Error::invalid_input(format!(
+                "ulimit name {:?} must be lower-case letters and unique",
+                u.name
+            )));
+        }
+        if u.soft < 0 || u.hard < 0 || u.soft > u.hard {
+            return Err(Error::invalid_input(format!(
+                "ulimit {}: need 0 <= soft ({}) <= hard ({})",
+                u.name, u.soft, u.hard
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Everything in a [`ContainerConfig`]; the first problem found is returned.
+pub fn container_config(c: &ContainerConfig) -> Result<()> {
+    check(c).map_err(|e| match &c.name {
+        Some(name) => e.with_resource(name.clone()),
+        None => e.with_resource(c.image.clone()),
+    })
+}
+
+fn check(c: &ContainerConfig) -> Result<()> {
+    if c.image.is_empty() {
+        return Err(Error::invalid_input("image must not be empty"));
+    }
+    ImageRef::parse(&c.image)?;
+    if let Some(name) = &c.name {
+        container_name(name)?;
+    }
+    if let Some(cmd) = &c.cmd {
+        argv("command", cmd)?;
+    }
+    if let Some(ep) = &c.entrypoint {
+        argv("entrypoint", ep)?;
+    }
+    env_entries(&c.env)?;
+    if let Some(dir) = &c.working_dir {
+        container_path("working directory", dir)?;
+    }
+    mounts(&c.mounts)?;
+    check_user_labels(&c.labels)?;
+    if let Some(sig) = &c.stop_signal {
+        sig.parse::<Signal>()?;
+    }
+    resources(&c.resources)?;
+    if let NetworkMode::Named(n) = &c.network {
+        if !is_object_name(n) {
+            return Err(Error::invalid_input(format!("invalid network name {n:?}")));
+        }
+    }
+    if let Some(h) = &c.hostname {
+        let ok = !h.is_empty()
+            && h.len() <= 63
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !ok {
+            return Err(Error::invalid_input(format!("invalid hostname {h:?}")));
+        }
+    }
+    Ok(())
+}
+
+/// Everything in an [`ExecSpec`].
+pub fn exec_spec(s: &ExecSpec) -> Result<()> {
+    argv("exec command", &s.cmd)?;
+    env_entries(&s.env)?;
+    if let Some(dir) = &s.working_dir {
+        container_path("exec working directory", dir)?;
+    }
+    if s.timeout.is_some_and(|t| t.is_zero()) {
+        return Err(Error::invalid_input("exec timeout must be above zero"));
+    }
+    Ok(())
+}
+
+/// Everything in a [`VolumeConfig`].
+pub fn volume_config(v: &VolumeConfig) -> Result<()> {
+    volume_name(&v.name)?;
+    check_user_labels(&v.labels).map_err(|e| e.with_resource(v.name.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Ulimit;
+    use crate::ErrorKind;
+    use proptest::prelude::*;
+
+    const IMG: &str = "127.0.0.1:5000/container-rs/busybox:1";
+
+    fn invalid(c: &ContainerConfig) {
+        let e = container_config(c).expect_err("must be invalid");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        assert!(!e.is_retryable());
+    }
+
+    fn tmp() -> std::path::PathBuf {
+        std::env::temp_dir()
+    }
+
+    #[test]
+    fn a_full_valid_config_passes() {
+        let dir = tmp();
+        let mut c = ContainerConfig::new(IMG)
+            .name("build-1")
+            .cmd(["sleep", "infinity"])
+            .env("A", "b=c")
+            .env("EMPTY", "")
+            .user(1000, 1000)
+            .working_dir("/work")
+            .mount(Mount::bind(&dir, "/downloads"))
+            .mount(Mount::bind(&dir, "/layers").read_only())
+            .mount(Mount::volume("sstate", "/sstate"))
+            .mount(Mount::tmpfs("/tmp"))
+            .label("app", "yocto")
+            .stop_signal("SIGINT")
+            .init(true);
+        c.resources.memory_bytes = Some(1 << 30);
+        c.resources.cpus = Some(1.5);
+        c.resources.pids_limit = Some(1000);
+        c.resources.ulimits.push(Ulimit {
+            name: "nofile".into(),
+            soft: 1024,
+            hard: 4096,
+        });
+        container_config(&c).expect("valid");
+    }
+
+    // conformance case 54
+    #[test]
+    fn case_54_bad_basics() {
+        invalid(&ContainerConfig::new(""));
+        invalid(&ContainerConfig::new(IMG).cmd(Vec::<String>::new()));
+        invalid(&ContainerConfig::new(IMG).cmd([""]));
+        for name in ["", "-x", "a b", "a/b", ".x", &"n".repeat(129)] {
+            invalid(&ContainerConfig::new(IMG).name(name));
+        }
+        let mut c = ContainerConfig::new(IMG);
+        c.env.push("NOEQUALS".into());
+        invalid(&c);
+        let mut c = ContainerConfig::new(IMG);
+        c.env.push("=value".into());
+        invalid(&c);
+        for limit in [0, -1] {
+            let mut c = ContainerConfig::new(IMG);
+            c.resources.memory_bytes = Some(limit);
+            invalid(&c);
+            let mut c = ContainerConfig::new(IMG);
+            c.resources.pids_limit = Some(limit);
+            invalid(&c);
+        }
+        for cpus in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let mut c = ContainerConfig::new(IMG);
+            c.resources.cpus = Some(cpus);
+            invalid(&c);
+        }
+        let mut c = ContainerConfig::new(IMG);
+        c.resources.ulimits.push(Ulimit {
+            name: "nofile".into(),
+            soft: 10,
+            hard: 5,
+        });
+        invalid(&c);
+        invalid(&ContainerConfig::new(IMG).stop_signal("SIGNOPE"));
+        invalid(&ContainerConfig::new(IMG).working_dir("relative"));
+    }
+
+    // conformance case 4
+    #[test]
+    fn case_4_malformed_image() {
+        invalid(&ContainerConfig::new("Not A Ref"));
+        invalid(&ContainerConfig::new("busybox:bad tag"));
+    }
+
+    // conformance case 43
+    #[test]
+    fn case_43_missing_and_relative_paths() {
+        let missing = tmp().join("container-rs-does-not-exist-9f1c");
+        let e = container_config(&ContainerConfig::new(IMG).mount(Mount::bind(&missing, "/x")))
+            .expect_err("missing");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.message().contains("does not exist"), "{e}");
+        assert!(!missing.exists(), "validation must not create the path");
+        invalid(&ContainerConfig::new(IMG).mount(Mount::bind("relative/dir", "/x")));
+        invalid(&ContainerConfig::new(IMG).mount(Mount::bind(tmp(), "relative")));
+        invalid(&ContainerConfig::new(IMG).mount(Mount::bind(tmp(), "/a/../b")));
+        invalid(&ContainerConfig::new(IMG).mount(Mount::bind(tmp(), "/")));
+    }
+
+    #[test]
+    fn symlinked_host_path_is_fine() {
+        let dir = tmp().join(format!("crs-validate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let link = dir.with_extension("link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&dir, &link).expect("symlink");
+        let r = container_config(&ContainerConfig::new(IMG).mount(Mount::bind(&link, "/x")));
+        let _ = std::fs::remove_file(&link);
+        let _ = std::fs::remove_dir(&dir);
+        r.expect("symlink ok");
+    }
+
+    // conformance case 46
+    #[test]
+    fn case_46_duplicate_targets() {
+        invalid(
+            &ContainerConfig::new(IMG)
+                .mount(Mount::bind(tmp(), "/data"))
+                .mount(Mount::tmpfs("/data/")),
+        );
+        invalid(
+            &ContainerConfig::new(IMG)
+                .mount(Mount::volume("v", "/a//b"))
+                .mount(Mount::tmpfs("/a/b")),
+        );
+    }
+
+    // conformance case 50
+    #[test]
+    fn case_50_reserved_label_prefix() {
+        invalid(&ContainerConfig::new(IMG).label("io.container-rs.session", "x"));
+        let mut v = VolumeConfig::new("vol");
+        v.labels.insert("io.container-rs.owner".into(), "x".into());
+        assert_eq!(
+            volume_config(&v).expect_err("reserved").kind(),
+            ErrorKind::InvalidInput
+        );
+    }
+
+    #[test]
+    fn volume_and_exec_checks() {
+        assert!(volume_config(&VolumeConfig::new("ok-1.v_2")).is_ok());
+        for bad in ["", "a b", "../x", "_x"] {
+            assert!(volume_config(&VolumeConfig::new(bad)).is_err(), "{bad}");
+        }
+        assert!(exec_spec(&ExecSpec::new(["true"])).is_ok());
+        assert!(exec_spec(&ExecSpec::new(Vec::<String>::new())).is_err());
+        assert!(exec_spec(&ExecSpec::new(["true"]).env("", "x")).is_err());
+        assert!(exec_spec(&ExecSpec::new(["true"]).working_dir("rel")).is_err());
+        assert!(exec_spec(&ExecSpec::new(["true"]).timeout(std::time::Duration::ZERO)).is_err());
+        assert!(exec_spec(&ExecSpec::new(["a\0b"])).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn names_accepted_iff_they_match_the_rule(name in "\\PC{0,20}") {
+            let ok = container_name(&name).is_ok();
+            let expect = !name.is_empty()
+                && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            prop_assert_eq!(ok, expect);
+        }
+
+        #[test]
+        fn env_needs_a_key_and_equals(key in "[A-Z_]{0,6}", sep in "=?", val in "[ -~]{0,10}") {
+            let entry = format!("{key}{sep}{val}");
+            let mut c = ContainerConfig::new(IMG);
+            c.env.push(entry.clone());
+            let ok = container_config(&c).is_ok();
+            let expect = match entry.split_once('=') {
+                Some((k, _)) => !k.is_empty(),
+                None => false,
+            };
+            prop_assert_eq!(ok, expect);
+        }
+
+        #[test]
+        fn arbitrary_configs_never_panic(
+            image in "\\PC{0,30}",
+            name in proptest::option::of("\\PC{0,20}"),
+            target in "\\PC{0,20}",
+            mem in proptest::option::of(any::<i64>()),
+        ) {
+            let mut c = ContainerConfig::new(image);
+            c.name = name;
+            c.mounts.push(Mount::tmpfs(target));
+            c.resources.memory_bytes = mem;
+            let _ = container_config(&c);
+        }
+    }
+}
