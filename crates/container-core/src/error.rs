@@ -130,6 +130,14 @@ impl Operation {
     }
 }
 
+impl Operation {
+    /// Whether repeating the operation after an unknown outcome (a timeout) is safe.
+    /// Create is idempotent by name; exec, kill and copy-in are not.
+    pub fn is_idempotent(self) -> bool {
+        !matches!(self, Operation::Exec | Operation::Kill | Operation::CopyTo)
+    }
+}
+
 impl fmt::Display for Operation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod archive;
 pub mod error;
 pub mod exec;
 pub mod labels;

@@ -600,3 +600,39 @@ pub struct Capabilities {
     /// Copy files into and out of containers.
     pub copy_files: bool,
 }
+
+/// Where and how a backend connects. Every backend takes the same options.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Engine endpoint (`unix:///var/run/docker.sock`, `tcp://127.0.0.1:2376`, a socket
+    /// path for containerd); the backend's environment variable or default when `None`.
+    pub endpoint: Option<String>,
+    /// Owner and session stamped on created objects.
+    pub ownership: crate::labels::Ownership,
+    /// Deadline for reaching the engine; past it, connect fails with `Unavailable`.
+    pub connect_timeout: Duration,
+    /// Deadline of every unary engine call (streams are bounded by their own timeouts).
+    pub call_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    /// The backend's default endpoint, a fresh session, 5 s to connect, 120 s per call.
+    fn default() -> Self {
+        ConnectOptions {
+            endpoint: None,
+            ownership: crate::labels::Ownership::default(),
+            connect_timeout: Duration::from_secs(5),
+            call_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// Options for `endpoint` with defaults for the rest.
+    pub fn endpoint(endpoint: impl Into<String>) -> Self {
+        ConnectOptions {
+            endpoint: Some(endpoint.into()),
+            ..ConnectOptions::default()
+        }
+    }
+}

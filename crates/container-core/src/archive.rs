@@ -1,0 +1,177 @@
+//! Tar streams for copying files into and out of containers: packing a host path, and
+//! unpacking an engine's archive into a host folder without ever writing outside it.
+//!
+//! Blocking code (the `tar` crate is synchronous): call it from `spawn_blocking`.
+
+use std::fs::File;
+use std::io::{Read, Seek};
+use std::path::{Component, Path};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Unpacks `archive` into the existing directory `dest`, keeping modes, mtimes and symlinks
+/// (as links). An entry with an absolute path or a `..` component is refused with
+/// `InvalidInput` before anything of it is written; `tar` itself also refuses to write
+/// through a symlink that leads outside `dest`. Ownership is not restored: files belong to
+/// the caller, which is what a build tool copying artifacts out wants.
+pub fn unpack_safely(archive: impl Read, dest: &Path) -> Result<()> {
+    let meta = std::fs::metadata(dest).map_err(|e| {
+        Error::invalid_input(format!("destination {} is not usable", dest.display())).with_source(e)
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::invalid_input(format!(
+            "destination {} is not a directory",
+            dest.display()
+        )));
+    }
+    let mut ar = tar::Archive::new(archive);
+    ar.set_preserve_permissions(true);
+    ar.set_preserve_mtime(true);
+    ar.set_preserve_ownerships(false);
+    ar.set_unpack_xattrs(false);
+    ar.set_overwrite(true);
+    let entries = ar.entries().map_err(io_error)?;
+    for entry in entries {
+        let mut entry = entry.map_err(io_error)?;
+        let path = entry.path().map_err(io_error)?.into_owned();
+        check_entry_path(&path)?;
+        if let Some(link) = entry.link_name().map_err(io_error)? {
+            if entry.header().entry_type().is_hard_link() {
+                check_entry_path(&link)?;
+            }
+        }
+        let written = entry.unpack_in(dest).map_err(io_error)?;
+        if !written {
+            return Err(Error::invalid_input(format!(
+                "archive entry {} would be written outside {}",
+                path.display(),
+                dest.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_entry_path(path: &Path) -> Result<()> {
+    for c in path.components() {
+        match c {
+            Component::Normal(_) | Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                return Err(Error::invalid_input(format!(
+                    "archive entry {} escapes the destination (absolute or '..')",
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn io_error(e: std::io::Error) -> Error {
+    Error::new(ErrorKind::Internal, "cannot read or write the archive").with_source(e)
+}
+
+/// Packs the host file or directory `source` into a temporary tar file, named in the
+/// archive by its own file name. Symlinks are stored as links, not followed.
+pub fn pack(source: &Path) -> Result<File> {
+    let name = source.file_name().ok_or_else(|| {
+        Error::invalid_input(format!("{} has no file name to copy", source.display()))
+    })?;
+    let meta = std::fs::symlink_metadata(source).map_err(|e| {
+        let kind = if e.kind() == std::io::ErrorKind::NotFound {
+            ErrorKind::NotFound
+        } else {
+            ErrorKind::InvalidInput
+        };
+        Error::new(kind, format!("cannot read {}", source.display())).with_source(e)
+    })?;
+    let file = tempfile::tempfile().map_err(io_error)?;
+    let mut builder = tar::Builder::new(file);
+    builder.follow_symlinks(false);
+    if meta.is_dir() {
+        builder.append_dir_all(name, source).map_err(io_error)?;
+    } else {
+        builder
+            .append_path_with_name(source, name)
+            .map_err(io_error)?;
+    }
+    let mut file = builder.into_inner().map_err(io_error)?;
+    file.rewind().map_err(io_error)?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn archive_with(path: &str, data: &[u8]) -> Vec<u8> {
+        let mut header = tar::Header::new_gnu();
+        // set_path refuses '..', so write the raw name the way a hostile archive would.
+        let name = path.as_bytes();
+        header.as_gnu_mut().expect("gnu").name[..name.len()].copy_from_slice(name);
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&header, data).expect("append");
+        b.into_inner().expect("finish")
+    }
+
+    #[test]
+    fn hostile_entries_are_refused_and_nothing_escapes() {
+        let root = tempfile::tempdir().expect("tmp");
+        let dest = root.path().join("dest");
+        std::fs::create_dir(&dest).expect("mkdir");
+        for bad in ["../x", "a/../../x", "/abs-x"] {
+            let e = unpack_safely(&archive_with(bad, b"evil")[..], &dest).expect_err(bad);
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{bad}: {e}");
+        }
+        assert!(!root.path().join("x").exists());
+        assert!(!Path::new("/abs-x").exists());
+        assert_eq!(std::fs::read_dir(&dest).expect("ls").count(), 0);
+    }
+
+    #[test]
+    fn pack_then_unpack_keeps_contents_modes_mtimes_and_links() {
+        let src_root = tempfile::tempdir().expect("tmp");
+        let src = src_root.path().join("art");
+        std::fs::create_dir_all(src.join("sub")).expect("mkdir");
+        std::fs::write(src.join("sub/run.sh"), b"#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(
+            src.join("sub/run.sh"),
+            std::fs::Permissions::from_mode(0o751),
+        )
+        .expect("chmod");
+        std::os::unix::fs::symlink("sub/run.sh", src.join("link")).expect("symlink");
+        let mtime = std::fs::metadata(src.join("sub/run.sh"))
+            .expect("meta")
+            .mtime();
+
+        let file = pack(&src).expect("pack");
+        let dest = tempfile::tempdir().expect("tmp");
+        unpack_safely(file, dest.path()).expect("unpack");
+
+        let out = dest.path().join("art");
+        assert_eq!(
+            std::fs::read(out.join("sub/run.sh")).expect("read"),
+            b"#!/bin/sh\n"
+        );
+        let meta = std::fs::metadata(out.join("sub/run.sh")).expect("meta");
+        assert_eq!(meta.mode() & 0o777, 0o751);
+        assert_eq!(meta.mtime(), mtime);
+        assert_eq!(
+            std::fs::read_link(out.join("link")).expect("link"),
+            Path::new("sub/run.sh")
+        );
+    }
+
+    #[test]
+    fn missing_source_and_bad_destination() {
+        let e = pack(Path::new("/nonexistent/container-rs-x")).expect_err("missing");
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        let e =
+            unpack_safely(&b""[..], Path::new("/nonexistent/container-rs-y")).expect_err("dest");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    }
+}

@@ -1,0 +1,302 @@
+//! Core types to Docker requests, Docker responses to core types. Pure functions.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary,
+    ContainerSummaryStateEnum, CreateImageInfo, HostConfig, Mount as DMount, MountTmpfsOptions,
+    MountType, ResourcesUlimits, Volume,
+};
+use container_core::{
+    ContainerConfig, ContainerInfo, ContainerState, Labels, LayerPhase, Mount, NetworkMode,
+    PullProgress, VolumeInfo,
+};
+
+/// The create request for a validated `config` carrying `labels` (user + ownership).
+pub(crate) fn create_body(config: &ContainerConfig, labels: Labels) -> ContainerCreateBody {
+    let r = &config.resources;
+    let host = HostConfig {
+        mounts: Some(config.mounts.iter().map(mount).collect()),
+        init: Some(config.init),
+        memory: r.memory_bytes,
+        // Docker wants the CPU quota in units of 1e-9 CPUs.
+        nano_cpus: r.cpus.map(|c| (c * 1e9).round() as i64),
+        pids_limit: r.pids_limit,
+        ulimits: (!r.ulimits.is_empty()).then(|| {
+            r.ulimits
+                .iter()
+                .map(|u| ResourcesUlimits {
+                    name: Some(u.name.clone()),
+                    soft: Some(u.soft),
+                    hard: Some(u.hard),
+                })
+                .collect()
+        }),
+        network_mode: Some(match &config.network {
+            NetworkMode::None => "none".to_string(),
+            NetworkMode::Host => "host".to_string(),
+            NetworkMode::Named(n) => n.clone(),
+        }),
+        auto_remove: Some(false),
+        ..HostConfig::default()
+    };
+    ContainerCreateBody {
+        image: Some(config.image.clone()),
+        cmd: config.cmd.clone(),
+        entrypoint: config.entrypoint.clone(),
+        env: (!config.env.is_empty()).then(|| config.env.clone()),
+        working_dir: config.working_dir.clone(),
+        user: config.user.map(|u| u.to_string()),
+        labels: Some(labels.into_iter().collect::<HashMap<_, _>>()),
+        stop_signal: config.stop_signal.clone(),
+        // Docker counts whole seconds; round a fractional grace up, never down.
+        stop_timeout: config
+            .stop_grace
+            .map(|g| g.as_secs() as i64 + i64::from(g.subsec_nanos() > 0)),
+        hostname: config.hostname.clone(),
+        host_config: Some(host),
+        ..ContainerCreateBody::default()
+    }
+}
+
+fn mount(m: &Mount) -> DMount {
+    match m {
+        Mount::Bind {
+            source,
+            target,
+            read_only,
+        } => DMount {
+            typ: Some(MountType::BIND),
+            source: Some(source.display().to_string()),
+            target: Some(target.clone()),
+            read_only: Some(*read_only),
+            ..DMount::default()
+        },
+        Mount::Volume {
+            name,
+            target,
+            read_only,
+        } => DMount {
+            typ: Some(MountType::VOLUME),
+            source: Some(name.clone()),
+            target: Some(target.clone()),
+            read_only: Some(*read_only),
+            ..DMount::default()
+        },
+        Mount::Tmpfs { target, size_bytes } => DMount {
+            typ: Some(MountType::TMPFS),
+            target: Some(target.clone()),
+            tmpfs_options: size_bytes.map(|s| MountTmpfsOptions {
+                size_bytes: Some(s),
+                ..MountTmpfsOptions::default()
+            }),
+            ..DMount::default()
+        },
+    }
+}
+
+/// Inspect response to core info.
+pub(crate) fn container_info(r: ContainerInspectResponse) -> ContainerInfo {
+    let state = r.state.unwrap_or_default();
+    let exit = state.exit_code.unwrap_or(0);
+    let status = match state.status {
+        Some(ContainerStateStatusEnum::CREATED) => ContainerState::Created,
+        Some(ContainerStateStatusEnum::RUNNING) => ContainerState::Running,
+        Some(ContainerStateStatusEnum::PAUSED) => ContainerState::Paused,
+        Some(ContainerStateStatusEnum::RESTARTING) => ContainerState::Restarting,
+        Some(ContainerStateStatusEnum::REMOVING) => ContainerState::Removing,
+        Some(ContainerStateStatusEnum::EXITED) => ContainerState::Exited(exit),
+        Some(ContainerStateStatusEnum::DEAD) => ContainerState::Dead,
+        Some(other) => ContainerState::Unknown(other.to_string()),
+        None => ContainerState::Unknown(String::new()),
+    };
+    let config = r.config.unwrap_or_default();
+    ContainerInfo {
+        id: r.id.unwrap_or_default(),
+        name: r
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        image: config.image.unwrap_or_default(),
+        state: status,
+        oom_killed: state.oom_killed.unwrap_or(false),
+        labels: config.labels.unwrap_or_default().into_iter().collect(),
+    }
+}
+
+/// List entry to core info. The exit code is parsed from Docker's status text
+/// (`Exited (123) 2 seconds ago`), the only place a list reports it.
+pub(crate) fn summary_info(s: ContainerSummary) -> ContainerInfo {
+    let exit = s
+        .status
+        .as_deref()
+        .and_then(|t| t.strip_prefix("Exited ("))
+        .and_then(|t| t.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let state = match s.state {
+        Some(ContainerSummaryStateEnum::CREATED) => ContainerState::Created,
+        Some(ContainerSummaryStateEnum::RUNNING) => ContainerState::Running,
+        Some(ContainerSummaryStateEnum::PAUSED) => ContainerState::Paused,
+        Some(ContainerSummaryStateEnum::RESTARTING) => ContainerState::Restarting,
+        Some(ContainerSummaryStateEnum::REMOVING) => ContainerState::Removing,
+        Some(ContainerSummaryStateEnum::EXITED) => ContainerState::Exited(exit),
+        Some(ContainerSummaryStateEnum::DEAD) => ContainerState::Dead,
+        Some(other) => ContainerState::Unknown(other.to_string()),
+        None => ContainerState::Unknown(String::new()),
+    };
+    ContainerInfo {
+        id: s.id.unwrap_or_default(),
+        name: s
+            .names
+            .and_then(|n| n.into_iter().next())
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        image: s.image.unwrap_or_default(),
+        state,
+        oom_killed: false,
+        labels: s.labels.unwrap_or_default().into_iter().collect(),
+    }
+}
+
+/// Volume to core info.
+pub(crate) fn volume_info(v: Volume) -> VolumeInfo {
+    VolumeInfo {
+        name: v.name,
+        labels: v.labels.into_iter().collect(),
+        mountpoint: (!v.mountpoint.is_empty()).then_some(v.mountpoint),
+    }
+}
+
+/// Docker label filters: `label=key=value` for each pair.
+pub(crate) fn label_filters(labels: &Labels) -> HashMap<String, Vec<String>> {
+    let mut f = HashMap::new();
+    if !labels.is_empty() {
+        f.insert(
+            "label".to_string(),
+            labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        );
+    }
+    f
+}
+
+/// One pull status line to a progress event; `None` for lines that carry no progress.
+pub(crate) fn pull_progress(info: &CreateImageInfo) -> Option<PullProgress> {
+    let status = info.status.as_deref()?;
+    let id = info.id.clone()?;
+    let phase = match status {
+        "Pulling fs layer" | "Waiting" => LayerPhase::Waiting,
+        "Downloading" => LayerPhase::Downloading,
+        "Verifying Checksum" | "Download complete" => LayerPhase::Verifying,
+        "Extracting" => LayerPhase::Extracting,
+        "Pull complete" => LayerPhase::Complete,
+        "Already exists" => LayerPhase::AlreadyExists,
+        _ => return None,
+    };
+    let detail = info.progress_detail.as_ref();
+    let to_u64 = |v: Option<i64>| v.and_then(|n| u64::try_from(n).ok());
+    Some(PullProgress::Layer {
+        id,
+        phase,
+        current: to_u64(detail.and_then(|d| d.current)),
+        total: to_u64(detail.and_then(|d| d.total)),
+    })
+}
+
+/// The manifest digest from the `Digest: sha256:...` status line.
+pub(crate) fn pull_digest(info: &CreateImageInfo) -> Option<String> {
+    info.status
+        .as_deref()?
+        .strip_prefix("Digest: ")
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::ProgressDetail;
+    use container_core::Ulimit;
+    use std::time::Duration;
+
+    #[test]
+    fn create_body_carries_every_field() {
+        let mut c = ContainerConfig::new("img:1")
+            .cmd(["sleep", "1"])
+            .env("A", "1")
+            .user(1000, 1000)
+            .working_dir("/w")
+            .init(true)
+            .stop_signal("SIGINT")
+            .stop_grace(Duration::from_millis(1500))
+            .mount(Mount::bind("/h", "/c").read_only())
+            .mount(Mount::tmpfs("/t"));
+        c.resources.cpus = Some(1.5);
+        c.resources.memory_bytes = Some(1 << 20);
+        c.resources.ulimits.push(Ulimit {
+            name: "nofile".into(),
+            soft: 1,
+            hard: 2,
+        });
+        let mut labels = Labels::new();
+        labels.insert("k".into(), "v".into());
+        let b = create_body(&c, labels);
+        assert_eq!(b.user.as_deref(), Some("1000:1000"));
+        assert_eq!(b.stop_timeout, Some(2));
+        assert_eq!(b.stop_signal.as_deref(), Some("SIGINT"));
+        let h = b.host_config.expect("host");
+        assert_eq!(h.nano_cpus, Some(1_500_000_000));
+        assert_eq!(h.network_mode.as_deref(), Some("none"));
+        assert_eq!(h.init, Some(true));
+        let m = h.mounts.expect("mounts");
+        assert_eq!(m[0].typ, Some(MountType::BIND));
+        assert_eq!(m[0].read_only, Some(true));
+        assert_eq!(m[1].typ, Some(MountType::TMPFS));
+        assert_eq!(
+            b.labels.expect("labels").get("k").map(String::as_str),
+            Some("v")
+        );
+    }
+
+    #[test]
+    fn exit_code_is_parsed_from_list_status() {
+        let s = ContainerSummary {
+            state: Some(ContainerSummaryStateEnum::EXITED),
+            status: Some("Exited (123) 2 seconds ago".into()),
+            names: Some(vec!["/n".into()]),
+            ..ContainerSummary::default()
+        };
+        let i = summary_info(s);
+        assert_eq!(i.state, ContainerState::Exited(123));
+        assert_eq!(i.name, "n");
+    }
+
+    #[test]
+    fn progress_lines_map_to_phases() {
+        let line = |status: &str| CreateImageInfo {
+            id: Some("abc".into()),
+            status: Some(status.into()),
+            progress_detail: Some(ProgressDetail {
+                current: Some(5),
+                total: Some(10),
+            }),
+            ..CreateImageInfo::default()
+        };
+        assert_eq!(
+            pull_progress(&line("Downloading")),
+            Some(PullProgress::Layer {
+                id: "abc".into(),
+                phase: LayerPhase::Downloading,
+                current: Some(5),
+                total: Some(10)
+            })
+        );
+        assert!(pull_progress(&line("Pulling from x")).is_none());
+        let d = CreateImageInfo {
+            status: Some("Digest: sha256:ab".into()),
+            ..CreateImageInfo::default()
+        };
+        assert_eq!(pull_digest(&d).as_deref(), Some("sha256:ab"));
+    }
+}

@@ -1,0 +1,106 @@
+//! `cargo xtask ci`: every check CI runs, in order, each step timed.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use xshell::{cmd, Shell};
+
+use crate::engines::{self, Backend};
+
+/// `cargo xtask ci`.
+#[derive(Debug, Args)]
+pub(crate) struct Ci {}
+
+impl Ci {
+    /// Runs every step; stops at the first failure.
+    pub(crate) fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        let steps = steps();
+        let total = steps.len();
+        let mut timings: Vec<(String, Duration)> = Vec::new();
+        for (index, step) in steps.into_iter().enumerate() {
+            println!("==> [{}/{total}] {}", index + 1, step.name);
+            let started = Instant::now();
+            let outcome = (step.action)(sh);
+            let elapsed = started.elapsed();
+            match outcome {
+                Ok(()) => println!(
+                    "<== [{}/{total}] {}: ok in {:.1} s",
+                    index + 1,
+                    step.name,
+                    elapsed.as_secs_f64()
+                ),
+                Err(err) => {
+                    println!(
+                        "<== [{}/{total}] {}: FAILED after {:.1} s",
+                        index + 1,
+                        step.name,
+                        elapsed.as_secs_f64()
+                    );
+                    return Err(err).with_context(|| format!("CI step `{}` failed", step.name));
+                }
+            }
+            timings.push((step.name, elapsed));
+        }
+        println!("CI passed:");
+        for (name, elapsed) in timings {
+            println!("  {:>7.1} s  {name}", elapsed.as_secs_f64());
+        }
+        Ok(())
+    }
+}
+
+/// The work of a CI step.
+type Action = Box<dyn Fn(&Shell) -> anyhow::Result<()>>;
+
+/// One CI step: what to print, and the work.
+struct Step {
+    /// Printed before and after the step.
+    name: String,
+    /// The work; an error stops CI.
+    action: Action,
+}
+
+impl Step {
+    /// A step named `name` that runs `action`.
+    fn new(name: &str, action: impl Fn(&Shell) -> anyhow::Result<()> + 'static) -> Step {
+        Step {
+            name: name.to_owned(),
+            action: Box::new(action),
+        }
+    }
+}
+
+/// The CI steps, in order: engines, formatting, lints, tests, conformance.
+fn steps() -> Vec<Step> {
+    let mut steps = vec![
+        // First: it installs protoc, which the containerd backend's build needs.
+        Step::new("engines up --backend all", |sh| {
+            engines::ensure_up(sh, Backend::ALL)
+        }),
+        Step::new("cargo fmt --check", |sh| {
+            cmd!(sh, "cargo fmt --all -- --check").run()?;
+            Ok(())
+        }),
+        Step::new("cargo clippy", |sh| {
+            cmd!(
+                sh,
+                "cargo clippy --workspace --all-targets --all-features -- -D warnings"
+            )
+            .run()?;
+            Ok(())
+        }),
+        Step::new("cargo test", |sh| {
+            cmd!(sh, "cargo test --workspace --all-features").run()?;
+            Ok(())
+        }),
+    ];
+    steps.extend(conformance_steps());
+    steps
+}
+
+/// Conformance suites against the real engines started by the first step, one step
+/// per backend (for example `conformance --backend docker`). None exist yet.
+fn conformance_steps() -> Vec<Step> {
+    Vec::new()
+}

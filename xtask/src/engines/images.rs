@@ -1,0 +1,313 @@
+//! The test images: a busybox-static root filesystem built without internet, pushed
+//! to the local registry as Docker schema 2 images (pullable by tag and by digest
+//! with docker, podman and ctr).
+//!
+//! The layer is reproducible (sorted tar, fixed mtime and owners, `gzip -n`), so the
+//! same fixtures and Debian packages give the same digests on every machine.
+
+use std::{
+    fs,
+    os::unix::fs::{chown, symlink, PermissionsExt},
+    path::Path,
+};
+
+use anyhow::{bail, Context};
+use serde_json::json;
+use xshell::{cmd, Shell};
+
+use super::{http::Request, StateDir, BUSYBOX_IMAGE, BUSYBOX_USER_IMAGE, REGISTRY_ADDR};
+
+/// busybox from Debian's busybox-static.
+pub(super) const BUSYBOX: &str = "/bin/busybox";
+/// tini from Debian's tini package (bookworm has no tini-static package).
+pub(super) const TINI_STATIC: &str = "/usr/bin/tini-static";
+/// Docker schema 2 manifest.
+const MANIFEST_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker image configuration.
+const CONFIG_TYPE: &str = "application/vnd.docker.container.image.v1+json";
+/// gzip-compressed tar layer.
+const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+/// Timestamp of the layer's files and of the image: the epoch, for reproducibility.
+const EPOCH: &str = "1970-01-01T00:00:00Z";
+/// PATH inside the images (all applets are in /bin).
+const IMAGE_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A test image in the local registry.
+#[derive(Debug)]
+struct TestImage {
+    /// Full reference, `127.0.0.1:5000/<repository>:<tag>`.
+    reference: &'static str,
+    /// Default user; empty for root.
+    user: &'static str,
+}
+
+/// Every test image; they share one layer.
+const TEST_IMAGES: &[TestImage] = &[
+    TestImage {
+        reference: BUSYBOX_IMAGE,
+        user: "",
+    },
+    TestImage {
+        reference: BUSYBOX_USER_IMAGE,
+        user: "1000:1000",
+    },
+];
+
+impl TestImage {
+    /// Repository and tag inside the registry.
+    fn repository_and_tag(&self) -> anyhow::Result<(&'static str, &'static str)> {
+        self.reference
+            .strip_prefix(REGISTRY_ADDR)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .and_then(|rest| rest.rsplit_once(':'))
+            .with_context(|| format!("{} is not a {REGISTRY_ADDR} image", self.reference))
+    }
+
+    /// The manifest digest the registry serves for the tag, `None` when it has none.
+    fn digest(&self) -> anyhow::Result<Option<String>> {
+        let (repository, tag) = self.repository_and_tag()?;
+        let response = Request::new("HEAD", &format!("/v2/{repository}/manifests/{tag}"))
+            .header("Accept", MANIFEST_TYPE)
+            .send_tcp(REGISTRY_ADDR)?;
+        if response.status == 404 {
+            return Ok(None);
+        }
+        response.expect(200)?;
+        let digest = response
+            .header("Docker-Content-Digest")
+            .context("manifest without Docker-Content-Digest")?;
+        Ok(Some(digest.to_owned()))
+    }
+}
+
+/// The root filesystem layer, compressed, with its digests.
+#[derive(Debug)]
+struct Layer {
+    /// The gzip-compressed tar.
+    gzip: Vec<u8>,
+    /// Digest of `gzip`, the blob digest.
+    digest: String,
+    /// Digest of the uncompressed tar, the diff id in the image configuration.
+    diff_id: String,
+}
+
+/// Builds and pushes the test images the registry does not serve yet (all of them
+/// with `rebuild`).
+pub(super) fn ensure_pushed(sh: &Shell, state: &StateDir, rebuild: bool) -> anyhow::Result<()> {
+    let mut missing = Vec::new();
+    for image in TEST_IMAGES {
+        match image.digest()? {
+            Some(digest) if !rebuild => println!("image      {} {digest}", image.reference),
+            _ => missing.push(image),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let layer = build_layer(sh, state)?;
+    for image in missing {
+        let digest =
+            push(sh, image, &layer).with_context(|| format!("pushing {}", image.reference))?;
+        println!("image      {} {digest} (pushed)", image.reference);
+    }
+    Ok(())
+}
+
+/// Prints each test image with its digest, or why there is none.
+pub(super) fn print_status() {
+    for image in TEST_IMAGES {
+        let digest = match image.digest() {
+            Ok(Some(digest)) => digest,
+            Ok(None) => "missing: run `cargo xtask engines up`".to_owned(),
+            Err(err) => format!("unknown: {err:#}"),
+        };
+        println!("image      {} {digest}", image.reference);
+    }
+}
+
+/// Builds the root filesystem in the state folder and packs it as a layer.
+fn build_layer(sh: &Shell, state: &StateDir) -> anyhow::Result<Layer> {
+    let rootfs = state.join("images/rootfs");
+    build_rootfs(sh, &rootfs).with_context(|| format!("building {}", rootfs.display()))?;
+    let tar = cmd!(
+        sh,
+        "tar --sort=name --mtime=@0 --numeric-owner --format=gnu -C {rootfs} -cf - ."
+    )
+    .quiet()
+    .output()?
+    .stdout;
+    let gzip = cmd!(sh, "gzip -n -9 -c")
+        .stdin(&tar)
+        .quiet()
+        .output()?
+        .stdout;
+    Ok(Layer {
+        digest: sha256(sh, &gzip)?,
+        diff_id: sha256(sh, &tar)?,
+        gzip,
+    })
+}
+
+/// A fresh root filesystem: `/bin/busybox` with every applet linked beside it,
+/// `/sbin/tini`, `/etc/passwd` and `/etc/group` from the fixtures, `/tmp` (1777),
+/// homes for `root` and `builder` (1000:1000).
+fn build_rootfs(sh: &Shell, rootfs: &Path) -> anyhow::Result<()> {
+    if rootfs.exists() {
+        fs::remove_dir_all(rootfs)?;
+    }
+    for (dir, mode) in [
+        ("", 0o755),
+        ("bin", 0o755),
+        ("sbin", 0o755),
+        ("etc", 0o755),
+        ("dev", 0o755),
+        ("proc", 0o755),
+        ("sys", 0o755),
+        ("root", 0o700),
+        ("home", 0o755),
+        ("home/builder", 0o755),
+        ("tmp", 0o1777),
+        ("usr", 0o755),
+        ("usr/bin", 0o755),
+        ("var", 0o755),
+    ] {
+        let path = rootfs.join(dir);
+        fs::create_dir_all(&path)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+    }
+    chown(rootfs.join("home/builder"), Some(1000), Some(1000))?;
+    install(Path::new(BUSYBOX), &rootfs.join("bin/busybox"), 0o755)?;
+    install(Path::new(TINI_STATIC), &rootfs.join("sbin/tini"), 0o755)?;
+    // What `busybox --install -s /bin` does inside the image.
+    let applets = cmd!(sh, "{BUSYBOX} --list").quiet().read()?;
+    for applet in applets.lines().map(str::trim) {
+        let link = rootfs.join("bin").join(applet);
+        if applet.is_empty() || applet.contains('/') || link.exists() {
+            continue;
+        }
+        symlink("busybox", &link).with_context(|| format!("linking {}", link.display()))?;
+    }
+    for (name, text) in [
+        ("passwd", include_str!("../../fixtures/images/passwd")),
+        ("group", include_str!("../../fixtures/images/group")),
+    ] {
+        let path = rootfs.join("etc").join(name);
+        fs::write(&path, text)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644))?;
+    }
+    Ok(())
+}
+
+/// Copies `from` to `to` with `mode`.
+fn install(from: &Path, to: &Path, mode: u32) -> anyhow::Result<()> {
+    fs::copy(from, to)
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    fs::set_permissions(to, fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+/// Pushes the layer, the image configuration and the manifest of `image`; returns
+/// the manifest digest.
+fn push(sh: &Shell, image: &TestImage, layer: &Layer) -> anyhow::Result<String> {
+    let (repository, tag) = image.repository_and_tag()?;
+    let config = serde_json::to_vec(&json!({
+        "architecture": architecture(),
+        "os": "linux",
+        "created": EPOCH,
+        "config": {
+            "User": image.user,
+            "Env": [IMAGE_PATH],
+            "Cmd": ["/bin/sh"],
+            "WorkingDir": "/",
+        },
+        "rootfs": { "type": "layers", "diff_ids": [layer.diff_id] },
+        "history": [{
+            "created": EPOCH,
+            "created_by": "cargo xtask engines up: busybox-static and tini-static root filesystem",
+        }],
+    }))?;
+    let config_digest = sha256(sh, &config)?;
+    push_blob(repository, &layer.digest, &layer.gzip)?;
+    push_blob(repository, &config_digest, &config)?;
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "config": { "mediaType": CONFIG_TYPE, "size": config.len(), "digest": config_digest },
+        "layers": [{ "mediaType": LAYER_TYPE, "size": layer.gzip.len(), "digest": layer.digest }],
+    }))?;
+    let response = Request::new("PUT", &format!("/v2/{repository}/manifests/{tag}"))
+        .header("Content-Type", MANIFEST_TYPE)
+        .body(&manifest)
+        .send_tcp(REGISTRY_ADDR)?;
+    response.expect(201)?;
+    match response.header("Docker-Content-Digest") {
+        Some(digest) => Ok(digest.to_owned()),
+        None => sha256(sh, &manifest),
+    }
+}
+
+/// Uploads a blob to `repository` unless the registry has it there already.
+fn push_blob(repository: &str, digest: &str, data: &[u8]) -> anyhow::Result<()> {
+    let head = Request::new("HEAD", &format!("/v2/{repository}/blobs/{digest}"))
+        .send_tcp(REGISTRY_ADDR)?;
+    if head.status == 200 {
+        return Ok(());
+    }
+    let start = Request::new("POST", &format!("/v2/{repository}/blobs/uploads/"))
+        .send_tcp(REGISTRY_ADDR)?;
+    start.expect(202)?;
+    let location = start
+        .header("Location")
+        .context("upload started without a Location")?;
+    // The registry answers with an absolute URL; keep path and query.
+    let target = match location.strip_prefix("http://") {
+        Some(rest) => rest.find('/').map_or("/", |slash| &rest[slash..]),
+        None => location,
+    };
+    let separator = if target.contains('?') { '&' } else { '?' };
+    let target = format!("{target}{separator}digest={digest}");
+    let response = Request::new("PUT", &target)
+        .header("Content-Type", "application/octet-stream")
+        .body(data)
+        .send_tcp(REGISTRY_ADDR)?;
+    response.expect(201)?;
+    Ok(())
+}
+
+/// `sha256:<hex>` of `data`, by coreutils' sha256sum.
+fn sha256(sh: &Shell, data: &[u8]) -> anyhow::Result<String> {
+    let out = cmd!(sh, "sha256sum").stdin(data).quiet().read()?;
+    match out.split_whitespace().next() {
+        Some(hex) if hex.len() == 64 => Ok(format!("sha256:{hex}")),
+        _ => bail!("unexpected sha256sum output `{out}`"),
+    }
+}
+
+/// This machine's architecture, as OCI names it.
+fn architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_image_references_split() {
+        let found: Vec<_> = TEST_IMAGES
+            .iter()
+            .map(|image| image.repository_and_tag().ok())
+            .collect();
+        assert_eq!(
+            found,
+            [
+                Some(("container-rs/busybox", "1")),
+                Some(("container-rs/busybox-user", "1"))
+            ]
+        );
+    }
+}

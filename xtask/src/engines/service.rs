@@ -1,0 +1,259 @@
+//! What differs between the daemons: command line, fixtures, health check, version.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{bail, Context};
+use xshell::{cmd, Cmd, Shell};
+
+use super::{
+    config::Fixture, http::Request, StateDir, CONTAINERD_SOCKET, DOCKER_SOCKET, PODMAN_SOCKET,
+    REGISTRY_ADDR,
+};
+
+/// Rendered containerd configuration, relative to the state folder.
+const CONTAINERD_CONFIG: &str = "containerd/config.toml";
+/// Rendered dockerd configuration.
+const DOCKER_CONFIG: &str = "docker/daemon.json";
+/// dockerd's own pid file (named in `daemon.json`): a dead daemon's copy stops the
+/// next one from starting ("pid file found").
+const DOCKER_PID_FILE: &str = "docker/dockerd.pid";
+/// Rendered containers.conf of the Podman service.
+const PODMAN_CONTAINERS_CONF: &str = "podman/containers.conf";
+/// Rendered storage.conf of the Podman service.
+const PODMAN_STORAGE_CONF: &str = "podman/storage.conf";
+/// Rendered registries.conf of the Podman service.
+const PODMAN_REGISTRIES_CONF: &str = "podman/registries.conf";
+/// Rendered registry configuration.
+const REGISTRY_CONFIG: &str = "registry/config.yml";
+
+/// A daemon that `engines up` starts and `engines down` stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Service {
+    /// containerd, shared by the containerd backend and dockerd.
+    Containerd,
+    /// dockerd.
+    Docker,
+    /// `podman system service`.
+    Podman,
+    /// Debian's `docker-registry` (distribution 2.8).
+    Registry,
+}
+
+impl Service {
+    /// Every daemon, in start order.
+    #[cfg(test)]
+    pub(super) const ALL: [Service; 4] = [
+        Service::Containerd,
+        Service::Docker,
+        Service::Podman,
+        Service::Registry,
+    ];
+
+    /// Short name, used for log and pid files.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Service::Containerd => "containerd",
+            Service::Docker => "docker",
+            Service::Podman => "podman",
+            Service::Registry => "registry",
+        }
+    }
+
+    /// The process name in `/proc/<pid>/stat`, to tell the daemon from a reused pid.
+    pub(super) fn process_name(self) -> &'static str {
+        match self {
+            Service::Containerd => "containerd",
+            Service::Docker => "dockerd",
+            Service::Podman => "podman",
+            Service::Registry => "docker-registry",
+        }
+    }
+
+    /// The Unix socket clients use, if it has one.
+    pub(super) fn socket(self) -> Option<&'static str> {
+        match self {
+            Service::Containerd => Some(CONTAINERD_SOCKET),
+            Service::Docker => Some(DOCKER_SOCKET),
+            Service::Podman => Some(PODMAN_SOCKET),
+            Service::Registry => None,
+        }
+    }
+
+    /// Where clients reach the daemon: socket path or URL.
+    pub(super) fn endpoint(self) -> String {
+        match self.socket() {
+            Some(socket) => socket.to_owned(),
+            None => format!("http://{REGISTRY_ADDR}"),
+        }
+    }
+
+    /// The fixtures this daemon reads, rendered into the state folder.
+    pub(super) fn fixtures(self) -> &'static [Fixture] {
+        match self {
+            Service::Containerd => &[Fixture {
+                template: include_str!("../../fixtures/containerd/config.toml"),
+                dest: CONTAINERD_CONFIG,
+            }],
+            Service::Docker => &[Fixture {
+                template: include_str!("../../fixtures/docker/daemon.json"),
+                dest: DOCKER_CONFIG,
+            }],
+            Service::Podman => &[
+                Fixture {
+                    template: include_str!("../../fixtures/podman/containers.conf.in"),
+                    dest: PODMAN_CONTAINERS_CONF,
+                },
+                Fixture {
+                    template: include_str!("../../fixtures/podman/storage.conf.in"),
+                    dest: PODMAN_STORAGE_CONF,
+                },
+                Fixture {
+                    template: include_str!("../../fixtures/podman/registries.conf"),
+                    dest: PODMAN_REGISTRIES_CONF,
+                },
+            ],
+            Service::Registry => &[Fixture {
+                template: include_str!("../../fixtures/registry/config.yml"),
+                dest: REGISTRY_CONFIG,
+            }],
+        }
+    }
+
+    /// Data folders inside the state folder, created before the daemon starts.
+    pub(super) fn data_dirs(self) -> &'static [&'static str] {
+        match self {
+            Service::Containerd => &["containerd/root"],
+            Service::Docker => &["docker/data"],
+            Service::Podman => &["podman/storage"],
+            Service::Registry => &["registry/storage"],
+        }
+    }
+
+    /// The command line that starts the daemon in the foreground.
+    pub(super) fn command<'a>(self, sh: &'a Shell, state: &StateDir) -> Cmd<'a> {
+        match self {
+            Service::Containerd => {
+                let config = state.join(CONTAINERD_CONFIG);
+                cmd!(sh, "containerd --config {config}")
+            }
+            Service::Docker => {
+                let config = state.join(DOCKER_CONFIG);
+                cmd!(sh, "dockerd --config-file {config}")
+            }
+            Service::Podman => {
+                let url = format!("unix://{PODMAN_SOCKET}");
+                cmd!(sh, "podman system service --time=0 {url}")
+                    .env("CONTAINERS_CONF", state.join(PODMAN_CONTAINERS_CONF))
+                    .env("CONTAINERS_STORAGE_CONF", state.join(PODMAN_STORAGE_CONF))
+                    .env(
+                        "CONTAINERS_REGISTRIES_CONF",
+                        state.join(PODMAN_REGISTRIES_CONF),
+                    )
+            }
+            Service::Registry => {
+                let config = state.join(REGISTRY_CONFIG);
+                cmd!(sh, "docker-registry serve {config}")
+            }
+        }
+    }
+
+    /// Files a dead instance leaves behind that can stop the next one from starting.
+    pub(super) fn leftovers(self, state: &StateDir) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self.socket().map(PathBuf::from).into_iter().collect();
+        match self {
+            Service::Containerd => files.push(format!("{CONTAINERD_SOCKET}.ttrpc").into()),
+            Service::Docker => files.push(state.join(DOCKER_PID_FILE)),
+            Service::Podman | Service::Registry => {}
+        }
+        files
+    }
+
+    /// Data folders the daemon bind-mounts on themselves (dockerd's data root, the
+    /// overlay folder of Podman's storage) and leaves mounted when it exits.
+    pub(super) fn self_mounts(self) -> &'static [&'static str] {
+        match self {
+            Service::Docker => &["docker/data"],
+            Service::Podman => &["podman/storage/overlay"],
+            Service::Containerd | Service::Registry => &[],
+        }
+    }
+
+    /// How long `down` waits after SIGTERM before it sends SIGKILL. dockerd stops
+    /// its containers first (10 s each by default).
+    pub(super) fn stop_grace(self) -> Duration {
+        match self {
+            Service::Docker => Duration::from_secs(20),
+            Service::Containerd | Service::Podman | Service::Registry => Duration::from_secs(10),
+        }
+    }
+
+    /// Ok once the daemon answers requests: `ctr version`, `GET /_ping`, `GET /v2/`.
+    pub(super) fn check(self, sh: &Shell) -> anyhow::Result<()> {
+        match self {
+            Service::Containerd => ctr_version(sh).map(drop),
+            Service::Docker | Service::Podman => {
+                let socket = self.socket().unwrap_or_default();
+                let response = Request::get("/_ping").send_unix(socket.as_ref())?;
+                response.expect(200).map(drop)
+            }
+            Service::Registry => {
+                let response = Request::get("/v2/").send_tcp(REGISTRY_ADDR)?;
+                response.expect(200).map(drop)
+            }
+        }
+    }
+
+    /// The daemon's version, as it reports it.
+    pub(super) fn version(self, sh: &Shell) -> anyhow::Result<String> {
+        match self {
+            Service::Containerd => ctr_version(sh),
+            Service::Docker | Service::Podman => {
+                let socket = self.socket().unwrap_or_default();
+                let response = Request::get("/version").send_unix(socket.as_ref())?;
+                let version = response.expect(200)?.json()?;
+                let field = |name: &str| version[name].as_str().unwrap_or("?").to_owned();
+                Ok(format!(
+                    "{} (Docker API {})",
+                    field("Version"),
+                    field("ApiVersion")
+                ))
+            }
+            Service::Registry => {
+                let out = cmd!(sh, "docker-registry --version").quiet().read()?;
+                let version = out.split_whitespace().last().unwrap_or("?");
+                Ok(version.trim_start_matches('v').to_owned())
+            }
+        }
+    }
+}
+
+/// containerd's server version from `ctr version`; fails unless containerd answers.
+fn ctr_version(sh: &Shell) -> anyhow::Result<String> {
+    if !std::path::Path::new(CONTAINERD_SOCKET).exists() {
+        bail!("{CONTAINERD_SOCKET} does not exist");
+    }
+    let output = cmd!(
+        sh,
+        "ctr --address {CONTAINERD_SOCKET} --connect-timeout 2s --timeout 5s version"
+    )
+    .quiet()
+    .ignore_status()
+    .output()?;
+    if !output.status.success() {
+        bail!(
+            "ctr version: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // `Client:` and `Server:` sections, each with a `Version:` line.
+    let server = stdout
+        .split("Server:")
+        .nth(1)
+        .context("no `Server:` section in `ctr version`")?;
+    let version = server
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Version:"))
+        .context("no server version in `ctr version`")?;
+    Ok(version.trim().to_owned())
+}

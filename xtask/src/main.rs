@@ -1,0 +1,57 @@
+//! Project automation for container-rs, run as `cargo xtask <command>`.
+//!
+//! - `cargo xtask engines up|down|status [--backend docker|podman|containerd|all]`:
+//!   the container engines and the local registry the tests run against.
+//! - `cargo xtask ci`: every check CI runs, in order.
+//!
+//! Each subcommand is one module with a clap `Args` struct and
+//! `fn run(self, sh: &Shell) -> anyhow::Result<()>`.
+
+mod ci;
+mod engines;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use xshell::Shell;
+
+/// Command line of `cargo xtask`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Project automation for container-rs"
+)]
+struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands of `cargo xtask`.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start, stop or inspect the local container engines and test registry.
+    Engines(engines::Engines),
+    /// Run every CI step in order: engines up, fmt, clippy, tests.
+    Ci(ci::Ci),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let sh = Shell::new()?;
+    sh.change_dir(project_root());
+    match cli.command {
+        Command::Engines(cmd) => cmd.run(&sh),
+        Command::Ci(cmd) => cmd.run(&sh),
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn project_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or(manifest_dir)
+}
