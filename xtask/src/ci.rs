@@ -91,7 +91,12 @@ fn steps() -> Vec<Step> {
             Ok(())
         }),
         Step::new("cargo test", |sh| {
-            cmd!(sh, "cargo test --workspace --all-features").run()?;
+            // The conformance binaries run in their own steps below.
+            cmd!(
+                sh,
+                "cargo test --workspace --all-features --exclude container-conformance"
+            )
+            .run()?;
             Ok(())
         }),
     ];
@@ -100,7 +105,14 @@ fn steps() -> Vec<Step> {
 }
 
 /// Conformance suites against the real engines started by the first step, one step
-/// per backend (for example `conformance --backend docker`). None exist yet.
+/// per backend, then the main job end to end.
 fn conformance_steps() -> Vec<Step> {
-    Vec::new()
+    vec![
+        Step::new("conformance --backend docker", |sh| {
+            crate::conformance::run_suite(sh, Backend::Docker, &[])
+        }),
+        Step::new("demo (main job on docker)", |sh| {
+            crate::demo::run_demo(sh, &[])
+        }),
+    ]
 }

@@ -166,6 +166,15 @@ pub(crate) enum Backend {
 }
 
 impl Backend {
+    /// The lower-case name, as the library and the conformance features spell it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Backend::Docker => "docker",
+            Backend::Podman => "podman",
+            Backend::Containerd => "containerd",
+        }
+    }
+
     /// Every backend.
     pub(crate) const ALL: &'static [Backend] =
         &[Backend::Containerd, Backend::Docker, Backend::Podman];
@@ -173,7 +182,7 @@ impl Backend {
 
 /// `--backend` on the command line: one engine, or all of them.
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum BackendArg {
+pub(crate) enum BackendArg {
     /// dockerd (needs containerd, which is brought up with it).
     Docker,
     /// The Podman API service.
@@ -186,7 +195,7 @@ enum BackendArg {
 
 impl BackendArg {
     /// The backends this value names.
-    fn backends(self) -> &'static [Backend] {
+    pub(crate) fn backends(self) -> &'static [Backend] {
         match self {
             BackendArg::Docker => &[Backend::Docker],
             BackendArg::Podman => &[Backend::Podman],

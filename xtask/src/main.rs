@@ -3,11 +3,15 @@
 //! - `cargo xtask engines up|down|status [--backend docker|podman|containerd|all]`:
 //!   the container engines and the local registry the tests run against.
 //! - `cargo xtask ci`: every check CI runs, in order.
+//! - `cargo xtask conformance --backend docker`: the conformance suite on a real engine.
+//! - `cargo xtask demo`: the main job, a build in a container, end to end.
 //!
 //! Each subcommand is one module with a clap `Args` struct and
 //! `fn run(self, sh: &Shell) -> anyhow::Result<()>`.
 
 mod ci;
+mod conformance;
+mod demo;
 mod engines;
 
 use std::path::PathBuf;
@@ -33,8 +37,12 @@ struct Cli {
 enum Command {
     /// Start, stop or inspect the local container engines and test registry.
     Engines(engines::Engines),
-    /// Run every CI step in order: engines up, fmt, clippy, tests.
+    /// Run every CI step in order: engines up, fmt, clippy, tests, conformance.
     Ci(ci::Ci),
+    /// Run the conformance suite against a real engine (started if needed).
+    Conformance(conformance::Conformance),
+    /// The main job: a Yocto-style build in a container on the default backend.
+    Demo(demo::Demo),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,6 +52,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Engines(cmd) => cmd.run(&sh),
         Command::Ci(cmd) => cmd.run(&sh),
+        Command::Conformance(cmd) => cmd.run(&sh),
+        Command::Demo(cmd) => cmd.run(&sh),
     }
 }
 

@@ -1,0 +1,56 @@
+//! `cargo xtask conformance --backend docker`: the shared conformance suite against one
+//! real engine, which is started first if it is not running.
+
+use anyhow::{bail, Context};
+use clap::Args;
+use xshell::{cmd, Shell};
+
+use crate::engines::{self, Backend, BackendArg};
+
+/// Backends whose conformance binary exists (`tests/tests/<backend>.rs`).
+const SUITES: &[Backend] = &[Backend::Docker];
+
+/// `cargo xtask conformance`.
+#[derive(Debug, Args)]
+pub(crate) struct Conformance {
+    /// The backend to test (`all`: every backend that has a suite).
+    #[arg(long, value_enum, default_value = "docker")]
+    backend: BackendArg,
+    /// Arguments for the test binary (libtest filters, `--test-threads`, `--list`).
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+impl Conformance {
+    /// Starts the engines, runs the suite per backend, prints where the results are.
+    pub(crate) fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        let backends = self.backend.backends();
+        for backend in backends {
+            if !SUITES.contains(backend) && backends.len() == 1 {
+                bail!(
+                    "there is no conformance suite for the {} backend yet",
+                    backend.name()
+                );
+            }
+        }
+        engines::ensure_up(sh, backends)?;
+        for backend in backends.iter().filter(|b| SUITES.contains(b)) {
+            run_suite(sh, *backend, &self.args)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the conformance binary of `backend`; fails when the suite fails.
+pub(crate) fn run_suite(sh: &Shell, backend: Backend, args: &[String]) -> anyhow::Result<()> {
+    let name = backend.name();
+    println!("conformance: {name}");
+    cmd!(
+        sh,
+        "cargo test -p container-conformance --features {name} --test {name} -- {args...}"
+    )
+    .run()
+    .with_context(|| format!("the {name} conformance run failed"))?;
+    println!("conformance results: target/conformance/{name}.json");
+    Ok(())
+}
