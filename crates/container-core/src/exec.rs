@@ -256,6 +256,7 @@ pub struct ExecStream {
     timeout: Duration,
     kill_grace: Duration,
     killing: Option<BoxFuture<'static, ()>>,
+    backend: Option<&'static str>,
     resource: String,
     finished: bool,
 }
@@ -286,9 +287,16 @@ impl ExecStream {
             timeout: spec.timeout.unwrap_or_default(),
             kill_grace: spec.kill_grace,
             killing: None,
+            backend: None,
             resource: resource.into(),
             finished: false,
         }
+    }
+
+    /// Names the backend in the errors this stream raises.
+    pub fn with_backend(mut self, backend: &'static str) -> Self {
+        self.backend = Some(backend);
+        self
     }
 
     /// A stream of fixed events with no process behind it, for tests and mocks.
@@ -300,6 +308,7 @@ impl ExecStream {
             timeout: Duration::ZERO,
             kill_grace: DEFAULT_KILL_GRACE,
             killing: None,
+            backend: None,
             resource: String::new(),
             finished: false,
         }
@@ -339,7 +348,10 @@ impl ExecStream {
     }
 
     fn error(&self, kind: ErrorKind, message: impl Into<String>) -> Error {
-        let e = Error::new(kind, message).with_operation(Operation::Exec);
+        let mut e = Error::new(kind, message).with_operation(Operation::Exec);
+        if let Some(backend) = self.backend {
+            e = e.with_backend(backend);
+        }
         if self.resource.is_empty() {
             e
         } else {

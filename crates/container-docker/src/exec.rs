@@ -91,7 +91,7 @@ pub(crate) async fn start(
         seen: Mutex::new(Vec::new()),
     });
     let events = events(docker.clone(), exec_id, container.to_string(), output);
-    Ok(ExecStream::new(events, control, spec, container))
+    Ok(ExecStream::new(events, control, spec, container).with_backend(BACKEND))
 }
 
 async fn unary<T>(
