@@ -90,6 +90,19 @@ fn steps() -> Vec<Step> {
             .run()?;
             Ok(())
         }),
+        Step::new("cargo deny check licenses bans sources", |sh| {
+            // Advisories need a database download this machine cannot reach.
+            if cmd!(sh, "cargo deny --version")
+                .quiet()
+                .ignore_stderr()
+                .read()
+                .is_err()
+            {
+                cmd!(sh, "cargo install cargo-deny --locked").run()?;
+            }
+            cmd!(sh, "cargo deny check licenses bans sources").run()?;
+            Ok(())
+        }),
         Step::new("cargo test", |sh| {
             // The conformance binaries run in their own steps below.
             cmd!(
