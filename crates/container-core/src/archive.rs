@@ -31,6 +31,9 @@ pub fn unpack_safely(archive: impl Read, dest: &Path) -> Result<()> {
     ar.set_unpack_xattrs(false);
     ar.set_overwrite(true);
     let entries = ar.entries().map_err(io_error)?;
+    // `tar` sets a directory's mtime before its contents are written, which then change
+    // it again: restore directory mtimes once everything is in place.
+    let mut dir_times = Vec::new();
     for entry in entries {
         let mut entry = entry.map_err(io_error)?;
         let path = entry.path().map_err(io_error)?.into_owned();
@@ -48,6 +51,17 @@ pub fn unpack_safely(archive: impl Read, dest: &Path) -> Result<()> {
                 dest.display()
             )));
         }
+        if entry.header().entry_type().is_dir() {
+            if let Ok(mtime) = entry.header().mtime() {
+                dir_times.push((dest.join(&path), mtime));
+            }
+        }
+    }
+    // Deepest first, so setting a parent's time comes after its children are done.
+    dir_times.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+    for (dir, mtime) in dir_times {
+        let t = filetime::FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(0), 0);
+        filetime::set_symlink_file_times(&dir, t, t).map_err(io_error)?;
     }
     Ok(())
 }
@@ -144,6 +158,8 @@ mod tests {
         )
         .expect("chmod");
         std::os::unix::fs::symlink("sub/run.sh", src.join("link")).expect("symlink");
+        let old = filetime::FileTime::from_unix_time(1_600_000_000, 0);
+        filetime::set_file_mtime(src.join("sub"), old).expect("dir mtime");
         let mtime = std::fs::metadata(src.join("sub/run.sh"))
             .expect("meta")
             .mtime();
@@ -160,6 +176,8 @@ mod tests {
         let meta = std::fs::metadata(out.join("sub/run.sh")).expect("meta");
         assert_eq!(meta.mode() & 0o777, 0o751);
         assert_eq!(meta.mtime(), mtime);
+        let dir_meta = std::fs::metadata(out.join("sub")).expect("dir meta");
+        assert_eq!(dir_meta.mtime(), 1_600_000_000, "directory mtime kept");
         assert_eq!(
             std::fs::read_link(out.join("link")).expect("link"),
             Path::new("sub/run.sh")

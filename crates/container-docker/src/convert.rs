@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary,
-    ContainerSummaryStateEnum, CreateImageInfo, HostConfig, Mount as DMount, MountTmpfsOptions,
-    MountType, ResourcesUlimits, Volume,
+    ContainerSummaryStateEnum, CreateImageInfo, HostConfig, HostConfigLogConfig, Mount as DMount,
+    MountTmpfsOptions, MountType, ResourcesUlimits, Volume,
 };
 use container_core::{
     ContainerConfig, ContainerInfo, ContainerState, Labels, LayerPhase, Mount, NetworkMode,
@@ -38,6 +38,12 @@ pub(crate) fn create_body(config: &ContainerConfig, labels: Labels) -> Container
             NetworkMode::Named(n) => n.clone(),
         }),
         auto_remove: Some(false),
+        // `local`: binary-safe (json-file replaces invalid UTF-8) and rotated, so hours
+        // of build output cannot fill the engine's disk. See docs/adr/0006.
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("local".to_string()),
+            config: None,
+        }),
         ..HostConfig::default()
     };
     ContainerCreateBody {

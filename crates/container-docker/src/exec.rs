@@ -53,6 +53,17 @@ pub(crate) async fn start(
         .await
         .map_err(ctx)?;
     let exec_id = created.id;
+    let control = Arc::new(DockerExecControl {
+        docker: docker.clone(),
+        exec_id: exec_id.clone(),
+        container: container.to_string(),
+        seen: Mutex::new(Vec::new()),
+    });
+    // From here until the stream exists, a dropped future must still end the process.
+    let guard = SetupGuard {
+        control: Some(control.clone()),
+        grace: spec.kill_grace,
+    };
     let started = unary(
         call_timeout,
         docker.start_exec(
@@ -83,13 +94,7 @@ pub(crate) async fn start(
     } else {
         drop(input);
     }
-
-    let control = Arc::new(DockerExecControl {
-        docker: docker.clone(),
-        exec_id: exec_id.clone(),
-        container: container.to_string(),
-        seen: Mutex::new(Vec::new()),
-    });
+    guard.disarm();
     let events = events(docker.clone(), exec_id, container.to_string(), output);
     Ok(ExecStream::new(events, control, spec, container).with_backend(BACKEND))
 }
@@ -231,6 +236,34 @@ async fn exit_code(docker: &Docker, exec_id: &str) -> Result<i64> {
     }
 }
 
+/// Kills the exec if the caller's future is dropped between create and the stream.
+struct SetupGuard {
+    control: Option<Arc<DockerExecControl>>,
+    grace: Duration,
+}
+
+impl SetupGuard {
+    fn disarm(mut self) {
+        self.control = None;
+    }
+}
+
+impl Drop for SetupGuard {
+    fn drop(&mut self) {
+        let Some(control) = self.control.take() else {
+            return;
+        };
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            tracing::debug!(exec = %control.exec_id, "exec setup abandoned, terminating");
+            handle.spawn(container_core::exec::terminate(control, self.grace));
+        }
+    }
+}
+
+/// How long a signal waits for an exec that was created but has not started yet (its
+/// start request may still be on its way to the engine).
+const START_WAIT: Duration = Duration::from_secs(3);
+
 /// A host process: PID and start time (to tell a reused PID apart).
 type Proc = (i32, u64);
 
@@ -246,11 +279,7 @@ struct DockerExecControl {
 #[async_trait]
 impl ExecControl for DockerExecControl {
     async fn signal(&self, signal: Signal) -> Result<()> {
-        let info = self
-            .docker
-            .inspect_exec(&self.exec_id)
-            .await
-            .map_err(map_error)?;
+        let info = self.inspect_started().await?;
         let container_id = info.container_id.clone().unwrap_or_default();
         let mut procs = self.alive_seen();
         if info.running == Some(true) {
@@ -299,6 +328,24 @@ impl ExecControl for DockerExecControl {
 }
 
 impl DockerExecControl {
+    /// Exec inspect, waiting (up to [`START_WAIT`]) while the exec is created but not yet
+    /// started: neither running nor exited.
+    async fn inspect_started(&self) -> Result<bollard::models::ExecInspectResponse> {
+        let deadline = tokio::time::Instant::now() + START_WAIT;
+        loop {
+            let info = self
+                .docker
+                .inspect_exec(&self.exec_id)
+                .await
+                .map_err(map_error)?;
+            let pending = info.running != Some(true) && info.exit_code.is_none();
+            if !pending || tokio::time::Instant::now() >= deadline {
+                return Ok(info);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn alive_seen(&self) -> Vec<Proc> {
         self.seen
             .lock()

@@ -51,11 +51,14 @@ async fn connect_unchecked(
         #[cfg(feature = "docker")]
         BackendKind::Docker => Ok(Arc::new(docker::DockerManager::connect(options).await?)),
         #[allow(unreachable_patterns)] // reachable when a backend feature is off
-        other => Err(Error::unsupported(&format!("backend-{other}"))
-            .with_operation(Operation::Connect)
-            .with_resource(format!(
-                "the {other} backend is not compiled in; enable the `{other}` feature"
-            ))),
+        other => {
+            drop(options);
+            Err(Error::unsupported(&format!("backend-{other}"))
+                .with_operation(Operation::Connect)
+                .with_resource(format!(
+                    "the {other} backend is not compiled in; enable the `{other}` feature"
+                )))
+        }
     }
 }
 

@@ -1,0 +1,421 @@
+//! What every case gets: the manager under test, the images, unique names, trackers that
+//! remove what a case made, and the engine's own command-line tool.
+
+use std::fmt;
+use std::process::Output;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use container::{
+    BackendKind, Capabilities, ConnectOptions, ContainerManager, EngineInfo, Ownership,
+};
+use tokio::task::JoinHandle;
+
+use crate::failure::{describe, Failure};
+
+/// Owner label value of every object the suite makes.
+pub const OWNER: &str = "container-rs-conformance";
+
+/// The one slack added to every timing assertion, for a loaded 2-core machine.
+pub const SLACK: Duration = Duration::from_secs(3);
+
+/// The image almost every case runs (busybox with all applets, `/sbin/tini`, runs as root,
+/// user `builder` 1000:1000 in `/etc/passwd`). Override with `CONFORMANCE_IMAGE`.
+pub const DEFAULT_IMAGE: &str = "127.0.0.1:5000/container-rs/busybox:1";
+
+/// The image whose default user is 1000:1000. The image cases (1-7) remove and pull it
+/// under [`Ctx::image_lock`]; no other case uses it. Override with `CONFORMANCE_USER_IMAGE`.
+pub const DEFAULT_USER_IMAGE: &str = "127.0.0.1:5000/container-rs/busybox-user:1";
+
+/// The containerd namespace the engine CLI looks in (`CONTAINERD_NAMESPACE`, else this).
+pub const DEFAULT_CONTAINERD_NAMESPACE: &str = "container-rs";
+
+/// Shared state of one run. Cheap to clone.
+#[derive(Clone)]
+pub struct Ctx {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    kind: BackendKind,
+    manager: Arc<dyn ContainerManager>,
+    engine: EngineInfo,
+    image: String,
+    user_image: String,
+    short: String,
+    counter: AtomicU32,
+    image_lock: tokio::sync::Mutex<()>,
+    pending: Mutex<Vec<JoinHandle<()>>>,
+    extra: Mutex<Vec<Arc<dyn ContainerManager>>>,
+}
+
+impl fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ctx")
+            .field("kind", &self.inner.kind)
+            .field("session", &self.ownership().session())
+            .field("image", &self.inner.image)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Ctx {
+    /// Connects to `kind` at its default endpoint with a fresh session of [`OWNER`] and
+    /// checks the engine identity. Any failure is a failed run.
+    pub async fn connect(kind: BackendKind) -> Result<Ctx, String> {
+        let ownership = Ownership::new(OWNER).map_err(|e| describe(&e))?;
+        let manager = container::connect_with(kind, options(ownership))
+            .await
+            .map_err(|e| format!("cannot connect to the {kind} engine: {}", describe(&e)))?;
+        let engine = manager
+            .info()
+            .await
+            .map_err(|e| format!("info() on the {kind} engine failed: {}", describe(&e)))?;
+        if engine.engine != kind || engine.backend != kind || manager.backend() != kind {
+            return Err(format!(
+                "engine identity mismatch: asked for {kind}, the manager is {} and {} reports \
+                 itself as {} (backend field {})",
+                manager.backend(),
+                engine.endpoint,
+                engine.engine,
+                engine.backend
+            ));
+        }
+        let session = manager.ownership().session().to_string();
+        Ok(Ctx {
+            inner: Arc::new(Inner {
+                kind,
+                manager,
+                engine,
+                image: env_or("CONFORMANCE_IMAGE", DEFAULT_IMAGE),
+                user_image: env_or("CONFORMANCE_USER_IMAGE", DEFAULT_USER_IMAGE),
+                short: session.chars().take(8).collect(),
+                counter: AtomicU32::new(0),
+                image_lock: tokio::sync::Mutex::new(()),
+                pending: Mutex::new(Vec::new()),
+                extra: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// The backend under test.
+    pub fn kind(&self) -> BackendKind {
+        self.inner.kind
+    }
+
+    /// The manager under test.
+    pub fn manager(&self) -> &dyn ContainerManager {
+        self.inner.manager.as_ref()
+    }
+
+    /// The manager under test, for spawned tasks.
+    pub fn manager_arc(&self) -> Arc<dyn ContainerManager> {
+        self.inner.manager.clone()
+    }
+
+    /// What the engine said about itself at connect time.
+    pub fn engine(&self) -> &EngineInfo {
+        &self.inner.engine
+    }
+
+    /// The backend's capabilities.
+    pub fn capabilities(&self) -> Capabilities {
+        self.inner.manager.capabilities()
+    }
+
+    /// The run's ownership (owner [`OWNER`], a fresh session).
+    pub fn ownership(&self) -> &Ownership {
+        self.inner.manager.ownership()
+    }
+
+    /// The image most cases run.
+    pub fn image(&self) -> &str {
+        &self.inner.image
+    }
+
+    /// The image only the image cases touch (they remove and pull it).
+    pub fn user_image(&self) -> &str {
+        &self.inner.user_image
+    }
+
+    /// Held by every case that removes or pulls [`user_image`](Self::user_image).
+    pub fn image_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.inner.image_lock
+    }
+
+    /// A name no other object of any run uses: `crs-<session>-c<NN>-<n>`.
+    pub fn name(&self, case: u32) -> String {
+        let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
+        format!("crs-{}-c{case:02}-{n}", self.inner.short)
+    }
+
+    /// The first characters of the session id (used in names).
+    pub fn short_session(&self) -> &str {
+        &self.inner.short
+    }
+
+    /// A tracker that force-removes, when dropped, what the case registers with it.
+    pub fn tracker(&self) -> Tracker {
+        self.tracker_for(&self.inner.manager)
+    }
+
+    /// A tracker for objects made through another manager.
+    pub fn tracker_for(&self, manager: &Arc<dyn ContainerManager>) -> Tracker {
+        Tracker {
+            manager: manager.clone(),
+            containers: Vec::new(),
+            volumes: Vec::new(),
+            ctx: self.clone(),
+        }
+    }
+
+    /// Connect options with this run's timeouts and the given ownership.
+    pub fn options(&self, ownership: Ownership) -> ConnectOptions {
+        options(ownership)
+    }
+
+    /// A second manager on the same engine with a session of its own (and its own owner
+    /// when `owner` is given), so a case can call `cleanup` without touching the objects
+    /// of cases running in parallel. Its session is leak-checked at the end of the run.
+    pub async fn isolated_manager(
+        &self,
+        owner: Option<&str>,
+    ) -> Result<Arc<dyn ContainerManager>, Failure> {
+        let ownership = Ownership::new(owner.unwrap_or(OWNER))?;
+        let manager = container::connect_with(self.kind(), options(ownership)).await?;
+        lock(&self.inner.extra).push(manager.clone());
+        Ok(manager)
+    }
+
+    /// Every manager whose session the final leak check looks at.
+    pub(crate) fn all_managers(&self) -> Vec<Arc<dyn ContainerManager>> {
+        let mut all = vec![self.inner.manager.clone()];
+        all.extend(lock(&self.inner.extra).iter().cloned());
+        all
+    }
+
+    /// Waits for the removals that dropped trackers started.
+    pub(crate) async fn settle(&self) {
+        loop {
+            let handles: Vec<_> = lock(&self.inner.pending).drain(..).collect();
+            if handles.is_empty() {
+                return;
+            }
+            for h in handles {
+                let _ = h.await;
+            }
+        }
+    }
+
+    /// The engine's own command-line tool.
+    pub fn cli(&self) -> EngineCli {
+        EngineCli::new(self.kind())
+    }
+}
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn options(ownership: Ownership) -> ConnectOptions {
+    ConnectOptions {
+        ownership,
+        ..ConnectOptions::default()
+    }
+}
+
+/// Removes, when dropped, every container and volume a case registered with it, even when
+/// the case failed halfway. Register names before creating, so that nothing escapes.
+pub struct Tracker {
+    manager: Arc<dyn ContainerManager>,
+    containers: Vec<String>,
+    volumes: Vec<String>,
+    ctx: Ctx,
+}
+
+impl fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tracker")
+            .field("containers", &self.containers)
+            .field("volumes", &self.volumes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tracker {
+    /// Registers a container (name or id) for removal.
+    pub fn container(&mut self, id: impl Into<String>) {
+        self.containers.push(id.into());
+    }
+
+    /// Registers a volume for removal.
+    pub fn volume(&mut self, name: impl Into<String>) {
+        self.volumes.push(name.into());
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        if self.containers.is_empty() && self.volumes.is_empty() {
+            return;
+        }
+        let manager = self.manager.clone();
+        let containers = std::mem::take(&mut self.containers);
+        let volumes = std::mem::take(&mut self.volumes);
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            eprintln!("conformance: tracker dropped outside the runtime; {containers:?} {volumes:?} left to the leak check");
+            return;
+        };
+        let task = handle.spawn(async move {
+            for c in containers.iter().rev() {
+                if let Err(e) = manager.remove(c, true).await {
+                    eprintln!(
+                        "conformance: removing container {c} failed: {}",
+                        describe(&e)
+                    );
+                }
+            }
+            for v in volumes.iter().rev() {
+                if let Err(e) = manager.remove_volume(v, true).await {
+                    eprintln!("conformance: removing volume {v} failed: {}", describe(&e));
+                }
+            }
+        });
+        lock(&self.ctx.inner.pending).push(task);
+    }
+}
+
+/// The engine's own CLI (`docker`; `podman --remote`; `ctr -n <namespace>`), for objects
+/// the library must not touch (case 53).
+#[derive(Debug, Clone)]
+pub struct EngineCli {
+    kind: BackendKind,
+    program: &'static str,
+    base: Vec<String>,
+}
+
+impl EngineCli {
+    fn new(kind: BackendKind) -> Self {
+        match kind {
+            BackendKind::Docker => EngineCli {
+                kind,
+                program: "docker",
+                base: Vec::new(),
+            },
+            BackendKind::Podman => {
+                let url = env_or("CONTAINER_HOST", "unix:///run/podman/podman.sock");
+                EngineCli {
+                    kind,
+                    program: "podman",
+                    base: vec!["--remote".into(), "--url".into(), url],
+                }
+            }
+            BackendKind::Containerd => {
+                let ns = env_or("CONTAINERD_NAMESPACE", DEFAULT_CONTAINERD_NAMESPACE);
+                EngineCli {
+                    kind,
+                    program: "ctr",
+                    base: vec!["-n".into(), ns],
+                }
+            }
+        }
+    }
+
+    /// Runs the CLI with `args`; a spawn failure or a 60 s hang is a failure, a non-zero
+    /// exit is returned for the caller to judge.
+    pub async fn output(&self, args: &[&str]) -> Result<Output, Failure> {
+        let mut cmd = tokio::process::Command::new(self.program);
+        cmd.args(&self.base).args(args).kill_on_drop(true);
+        match tokio::time::timeout(Duration::from_secs(60), cmd.output()).await {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(e)) => Err(Failure::new(format!(
+                "cannot run `{} {}`: {e}",
+                self.program,
+                args.join(" ")
+            ))),
+            Err(_) => Err(Failure::new(format!(
+                "`{} {}` hung for 60 s",
+                self.program,
+                args.join(" ")
+            ))),
+        }
+    }
+
+    /// Runs the CLI and fails unless it exits 0; returns stdout.
+    pub async fn run(&self, args: &[&str]) -> Result<String, Failure> {
+        let out = self.output(args).await?;
+        if !out.status.success() {
+            return Err(Failure::new(format!(
+                "`{} {}` failed ({}): {}",
+                self.program,
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Makes a running, unlabelled container `name` from `image` behind the library's back.
+    pub async fn create_foreign(&self, name: &str, image: &str) -> Result<(), Failure> {
+        match self.kind {
+            BackendKind::Docker | BackendKind::Podman => {
+                self.run(&[
+                    "run",
+                    "-d",
+                    "--name",
+                    name,
+                    "--network",
+                    "none",
+                    image,
+                    "sleep",
+                    "3600",
+                ])
+                .await?;
+            }
+            BackendKind::Containerd => {
+                self.run(&["images", "pull", "--plain-http", image]).await?;
+                self.run(&["run", "-d", image, name, "sleep", "3600"])
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the container `name` exists, by the CLI's own account.
+    pub async fn exists(&self, name: &str) -> Result<bool, Failure> {
+        let out = match self.kind {
+            BackendKind::Docker | BackendKind::Podman => {
+                self.output(&["container", "inspect", name]).await?
+            }
+            BackendKind::Containerd => self.output(&["containers", "info", name]).await?,
+        };
+        Ok(out.status.success())
+    }
+
+    /// Removes the container `name` with the CLI (running or not).
+    pub async fn remove(&self, name: &str) -> Result<(), Failure> {
+        match self.kind {
+            BackendKind::Docker | BackendKind::Podman => {
+                self.run(&["rm", "-f", name]).await?;
+            }
+            BackendKind::Containerd => {
+                // The task may already be gone; only the final delete must succeed.
+                let _ = self
+                    .output(&["tasks", "kill", "-s", "SIGKILL", name])
+                    .await?;
+                let _ = self.output(&["tasks", "rm", "-f", name]).await?;
+                self.run(&["containers", "rm", name]).await?;
+            }
+        }
+        Ok(())
+    }
+}

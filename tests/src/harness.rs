@@ -1,0 +1,511 @@
+//! The libtest-mimic harness: one trial per case (plus one check per `[feature]` case),
+//! a shared tokio runtime, the final leak check and the JSON results.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use container::{BackendKind, Capabilities, CleanupScope, PullOptions};
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::cases::{Case, CaseFn, CASES};
+use crate::ctx::{Ctx, SLACK};
+use crate::failure::{describe, Failure};
+
+/// A case that runs longer than this fails (and its objects are still cleaned up).
+pub const CASE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs the whole suite against `kind` and returns the process exit code.
+pub fn run(kind: BackendKind) -> ExitCode {
+    let args = Arguments::from_args();
+    let started = Instant::now();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("conformance[{kind}]: cannot build the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let ctx = match runtime.block_on(setup(kind)) {
+        Ok(ctx) => ctx,
+        Err(message) => {
+            if args.list {
+                // Listing needs no engine: show every trial, capabilities unknown.
+                let trials = plan(None)
+                    .into_iter()
+                    .map(|p| p.trial(|| Ok(Completion::Completed)))
+                    .collect();
+                let _listed = libtest_mimic::run(&args, trials);
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("\nconformance[{kind}]: FAILED before any case ran: {message}\n");
+            write_results(
+                &Report::setup_failed(kind, message, started),
+                is_partial(&args),
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let caps = ctx.capabilities();
+    let records: Records = Arc::default();
+    let plans = plan(Some(caps));
+    let mut statuses = Vec::new();
+    let mut trials = Vec::new();
+    for p in plans {
+        let runner = runner(&p, &ctx, runtime.handle().clone(), records.clone());
+        let trial = p.trial(runner);
+        statuses.push((p, args.is_filtered_out(&trial), args.is_ignored(&trial)));
+        trials.push(trial);
+    }
+
+    let conclusion = libtest_mimic::run(&args, trials);
+    if args.list {
+        return ExitCode::SUCCESS;
+    }
+
+    let (leaks, leak_error) = runtime.block_on(async {
+        if tokio::time::timeout(Duration::from_secs(120), ctx.settle())
+            .await
+            .is_err()
+        {
+            eprintln!("conformance[{kind}]: case cleanups still running after 120 s");
+        }
+        leak_check(&ctx).await
+    });
+    let executed = conclusion.num_passed + conclusion.num_failed;
+
+    let mut verdict = Vec::new();
+    if conclusion.has_failed() {
+        verdict.push(format!("{} case(s) failed", conclusion.num_failed));
+    }
+    if !leaks.is_empty() {
+        verdict.push(format!(
+            "objects of the run's sessions were left behind: {}",
+            leaks.join(", ")
+        ));
+    }
+    if let Some(e) = &leak_error {
+        verdict.push(format!("the leak check could not run: {e}"));
+    }
+    if executed == 0 {
+        verdict.push("no case executed".to_string());
+    }
+
+    let recorded = records
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let report = Report::finished(
+        &ctx,
+        started,
+        &statuses,
+        &recorded,
+        &leaks,
+        leak_error.as_deref(),
+        &verdict,
+    );
+    write_results(&report, is_partial(&args));
+    if verdict.is_empty() {
+        println!(
+            "conformance[{kind}]: passed ({executed} trials executed, {} ignored, no leftovers)",
+            conclusion.num_ignored
+        );
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("\nconformance[{kind}]: FAILED: {}\n", verdict.join("; "));
+        ExitCode::FAILURE
+    }
+}
+
+/// Connects, checks the engine identity, and pulls the test images.
+async fn setup(kind: BackendKind) -> Result<Ctx, String> {
+    let ctx = Ctx::connect(kind).await?;
+    for image in [ctx.image().to_string(), ctx.user_image().to_string()] {
+        ctx.manager()
+            .pull(&image, &PullOptions::default())
+            .await
+            .map_err(|e| format!("cannot pull the test image {image}: {}", describe(&e)))?;
+    }
+    Ok(ctx)
+}
+
+/// Lists everything still labelled with a session of the run, then removes it.
+async fn leak_check(ctx: &Ctx) -> (Vec<String>, Option<String>) {
+    let mut leaks = Vec::new();
+    let mut error = None;
+    for m in ctx.all_managers() {
+        let selector = m.ownership().selector(CleanupScope::Session);
+        let session = m.ownership().session().to_string();
+        match m.list(&selector).await {
+            Ok(list) => leaks.extend(list.into_iter().map(|c| {
+                format!(
+                    "container {} ({}, {:?}) of session {session}",
+                    c.name, c.id, c.state
+                )
+            })),
+            Err(e) => error = Some(describe(&e)),
+        }
+        match m.list_volumes(&selector).await {
+            Ok(list) => leaks.extend(
+                list.into_iter()
+                    .map(|v| format!("volume {} of session {session}", v.name)),
+            ),
+            Err(e) => error = Some(describe(&e)),
+        }
+        if let Err(e) = m.cleanup(CleanupScope::Session).await {
+            error = Some(format!("cleanup of session {session}: {}", describe(&e)));
+        }
+    }
+    (leaks, error)
+}
+
+/// Whether a trial runs a case or the negative check of a `[feature]` case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Case,
+    Check,
+}
+
+/// One trial to register.
+#[derive(Debug, Clone)]
+struct Plan {
+    case: &'static Case,
+    role: Role,
+    name: String,
+    /// `unsupported:<capability>` when the backend lacks the case's capability.
+    unsupported: Option<String>,
+}
+
+impl Plan {
+    fn run_fn(&self) -> CaseFn {
+        match (self.role, &self.case.feature) {
+            (Role::Check, Some(f)) => f.check,
+            _ => self.case.run,
+        }
+    }
+
+    fn trial<R>(&self, runner: R) -> Trial
+    where
+        R: FnOnce() -> Result<Completion, Failed> + Send + 'static,
+    {
+        let trial = Trial::ignorable_test(self.name.clone(), runner);
+        match &self.unsupported {
+            Some(reason) => trial.with_ignored_flag(true).with_kind(reason.clone()),
+            None => trial,
+        }
+    }
+}
+
+/// Every trial: each case once, and each `[feature]` case's check. `caps` is `None` when
+/// the engine could not be reached (listing only).
+fn plan(caps: Option<Capabilities>) -> Vec<Plan> {
+    let mut plans = Vec::new();
+    for case in CASES {
+        let unsupported = match (&case.feature, caps) {
+            (Some(f), Some(c)) if !(f.supported)(&c) => {
+                Some(format!("unsupported:{}", f.capability))
+            }
+            _ => None,
+        };
+        plans.push(Plan {
+            case,
+            role: Role::Case,
+            name: case.trial_name(),
+            unsupported,
+        });
+        if case.feature.is_some() {
+            plans.push(Plan {
+                case,
+                role: Role::Check,
+                name: format!("{}::check", case.trial_name()),
+                unsupported: None,
+            });
+        }
+    }
+    plans
+}
+
+/// What one executed trial did.
+#[derive(Debug, Clone, Serialize)]
+struct Record {
+    outcome: &'static str,
+    duration_ms: u128,
+    message: Option<String>,
+}
+
+type Records = Arc<Mutex<BTreeMap<String, Record>>>;
+
+fn runner(
+    plan: &Plan,
+    ctx: &Ctx,
+    handle: tokio::runtime::Handle,
+    records: Records,
+) -> impl FnOnce() -> Result<Completion, Failed> + Send + 'static {
+    let (ctx, name, f, unsupported) = (
+        ctx.clone(),
+        plan.name.clone(),
+        plan.run_fn(),
+        plan.unsupported.clone(),
+    );
+    move || {
+        let started = Instant::now();
+        let outcome: Result<Option<String>, Failure> = match unsupported {
+            // Run on request (`--include-ignored`): still nothing to exercise.
+            Some(reason) => Ok(Some(reason)),
+            None => handle
+                .block_on(async move {
+                    let task =
+                        tokio::spawn(
+                            async move { tokio::time::timeout(CASE_TIMEOUT, f(&ctx)).await },
+                        );
+                    match task.await {
+                        Ok(Ok(result)) => result,
+                        Ok(Err(_)) => Err(Failure::new(format!(
+                            "the case did not finish within {CASE_TIMEOUT:?}"
+                        ))),
+                        Err(e) if e.is_panic() => Err(Failure::new(format!(
+                            "the case panicked: {}",
+                            panic_text(e)
+                        ))),
+                        Err(e) => Err(Failure::new(format!("the case task failed: {e}"))),
+                    }
+                })
+                .map(|()| None),
+        };
+        let record = |outcome: &'static str, message: Option<String>| Record {
+            outcome,
+            duration_ms: started.elapsed().as_millis(),
+            message,
+        };
+        let (record, result) = match outcome {
+            Ok(None) => (record("passed", None), Ok(Completion::Completed)),
+            Ok(Some(reason)) => (
+                record("ignored", Some(reason.clone())),
+                Ok(Completion::ignored_with(reason)),
+            ),
+            Err(f) => (
+                record("failed", Some(f.message().to_string())),
+                Err(Failed::from(f.message())),
+            ),
+        };
+        records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name, record);
+        result
+    }
+}
+
+fn panic_text(e: tokio::task::JoinError) -> String {
+    let payload = e.into_panic();
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// A run that selects trials (a filter, `--skip`, `--ignored`) is partial: its results
+/// must not replace those of a full run, which docs and benchmarks are made from.
+fn is_partial(args: &Arguments) -> bool {
+    args.filter.is_some() || !args.skip.is_empty() || args.ignored
+}
+
+/// `<target>/conformance/<backend>.json` for a full run (`<backend>.partial.json` for a
+/// run that selects trials), where `<target>` is `CARGO_TARGET_DIR` (when absolute), else
+/// the target directory this test binary was built into, else the workspace's `target/`.
+pub fn results_path(kind: BackendKind, partial: bool) -> PathBuf {
+    let suffix = if partial { ".partial" } else { "" };
+    target_dir()
+        .join("conformance")
+        .join(format!("{}{suffix}.json", kind.as_str()))
+}
+
+fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
+        if dir.is_absolute() {
+            return dir;
+        }
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.ancestors().find(|a| a.join("CACHEDIR.TAG").is_file()) {
+            return dir.to_path_buf();
+        }
+    }
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map_or_else(|| manifest.join("target"), |root| root.join("target"))
+}
+
+/// The JSON results of a run.
+#[derive(Debug, Serialize)]
+struct Report {
+    backend: BackendKind,
+    outcome: &'static str,
+    failures: Vec<String>,
+    setup_error: Option<String>,
+    engine: Option<container::EngineInfo>,
+    capabilities: Option<Capabilities>,
+    owner: Option<String>,
+    session: Option<String>,
+    slack_ms: u128,
+    case_timeout_ms: u128,
+    started_unix: u64,
+    duration_ms: u128,
+    totals: serde_json::Value,
+    leaks: Vec<String>,
+    leak_check_error: Option<String>,
+    cases: Vec<serde_json::Value>,
+}
+
+impl Report {
+    fn base(kind: BackendKind, started: Instant) -> Report {
+        let started_unix = SystemTime::now()
+            .checked_sub(started.elapsed())
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        Report {
+            backend: kind,
+            outcome: "failed",
+            failures: Vec::new(),
+            setup_error: None,
+            engine: None,
+            capabilities: None,
+            owner: None,
+            session: None,
+            slack_ms: SLACK.as_millis(),
+            case_timeout_ms: CASE_TIMEOUT.as_millis(),
+            started_unix,
+            duration_ms: started.elapsed().as_millis(),
+            totals: json!({}),
+            leaks: Vec::new(),
+            leak_check_error: None,
+            cases: Vec::new(),
+        }
+    }
+
+    fn setup_failed(kind: BackendKind, message: String, started: Instant) -> Report {
+        let mut r = Report::base(kind, started);
+        r.failures.push(message.clone());
+        r.setup_error = Some(message);
+        r.totals = json!({"passed": 0, "failed": 0, "ignored": 0, "filtered": 0, "executed": 0});
+        r
+    }
+
+    fn finished(
+        ctx: &Ctx,
+        started: Instant,
+        statuses: &[(Plan, bool, bool)],
+        records: &BTreeMap<String, Record>,
+        leaks: &[String],
+        leak_error: Option<&str>,
+        verdict: &[String],
+    ) -> Report {
+        let mut r = Report::base(ctx.kind(), started);
+        r.outcome = if verdict.is_empty() {
+            "passed"
+        } else {
+            "failed"
+        };
+        r.failures = verdict.to_vec();
+        r.engine = Some(ctx.engine().clone());
+        r.capabilities = Some(ctx.capabilities());
+        r.owner = Some(ctx.ownership().owner().to_string());
+        r.session = Some(ctx.ownership().session().to_string());
+        r.leaks = leaks.to_vec();
+        r.leak_check_error = leak_error.map(str::to_string);
+        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+        for (plan, filtered, ignored) in statuses {
+            let (outcome, duration_ms, message) = match records.get(&plan.name) {
+                Some(rec) => (rec.outcome, rec.duration_ms, rec.message.clone()),
+                None if *filtered => ("filtered", 0, None),
+                None if *ignored => ("ignored", 0, plan.unsupported.clone()),
+                None => ("not-run", 0, None),
+            };
+            *counts.entry(outcome).or_default() += 1;
+            r.cases.push(json!({
+                "number": plan.case.number,
+                "name": plan.case.name,
+                "trial": plan.name,
+                "section": plan.case.section.as_str(),
+                "role": match plan.role { Role::Case => "case", Role::Check => "check" },
+                "capability": plan.case.feature.map(|f| f.capability),
+                "outcome": outcome,
+                "duration_ms": duration_ms,
+                "message": message,
+            }));
+        }
+        let count = |k: &str| counts.get(k).copied().unwrap_or(0);
+        r.totals = json!({
+            "passed": count("passed"),
+            "failed": count("failed"),
+            "ignored": count("ignored"),
+            "filtered": count("filtered"),
+            "not_run": count("not-run"),
+            "executed": count("passed") + count("failed"),
+        });
+        r
+    }
+}
+
+fn write_results(report: &Report, partial: bool) {
+    let path = results_path(report.backend, partial);
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| {
+            let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
+            std::fs::write(&path, text + "\n")
+        });
+    match written {
+        Ok(()) => println!("conformance results: {}", path.display()),
+        Err(e) => eprintln!("conformance: cannot write {}: {e}", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_case_is_planned_and_features_get_a_check() {
+        let none = Capabilities::default();
+        let plans = plan(Some(none));
+        assert_eq!(plans.len(), 67 + 4);
+        let ignored: Vec<_> = plans.iter().filter_map(|p| p.unsupported.clone()).collect();
+        assert_eq!(
+            ignored,
+            vec![
+                "unsupported:init",
+                "unsupported:resource_limits",
+                "unsupported:userns_keep_id",
+                "unsupported:tty_exec"
+            ]
+        );
+        assert!(plans
+            .iter()
+            .filter(|p| p.role == Role::Check)
+            .all(|p| p.unsupported.is_none()));
+        let all = Capabilities {
+            init: true,
+            resource_limits: true,
+            userns_keep_id: true,
+            tty_exec: true,
+            ..Capabilities::default()
+        };
+        assert!(plan(Some(all)).iter().all(|p| p.unsupported.is_none()));
+    }
+}
