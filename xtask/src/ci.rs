@@ -124,6 +124,9 @@ fn conformance_steps() -> Vec<Step> {
         Step::new("conformance --backend docker", |sh| {
             crate::conformance::run_suite(sh, Backend::Docker, &[])
         }),
+        Step::new("docs --check (backends matrix)", |sh| {
+            crate::docs::generate(sh, true)
+        }),
         Step::new("demo (main job on docker)", |sh| {
             crate::demo::run_demo(sh, &[])
         }),

@@ -5,6 +5,7 @@
 //! - `cargo xtask ci`: every check CI runs, in order.
 //! - `cargo xtask conformance --backend docker`: the conformance suite on a real engine.
 //! - `cargo xtask demo`: the main job, a build in a container, end to end.
+//! - `cargo xtask docs [--check]`: the backends matrix from the conformance results.
 //!
 //! Each subcommand is one module with a clap `Args` struct and
 //! `fn run(self, sh: &Shell) -> anyhow::Result<()>`.
@@ -12,6 +13,7 @@
 mod ci;
 mod conformance;
 mod demo;
+mod docs;
 mod engines;
 
 use std::path::PathBuf;
@@ -43,6 +45,8 @@ enum Command {
     Conformance(conformance::Conformance),
     /// The main job: a Yocto-style build in a container on the default backend.
     Demo(demo::Demo),
+    /// Generate docs/backends.md from the conformance results (`--check`: verify it).
+    Docs(docs::Docs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         Command::Ci(cmd) => cmd.run(&sh),
         Command::Conformance(cmd) => cmd.run(&sh),
         Command::Demo(cmd) => cmd.run(&sh),
+        Command::Docs(cmd) => cmd.run(&sh),
     }
 }
 
