@@ -52,5 +52,24 @@ pub(crate) fn run_suite(sh: &Shell, backend: Backend, args: &[String]) -> anyhow
     .run()
     .with_context(|| format!("the {name} conformance run failed"))?;
     println!("conformance results: target/conformance/{name}.json");
+    if backend == Backend::Docker {
+        docker_tls_check(sh)?;
+    }
+    Ok(())
+}
+
+/// The Docker transport over mutual TLS (`DOCKER_HOST=tcp://…`, `DOCKER_TLS_VERIFY`,
+/// `DOCKER_CERT_PATH`), against the TLS listener `engines up` gives dockerd.
+fn docker_tls_check(sh: &Shell) -> anyhow::Result<()> {
+    let certs = engines::StateDir::from_env().join(engines::TLS_DIR);
+    let _host = sh.push_env("DOCKER_HOST", format!("tcp://{}", engines::DOCKER_TLS_ADDR));
+    let _verify = sh.push_env("DOCKER_TLS_VERIFY", "1");
+    let _certs = sh.push_env("DOCKER_CERT_PATH", certs);
+    cmd!(
+        sh,
+        "cargo run --quiet -p container-docker --example tls_check"
+    )
+    .run()
+    .context("the Docker TLS check failed")?;
     Ok(())
 }

@@ -16,6 +16,7 @@ mod http;
 mod images;
 mod packages;
 mod service;
+mod tls;
 
 use std::{
     ffi::OsString,
@@ -28,11 +29,14 @@ use clap::{Args, Subcommand, ValueEnum};
 use xshell::Shell;
 
 use self::service::Service;
+pub(crate) use self::tls::TLS_DIR;
 
 /// Socket of the shared containerd: the containerd backend and dockerd both use it.
 pub(crate) const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
 /// Socket of dockerd: Docker's default, so the plain `docker` CLI works.
 pub(crate) const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+/// dockerd's TLS listener (mutual TLS, certificates under `<state>/docker/tls`).
+pub(crate) const DOCKER_TLS_ADDR: &str = "127.0.0.1:2376";
 /// Socket of the Podman API service (libpod and Docker-compatible REST API).
 pub(crate) const PODMAN_SOCKET: &str = "/run/podman/podman.sock";
 /// Host and port of the local registry; plain HTTP, loopback only.
@@ -219,6 +223,9 @@ fn up(sh: &Shell, backends: &[Backend], rebuild_images: bool) -> anyhow::Result<
     packages::ensure_installed(sh)?;
     for service in services_for(backends) {
         config::write(&state, service)?;
+        if service == Service::Docker {
+            tls::ensure(sh, &state)?;
+        }
         daemon::ensure_running(sh, &state, service)?;
     }
     images::ensure_pushed(sh, &state, rebuild_images)?;
@@ -296,7 +303,7 @@ impl StateDir {
     }
 
     /// A path inside the folder.
-    fn join(&self, relative: &str) -> PathBuf {
+    pub(crate) fn join(&self, relative: &str) -> PathBuf {
         self.root.join(relative)
     }
 

@@ -321,8 +321,10 @@ impl fmt::Display for Error {
         }
         if let Some(source) = &self.source {
             let text = source.to_string();
-            // Skip a source whose text the message already repeats.
-            if !text.is_empty() && !self.message.contains(text.trim()) {
+            // Skip a source that only repeats the message (either way round): one line
+            // should say each thing once.
+            let (t, m) = (text.trim(), self.message.trim());
+            if !t.is_empty() && !m.contains(t) && !t.contains(m) {
                 f.write_str(": ")?;
                 write_one_line(f, &text)?;
             }
@@ -431,6 +433,13 @@ mod tests {
         assert!(e.to_string().contains("retries exhausted after 4 attempts"));
         let permanent = Error::new(ErrorKind::NotFound, "gone").mark_exhausted(1);
         assert!(!permanent.retries_exhausted());
+    }
+
+    #[test]
+    fn source_that_contains_the_message_is_not_printed() {
+        let e = Error::new(ErrorKind::InvalidInput, "HTTP 400: bad request")
+            .with_source(std::io::Error::other("engine said HTTP 400: bad request"));
+        assert_eq!(e.to_string(), "invalid input: HTTP 400: bad request");
     }
 
     #[test]

@@ -13,7 +13,10 @@ pub(crate) fn map_error(e: bollard::errors::Error) -> Error {
         B::DockerResponseServerError {
             status_code,
             message,
-        } => (kind_for_status(*status_code, message), message.clone()),
+        } => (
+            kind_for_status(*status_code, message),
+            message.trim().to_string(),
+        ),
         B::DockerStreamError { error } => (kind_for_text(error), error.clone()),
         B::RequestTimeoutError => (
             ErrorKind::Timeout,
@@ -261,6 +264,19 @@ mod tests {
             uri: "ftp://x".into(),
         });
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn display_says_the_engine_message_once() {
+        let e = status(404, "No such container: x").context(
+            BACKEND,
+            container_core::Operation::Inspect,
+            "x",
+        );
+        assert_eq!(
+            e.to_string(),
+            "not found at docker.inspect on x: No such container: x"
+        );
     }
 
     #[test]

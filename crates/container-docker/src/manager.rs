@@ -39,7 +39,8 @@ pub struct DockerManager {
 impl DockerManager {
     /// Connects to the engine named by `options.endpoint`, else `DOCKER_HOST`, else the
     /// default socket. `tcp://` endpoints use TLS when `DOCKER_TLS_VERIFY` is set or
-    /// `DOCKER_CERT_PATH` names a folder with `ca.pem`, `cert.pem`, `key.pem`.
+    /// `DOCKER_CERT_PATH` names a folder with `ca.pem`, `cert.pem`, `key.pem` (as the
+    /// Docker CLI does); `https://` always uses TLS, `http://` never does.
     /// Fails with `Unavailable` if the engine does not answer within the connect timeout.
     #[instrument(skip_all, fields(backend = BACKEND, operation = "connect"))]
     pub async fn connect(options: ConnectOptions) -> Result<Self> {
@@ -143,21 +144,27 @@ impl DockerManager {
 }
 
 fn client(endpoint: &str, timeout_secs: u64) -> Result<Docker> {
+    let tls = |addr: &str, (ca, cert, key): (PathBuf, PathBuf, PathBuf)| {
+        Docker::connect_with_ssl(addr, &key, &cert, &ca, timeout_secs, API_DEFAULT_VERSION)
+    };
     let docker = if let Some(path) = endpoint.strip_prefix("unix://") {
         Docker::connect_with_unix(path, timeout_secs, API_DEFAULT_VERSION)
-    } else if endpoint.starts_with("tcp://")
-        || endpoint.starts_with("http://")
-        || endpoint.starts_with("https://")
-    {
-        match tls_paths() {
-            Some((ca, cert, key)) => {
-                let addr = endpoint.replacen("tcp://", "https://", 1);
-                Docker::connect_with_ssl(&addr, &key, &cert, &ca, timeout_secs, API_DEFAULT_VERSION)
-            }
-            None => Docker::connect_with_http(endpoint, timeout_secs, API_DEFAULT_VERSION),
-        }
     } else if endpoint.starts_with('/') {
         Docker::connect_with_unix(endpoint, timeout_secs, API_DEFAULT_VERSION)
+    } else if endpoint.starts_with("http://") {
+        Docker::connect_with_http(endpoint, timeout_secs, API_DEFAULT_VERSION)
+    } else if endpoint.starts_with("https://") {
+        // https always means TLS; the client files default to ~/.docker.
+        let paths = tls_paths(true).ok_or_else(|| {
+            Error::invalid_input("TLS needs DOCKER_CERT_PATH or a home directory")
+        })?;
+        tls(endpoint, paths)
+    } else if endpoint.starts_with("tcp://") {
+        // Like the Docker CLI: tcp:// is TLS when DOCKER_TLS_VERIFY or DOCKER_CERT_PATH is set.
+        match tls_paths(false) {
+            Some(paths) => tls(endpoint, paths),
+            None => Docker::connect_with_http(endpoint, timeout_secs, API_DEFAULT_VERSION),
+        }
     } else {
         return Err(Error::invalid_input(format!(
             "endpoint {endpoint:?} must be unix://, tcp://, http(s):// or a socket path"
@@ -166,10 +173,11 @@ fn client(endpoint: &str, timeout_secs: u64) -> Result<Docker> {
     docker.map_err(map_error)
 }
 
-/// TLS files from `DOCKER_CERT_PATH` (default `~/.docker`) when `DOCKER_TLS_VERIFY` is set
-/// or `DOCKER_CERT_PATH` is given.
-fn tls_paths() -> Option<(PathBuf, PathBuf, PathBuf)> {
-    let verify = std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty() && v != "0");
+/// TLS files `ca.pem`, `cert.pem`, `key.pem` from `DOCKER_CERT_PATH` (default `~/.docker`)
+/// when TLS is `required`, `DOCKER_TLS_VERIFY` is set, or `DOCKER_CERT_PATH` is given.
+fn tls_paths(required: bool) -> Option<(PathBuf, PathBuf, PathBuf)> {
+    let verify =
+        required || std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty() && v != "0");
     let dir = match std::env::var_os("DOCKER_CERT_PATH") {
         Some(d) => PathBuf::from(d),
         None if verify => PathBuf::from(std::env::var_os("HOME")?).join(".docker"),

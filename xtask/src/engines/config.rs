@@ -4,7 +4,10 @@ use std::{fs, path::Path};
 
 use anyhow::{bail, Context};
 
-use super::{service::Service, StateDir, CONTAINERD_SOCKET, DOCKER_SOCKET, REGISTRY_ADDR, RUN_DIR};
+use super::{
+    service::Service, StateDir, CONTAINERD_SOCKET, DOCKER_SOCKET, DOCKER_TLS_ADDR, REGISTRY_ADDR,
+    RUN_DIR,
+};
 
 /// The highest RLIMIT_NPROC `podman system service` keeps for itself.
 const PODMAN_MAX_NPROC: u64 = 32_768;
@@ -70,6 +73,7 @@ fn variables(state: &StateDir) -> anyhow::Result<Vec<(&'static str, String)>> {
         ("RUN_DIR", RUN_DIR.to_owned()),
         ("CONTAINERD_SOCKET", CONTAINERD_SOCKET.to_owned()),
         ("DOCKER_SOCKET", DOCKER_SOCKET.to_owned()),
+        ("DOCKER_TLS_ADDR", DOCKER_TLS_ADDR.to_owned()),
         ("REGISTRY_ADDR", REGISTRY_ADDR.to_owned()),
         // A container's limits cannot exceed the service's own: Podman 4.3 raises its
         // nofile to the hard limit and lowers its nproc to at most 32768 at start

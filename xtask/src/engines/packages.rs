@@ -23,6 +23,7 @@ const PACKAGES: &[&str] = &[
     "tini",
     "protobuf-compiler",
     "uidmap",
+    "openssl",
 ];
 
 /// Programs xtask runs, which must be on PATH once the packages are installed.
@@ -37,6 +38,7 @@ const PROGRAMS: &[&str] = &[
     "protoc",
     "tar",
     "gzip",
+    "openssl",
     "sha256sum",
     "kill",
 ];
