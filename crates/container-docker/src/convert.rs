@@ -8,8 +8,8 @@ use bollard::models::{
     MountTmpfsOptions, MountType, ResourcesUlimits, Volume,
 };
 use container_core::{
-    ContainerConfig, ContainerInfo, ContainerState, Labels, LayerPhase, Mount, NetworkMode,
-    PullProgress, VolumeInfo,
+    BackendKind, ContainerConfig, ContainerInfo, ContainerState, Labels, LayerPhase, Mount,
+    NetworkMode, PullProgress, VolumeInfo,
 };
 
 /// The create request for a validated `config` carrying `labels` (user + ownership).
@@ -176,6 +176,21 @@ pub(crate) fn volume_info(v: Volume) -> VolumeInfo {
     }
 }
 
+/// Which engine answers a Docker API endpoint: Podman's compatible API names itself in
+/// the version components ("Podman Engine").
+pub(crate) fn engine_kind(v: &bollard::models::SystemVersion) -> BackendKind {
+    let podman = v
+        .components
+        .iter()
+        .flatten()
+        .any(|c| c.name.to_ascii_lowercase().contains("podman"));
+    if podman {
+        BackendKind::Podman
+    } else {
+        BackendKind::Docker
+    }
+}
+
 /// Docker label filters: `label=key=value` for each pair.
 pub(crate) fn label_filters(labels: &Labels) -> HashMap<String, Vec<String>> {
     let mut f = HashMap::new();
@@ -263,6 +278,25 @@ mod tests {
             b.labels.expect("labels").get("k").map(String::as_str),
             Some("v")
         );
+    }
+
+    #[test]
+    fn podman_behind_a_docker_endpoint_is_reported_as_podman() {
+        let component = |name: &str| bollard::models::SystemVersionComponents {
+            name: name.into(),
+            version: "1".into(),
+            details: None,
+        };
+        let podman = bollard::models::SystemVersion {
+            components: Some(vec![component("Podman Engine")]),
+            ..Default::default()
+        };
+        assert_eq!(engine_kind(&podman), BackendKind::Podman);
+        let docker = bollard::models::SystemVersion {
+            components: Some(vec![component("Engine"), component("containerd")]),
+            ..Default::default()
+        };
+        assert_eq!(engine_kind(&docker), BackendKind::Docker);
     }
 
     #[test]

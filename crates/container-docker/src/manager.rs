@@ -225,19 +225,9 @@ impl ContainerManager for DockerManager {
         let v = self
             .call(Operation::Info, &self.endpoint, self.docker.version())
             .await?;
-        // Podman's Docker-compatible API names itself in the version components.
-        let podman = v
-            .components
-            .iter()
-            .flatten()
-            .any(|c| c.name.to_ascii_lowercase().contains("podman"));
         Ok(EngineInfo {
             backend: BackendKind::Docker,
-            engine: if podman {
-                BackendKind::Podman
-            } else {
-                BackendKind::Docker
-            },
+            engine: convert::engine_kind(&v),
             version: v.version.unwrap_or_default(),
             api_version: v.api_version,
             os: v.os.unwrap_or_default(),
