@@ -55,14 +55,18 @@ pub(crate) fn create_body(config: &ContainerConfig, labels: Labels) -> Container
         user: config.user.map(|u| u.to_string()),
         labels: Some(labels.into_iter().collect::<HashMap<_, _>>()),
         stop_signal: config.stop_signal.clone(),
-        // Docker counts whole seconds; round a fractional grace up, never down.
-        stop_timeout: config
-            .stop_grace
-            .map(|g| g.as_secs() as i64 + i64::from(g.subsec_nanos() > 0)),
+        stop_timeout: config.stop_grace.map(ceil_secs),
         hostname: config.hostname.clone(),
         host_config: Some(host),
         ..ContainerCreateBody::default()
     }
+}
+
+/// Docker counts grace periods in whole seconds: round up, never down.
+pub(crate) fn ceil_secs(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs())
+        .unwrap_or(i64::MAX)
+        .saturating_add(i64::from(d.subsec_nanos() > 0))
 }
 
 fn mount(m: &Mount) -> DMount {

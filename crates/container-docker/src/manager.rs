@@ -352,7 +352,7 @@ impl ContainerManager for DockerManager {
     #[instrument(skip_all, fields(backend = BACKEND, operation = "stop", resource = id))]
     async fn stop(&self, id: &str, grace: Option<Duration>) -> Result<()> {
         validate::container_ref(id).map_err(|e| e.context(BACKEND, Operation::Stop, id))?;
-        let t = grace.map(|g| (g.as_secs() + u64::from(g.subsec_nanos() > 0)) as i32);
+        let t = grace.map(|g| i32::try_from(convert::ceil_secs(g)).unwrap_or(i32::MAX));
         let options = StopContainerOptions {
             t,
             ..StopContainerOptions::default()
