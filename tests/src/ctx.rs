@@ -26,7 +26,7 @@ pub const DEFAULT_IMAGE: &str = "127.0.0.1:5000/container-rs/busybox:1";
 
 /// The image whose default user is 1000:1000. The image cases (1-7) remove and pull it
 /// under [`Ctx::image_lock`]; no other case uses it. Override with `CONFORMANCE_USER_IMAGE`.
-pub const DEFAULT_USER_IMAGE: &str = "127.0.0.1:5000/container-rs/busybox-user:1";
+pub const DEFAULT_USER_IMAGE: &str = "127.0.0.1:5000/container-rs/busybox-user:2";
 
 /// The containerd namespace the engine CLI looks in (`CONTAINERD_NAMESPACE`, else this).
 pub const DEFAULT_CONTAINERD_NAMESPACE: &str = "container-rs";

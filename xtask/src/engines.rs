@@ -45,7 +45,7 @@ pub(crate) const REGISTRY_ADDR: &str = "127.0.0.1:5000";
 /// `root` and `builder` (1000:1000); runs `/bin/sh` as root.
 pub(crate) const BUSYBOX_IMAGE: &str = "127.0.0.1:5000/container-rs/busybox:1";
 /// The same root filesystem as [`BUSYBOX_IMAGE`], default user `1000:1000`.
-pub(crate) const BUSYBOX_USER_IMAGE: &str = "127.0.0.1:5000/container-rs/busybox-user:1";
+pub(crate) const BUSYBOX_USER_IMAGE: &str = "127.0.0.1:5000/container-rs/busybox-user:2";
 /// Environment variable that moves the state folder.
 pub(crate) const STATE_DIR_ENV: &str = "CONTAINER_RS_ENGINES_DIR";
 /// The state folder unless [`STATE_DIR_ENV`] is set.

@@ -158,8 +158,17 @@ pub async fn case_65_resource_limits(ctx: &Ctx) -> Result<(), Failure> {
     );
     let pids = cgroup(m, &id, "pids.max", "pids/pids.max").await?;
     ensure_eq!(pids, "64", "pids limit in the cgroup");
-    let nofile = sh(m, &id, "ulimit -n; ulimit -Hn").await?;
-    ensure_eq!(nofile, "1024\n2048\n", "nofile soft and hard limits");
+    // Read the main process's limits, which the container config sets. An exec'd shell
+    // is not reliable here: runc 1.1.5 (Debian's) sometimes starts exec processes with
+    // the soft NOFILE limit raised to the hard one (Go's rlimit raise leaking through
+    // runc init; fixed in later runc), about 1 exec in 30 on this machine.
+    let limits = sh(m, &id, "grep 'Max open files' /proc/1/limits").await?;
+    let nofile: Vec<&str> = limits.split_whitespace().skip(3).take(2).collect();
+    ensure_eq!(
+        nofile,
+        ["1024", "2048"],
+        "nofile soft and hard limits of PID 1"
+    );
     Ok(())
 }
 

@@ -39,19 +39,27 @@ struct TestImage {
     reference: &'static str,
     /// Default user; empty for root.
     user: &'static str,
+    /// A second layer of its own (incompressible payload), so that pulling this image
+    /// downloads and extracts something even while the shared base layer is present.
+    payload: bool,
 }
 
-/// Every test image; they share one layer.
+/// Every test image; they share the base layer.
 const TEST_IMAGES: &[TestImage] = &[
     TestImage {
         reference: BUSYBOX_IMAGE,
         user: "",
+        payload: false,
     },
     TestImage {
         reference: BUSYBOX_USER_IMAGE,
         user: "1000:1000",
+        payload: true,
     },
 ];
+
+/// Size of the payload layer's one file, `/opt/container-rs/payload.bin`.
+const PAYLOAD_BYTES: usize = 4 << 20;
 
 impl TestImage {
     /// Repository and tag inside the registry.
@@ -104,10 +112,19 @@ pub(super) fn ensure_pushed(sh: &Shell, state: &StateDir, rebuild: bool) -> anyh
     if missing.is_empty() {
         return Ok(());
     }
-    let layer = build_layer(sh, state)?;
+    let base = build_layer(sh, state)?;
+    let payload = if missing.iter().any(|image| image.payload) {
+        Some(build_payload_layer(sh, state)?)
+    } else {
+        None
+    };
     for image in missing {
+        let layers: Vec<&Layer> = match (&payload, image.payload) {
+            (Some(extra), true) => vec![&base, extra],
+            _ => vec![&base],
+        };
         let digest =
-            push(sh, image, &layer).with_context(|| format!("pushing {}", image.reference))?;
+            push(sh, image, &layers).with_context(|| format!("pushing {}", image.reference))?;
         println!("image      {} {digest} (pushed)", image.reference);
     }
     Ok(())
@@ -129,6 +146,37 @@ pub(super) fn print_status() {
 fn build_layer(sh: &Shell, state: &StateDir) -> anyhow::Result<Layer> {
     let rootfs = state.join("images/rootfs");
     build_rootfs(sh, &rootfs).with_context(|| format!("building {}", rootfs.display()))?;
+    pack_layer(sh, &rootfs)
+}
+
+/// A layer with one file of deterministic, incompressible bytes (xorshift64), so its
+/// download is real work the engine reports progress for, and its digest is stable.
+fn build_payload_layer(sh: &Shell, state: &StateDir) -> anyhow::Result<Layer> {
+    let root = state.join("images/payload");
+    if root.exists() {
+        fs::remove_dir_all(&root)?;
+    }
+    let dir = root.join("opt/container-rs");
+    fs::create_dir_all(&dir)?;
+    for d in [root.join("opt"), dir.clone()] {
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755))?;
+    }
+    let mut state_word: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut bytes = Vec::with_capacity(PAYLOAD_BYTES);
+    while bytes.len() < PAYLOAD_BYTES {
+        state_word ^= state_word << 13;
+        state_word ^= state_word >> 7;
+        state_word ^= state_word << 17;
+        bytes.extend_from_slice(&state_word.to_le_bytes());
+    }
+    let file = dir.join("payload.bin");
+    fs::write(&file, &bytes)?;
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644))?;
+    pack_layer(sh, &root)
+}
+
+/// A reproducible gzip layer of the tree at `root` (sorted, epoch mtimes, numeric owners).
+fn pack_layer(sh: &Shell, rootfs: &Path) -> anyhow::Result<Layer> {
     let tar = cmd!(
         sh,
         "tar --sort=name --mtime=@0 --numeric-owner --format=gnu -C {rootfs} -cf - ."
@@ -206,9 +254,9 @@ fn install(from: &Path, to: &Path, mode: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Pushes the layer, the image configuration and the manifest of `image`; returns
+/// Pushes the layers, the image configuration and the manifest of `image`; returns
 /// the manifest digest.
-fn push(sh: &Shell, image: &TestImage, layer: &Layer) -> anyhow::Result<String> {
+fn push(sh: &Shell, image: &TestImage, layers: &[&Layer]) -> anyhow::Result<String> {
     let (repository, tag) = image.repository_and_tag()?;
     let config = serde_json::to_vec(&json!({
         "architecture": architecture(),
@@ -220,20 +268,33 @@ fn push(sh: &Shell, image: &TestImage, layer: &Layer) -> anyhow::Result<String> 
             "Cmd": ["/bin/sh"],
             "WorkingDir": "/",
         },
-        "rootfs": { "type": "layers", "diff_ids": [layer.diff_id] },
-        "history": [{
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": layers.iter().map(|l| l.diff_id.as_str()).collect::<Vec<_>>(),
+        },
+        "history": layers.iter().enumerate().map(|(i, _)| json!({
             "created": EPOCH,
-            "created_by": "cargo xtask engines up: busybox-static and tini-static root filesystem",
-        }],
+            "created_by": if i == 0 {
+                "cargo xtask engines up: busybox-static and tini-static root filesystem"
+            } else {
+                "cargo xtask engines up: incompressible payload layer"
+            },
+        })).collect::<Vec<_>>(),
     }))?;
     let config_digest = sha256(sh, &config)?;
-    push_blob(repository, &layer.digest, &layer.gzip)?;
+    for layer in layers {
+        push_blob(repository, &layer.digest, &layer.gzip)?;
+    }
     push_blob(repository, &config_digest, &config)?;
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": MANIFEST_TYPE,
         "config": { "mediaType": CONFIG_TYPE, "size": config.len(), "digest": config_digest },
-        "layers": [{ "mediaType": LAYER_TYPE, "size": layer.gzip.len(), "digest": layer.digest }],
+        "layers": layers.iter().map(|l| json!({
+            "mediaType": LAYER_TYPE,
+            "size": l.gzip.len(),
+            "digest": l.digest,
+        })).collect::<Vec<_>>(),
     }))?;
     let response = Request::new("PUT", &format!("/v2/{repository}/manifests/{tag}"))
         .header("Content-Type", MANIFEST_TYPE)
@@ -306,7 +367,7 @@ mod tests {
             found,
             [
                 Some(("container-rs/busybox", "1")),
-                Some(("container-rs/busybox-user", "1"))
+                Some(("container-rs/busybox-user", "2"))
             ]
         );
     }
