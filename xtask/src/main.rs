@@ -6,10 +6,12 @@
 //! - `cargo xtask conformance --backend docker`: the conformance suite on a real engine.
 //! - `cargo xtask demo`: the main job, a build in a container, end to end.
 //! - `cargo xtask docs [--check]`: the backends matrix from the conformance results.
+//! - `cargo xtask bench`: the default backend against the engine's CLI, as ratios.
 //!
 //! Each subcommand is one module with a clap `Args` struct and
 //! `fn run(self, sh: &Shell) -> anyhow::Result<()>`.
 
+mod bench;
 mod ci;
 mod conformance;
 mod demo;
@@ -45,6 +47,8 @@ enum Command {
     Conformance(conformance::Conformance),
     /// The main job: a Yocto-style build in a container on the default backend.
     Demo(demo::Demo),
+    /// Benchmark the default backend against the engine's CLI (ratios, nothing asserted).
+    Bench(bench::Bench),
     /// Generate docs/backends.md from the conformance results (`--check`: verify it).
     Docs(docs::Docs),
 }
@@ -59,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         Command::Conformance(cmd) => cmd.run(&sh),
         Command::Demo(cmd) => cmd.run(&sh),
         Command::Docs(cmd) => cmd.run(&sh),
+        Command::Bench(cmd) => cmd.run(&sh),
     }
 }
 
