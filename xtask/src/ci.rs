@@ -124,6 +124,7 @@ fn conformance_steps() -> Vec<Step> {
         Step::new("conformance --backend docker", |sh| {
             crate::conformance::run_suite(sh, Backend::Docker, &[])
         }),
+        Step::new("containerctl smoke (docker)", crate::smoke::containerctl),
         Step::new("docs --check (backends matrix)", |sh| {
             crate::docs::generate(sh, true)
         }),

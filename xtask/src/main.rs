@@ -17,6 +17,7 @@ mod conformance;
 mod demo;
 mod docs;
 mod engines;
+mod smoke;
 
 use std::path::PathBuf;
 

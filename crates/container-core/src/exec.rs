@@ -342,6 +342,19 @@ impl ExecStream {
         ))
     }
 
+    /// Terminates the exec's processes (SIGTERM, SIGKILL after the grace) and waits until
+    /// they are gone. Dropping the stream does the same in the background; call this when
+    /// the program is about to exit (Ctrl-C) and the background task would not get to run.
+    pub async fn cancel(mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        if let Some(control) = self.control.take() {
+            terminate(control, self.kill_grace).await;
+        }
+    }
+
     /// Splits the output into lines of at most `max_line` bytes (see [`Lines`]).
     pub fn lines(self, max_line: usize) -> Lines {
         Lines::new(self, max_line)
@@ -714,6 +727,22 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(*proc.signals.lock().expect("lock"), vec![Signal::TERM]);
         assert!(!proc.running.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancel_terminates_and_waits() {
+        let proc = fake(true);
+        let spec = ExecSpec::new(["sleep", "1000"]);
+        let stream = ExecStream::new(futures::stream::pending().boxed(), proc.clone(), &spec, "c");
+        stream.cancel().await;
+        assert!(
+            !proc.running.load(Ordering::SeqCst),
+            "gone when cancel returns"
+        );
+        assert_eq!(
+            *proc.signals.lock().expect("lock"),
+            vec![Signal::TERM, Signal::KILL]
+        );
     }
 
     #[tokio::test]
