@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use container::labels::{LABEL_PREFIX, OWNER_LABEL, SESSION_LABEL};
 use container::{
     BackendKind, ContainerConfig, ContainerManager, ExecEvent, ExecOutput, ExecSpec, ExecStream,
-    LogOptions, StreamKind,
+    Labels, LogOptions, StreamKind,
 };
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -156,25 +157,70 @@ where
     }
 }
 
+/// `labels` (from inspect or list) are exactly the user's `expected` labels plus this
+/// run's owner and session labels.
+pub fn check_labels(
+    ctx: &Ctx,
+    labels: &Labels,
+    expected: &Labels,
+    source: &str,
+) -> Result<(), Failure> {
+    let user: Labels = labels
+        .iter()
+        .filter(|(k, _)| !k.starts_with(LABEL_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    crate::ensure_eq!(&user, expected, "user labels from {source}");
+    crate::ensure_eq!(
+        labels.get(OWNER_LABEL).map(String::as_str),
+        Some(ctx.ownership().owner()),
+        "owner label from {source}"
+    );
+    crate::ensure_eq!(
+        labels.get(SESSION_LABEL).map(String::as_str),
+        Some(ctx.ownership().session()),
+        "session label from {source}"
+    );
+    Ok(())
+}
+
 /// The container's whole log so far (not following): (stdout, stderr).
 pub async fn logs(m: &dyn ContainerManager, id: &str) -> Result<(Vec<u8>, Vec<u8>), Failure> {
-    let mut stream = m.logs(id, &LogOptions::default()).await?;
+    read_logs(m, id, &LogOptions::default(), Duration::from_secs(30)).await
+}
+
+/// Reads the log stream to its end: (stdout, stderr). Fails, showing what arrived so far,
+/// if the stream does not end within `within`.
+pub async fn read_logs(
+    m: &dyn ContainerManager,
+    id: &str,
+    options: &LogOptions,
+    within: Duration,
+) -> Result<(Vec<u8>, Vec<u8>), Failure> {
+    let mut stream = m.logs(id, options).await?;
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let read = async {
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            match chunk.stream {
-                StreamKind::Stdout => out.extend_from_slice(&chunk.data),
-                StreamKind::Stderr => err.extend_from_slice(&chunk.data),
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(chunk)) => {
+                let chunk = chunk?;
+                match chunk.stream {
+                    StreamKind::Stdout => out.extend_from_slice(&chunk.data),
+                    StreamKind::Stderr => err.extend_from_slice(&chunk.data),
+                }
+            }
+            Ok(None) => return Ok((out, err)),
+            Err(_) => {
+                return Err(Failure::new(format!(
+                    "the log stream (follow: {}) did not end within {within:?}; so far \
+                     stdout {:?} stderr {:?}",
+                    options.follow,
+                    String::from_utf8_lossy(&out),
+                    String::from_utf8_lossy(&err)
+                )))
             }
         }
-        Ok::<_, Failure>(())
-    };
-    match tokio::time::timeout(Duration::from_secs(30), read).await {
-        Ok(r) => r?,
-        Err(_) => return Err(Failure::new("reading logs without follow hung for 30 s")),
     }
-    Ok((out, err))
 }
 
 /// Polls the logs until stdout contains `needle`.

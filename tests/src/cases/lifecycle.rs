@@ -2,15 +2,13 @@
 
 use std::time::{Duration, Instant};
 
-use container::labels::{LABEL_PREFIX, OWNER_LABEL, SESSION_LABEL};
-use container::{
-    ContainerConfig, ContainerState, ErrorKind, ExecSpec, Labels, LogOptions, StreamKind,
-};
-use futures::StreamExt;
+use container::{ContainerConfig, ContainerState, ErrorKind, ExecSpec, Labels, LogOptions};
 
 use crate::ctx::{Ctx, SLACK};
 use crate::failure::{expect_kind, Failure};
-use crate::support::{exec_ok, logs, run_config, running, wait_for_log, CASE_LABEL};
+use crate::support::{
+    check_labels, exec_ok, logs, read_logs, run_config, running, wait_for_log, CASE_LABEL,
+};
 use crate::{ensure, ensure_eq};
 
 /// `wait` with a bound, so a broken wait fails instead of hanging.
@@ -40,23 +38,7 @@ pub async fn case_08_create_and_labels(ctx: &Ctx) -> Result<(), Failure> {
     ensure_eq!(info.id, id, "inspect(id).id");
     ensure_eq!(info.name, name, "inspect name");
     ensure_eq!(info.image, ctx.image(), "inspect image");
-    let user: Labels = info
-        .labels
-        .iter()
-        .filter(|(k, _)| !k.starts_with(LABEL_PREFIX))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    ensure_eq!(user, config.labels, "user labels from inspect");
-    ensure_eq!(
-        info.labels.get(OWNER_LABEL).map(String::as_str),
-        Some(ctx.ownership().owner()),
-        "owner label"
-    );
-    ensure_eq!(
-        info.labels.get(SESSION_LABEL).map(String::as_str),
-        Some(ctx.ownership().session()),
-        "session label"
-    );
+    check_labels(ctx, &info.labels, &config.labels, "inspect")?;
 
     let by_name = m.inspect(&name).await?;
     ensure_eq!(by_name.id, id, "inspect by name");
@@ -313,29 +295,7 @@ pub async fn case_17_logs_follow(ctx: &Ctx) -> Result<(), Failure> {
         follow: true,
         ..LogOptions::default()
     };
-    let mut stream = m.logs(&id, &options).await?;
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let read = async {
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            match chunk.stream {
-                StreamKind::Stdout => out.extend_from_slice(&chunk.data),
-                StreamKind::Stderr => err.extend_from_slice(&chunk.data),
-            }
-        }
-        Ok::<_, Failure>(())
-    };
-    match tokio::time::timeout(Duration::from_secs(10) + SLACK, read).await {
-        Ok(r) => r?,
-        Err(_) => {
-            return Err(Failure::new(format!(
-                "the followed log did not end after the container exited; so far \
-                 stdout {:?} stderr {:?}",
-                String::from_utf8_lossy(&out),
-                String::from_utf8_lossy(&err)
-            )))
-        }
-    }
+    let (out, err) = read_logs(m, &id, &options, Duration::from_secs(10) + SLACK).await?;
     ensure_eq!(
         String::from_utf8_lossy(&out),
         "out1\nout2\ndone\n",

@@ -3,12 +3,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use container::labels::{LABEL_PREFIX, OWNER_LABEL, SESSION_LABEL};
 use container::{CleanupScope, ContainerConfig, ErrorKind, Labels, Mount, VolumeConfig};
 
 use crate::ctx::{Ctx, SLACK};
 use crate::failure::{expect_kind, Failure};
-use crate::support::{run_config, sh, sleeper, CASE_LABEL};
+use crate::support::{check_labels, run_config, sh, sleeper, CASE_LABEL};
 use crate::{ensure, ensure_eq};
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -43,23 +42,7 @@ pub async fn case_47_labels_and_filter(ctx: &Ctx) -> Result<(), Failure> {
 
     let info = m.inspect_volume(&red).await?;
     ensure_eq!(info.name, red, "inspected volume name");
-    let user: Labels = info
-        .labels
-        .iter()
-        .filter(|(k, _)| !k.starts_with(LABEL_PREFIX))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    ensure_eq!(user, red_config.labels, "user labels from inspect_volume");
-    ensure_eq!(
-        info.labels.get(OWNER_LABEL).map(String::as_str),
-        Some(ctx.ownership().owner()),
-        "owner label"
-    );
-    ensure_eq!(
-        info.labels.get(SESSION_LABEL).map(String::as_str),
-        Some(ctx.ownership().session()),
-        "session label"
-    );
+    check_labels(ctx, &info.labels, &red_config.labels, "inspect_volume")?;
 
     let names =
         |v: Vec<container::VolumeInfo>| v.into_iter().map(|v| v.name).collect::<BTreeSet<_>>();
