@@ -120,6 +120,9 @@ pub trait ContainerManager: Send + Sync {
         let ownership = self.ownership().clone();
         let selector = ownership.selector(scope);
         let mut report = CleanupReport::default();
+        // Best effort: one object that cannot go (say, a volume a foreign container still
+        // uses) must not keep the others; the first error is returned after trying all.
+        let mut first_error = None;
         for c in self.list(&selector).await? {
             // Double-check: an engine that ignored the filter must not cost a foreign object.
             if !ownership.owns(&c.labels) {
@@ -128,16 +131,27 @@ pub trait ContainerManager: Send + Sync {
             match self.remove(&c.id, true).await {
                 Ok(()) => report.containers.push(c.id),
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cleanup could not remove a container");
+                    first_error.get_or_insert(e);
+                }
             }
         }
         for v in self.list_volumes(&selector).await? {
             if !ownership.owns(&v.labels) {
                 continue;
             }
-            self.remove_volume(&v.name, true).await?;
-            report.volumes.push(v.name);
+            match self.remove_volume(&v.name, true).await {
+                Ok(()) => report.volumes.push(v.name),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cleanup could not remove a volume");
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(report)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
     }
 }
