@@ -6,6 +6,7 @@ pub mod error;
 pub mod exec;
 pub mod labels;
 pub mod manager;
+pub mod proctree;
 pub mod reference;
 pub mod retry;
 pub mod signal;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::Docker;
+use container_core::proctree::{self, Proc};
 use container_core::{
     Error, ErrorKind, ExecControl, ExecEvent, ExecSpec, ExecStream, Operation, OutputChunk, Result,
     Signal, StreamKind,
@@ -264,9 +265,6 @@ impl Drop for SetupGuard {
 /// start request may still be on its way to the engine).
 const START_WAIT: Duration = Duration::from_secs(3);
 
-/// A host process: PID and start time (to tell a reused PID apart).
-type Proc = (i32, u64);
-
 /// Signals one Docker exec's processes; see the module docs.
 struct DockerExecControl {
     docker: Docker,
@@ -414,117 +412,6 @@ impl DockerExecControl {
         {
             Err(e) if e.kind() == ErrorKind::Conflict => Ok(()), // already stopped
             other => other,
-        }
-    }
-}
-
-/// Reading `/proc` to find and signal an exec's process tree. Written by hand: no
-/// maintained crate offers "descendants of a PID with start times" and the reads are small.
-mod proctree {
-    use super::{Proc, Signal};
-    use nix::errno::Errno;
-    use nix::sys::signal::{kill, Signal as NixSignal};
-    use nix::unistd::Pid;
-    use std::collections::HashMap;
-
-    /// `(ppid, starttime)` of a PID from `/proc/<pid>/stat`.
-    fn stat(pid: i32) -> Option<(i32, u64)> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // The command name may contain spaces and parentheses: split after the last ')'.
-        let rest = &text[text.rfind(')')? + 1..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ppid = fields.get(1)?.parse().ok()?;
-        let start = fields.get(19)?.parse().ok()?;
-        // A zombie has already exited: nothing left to signal.
-        if fields.first() == Some(&"Z") {
-            return None;
-        }
-        Some((ppid, start))
-    }
-
-    /// True while the process still exists and is the same one (same start time).
-    pub(super) fn alive((pid, start): Proc) -> bool {
-        stat(pid).is_some_and(|(_, s)| s == start)
-    }
-
-    /// `root` and all its descendants, if `root` is visible and belongs to `container_id`.
-    pub(super) fn tree_in_container(root: i32, container_id: &str) -> Option<Vec<Proc>> {
-        let cgroup = std::fs::read_to_string(format!("/proc/{root}/cgroup")).ok()?;
-        if container_id.is_empty() || !cgroup.contains(container_id) {
-            return None;
-        }
-        let (_, root_start) = stat(root)?;
-        let mut children: HashMap<i32, Vec<Proc>> = HashMap::new();
-        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            if let Some((ppid, start)) = stat(pid) {
-                children.entry(ppid).or_default().push((pid, start));
-            }
-        }
-        let mut out = vec![(root, root_start)];
-        let mut i = 0;
-        while i < out.len() {
-            if let Some(kids) = children.get(&out[i].0) {
-                out.extend(kids.iter().copied());
-            }
-            i += 1;
-        }
-        Some(out)
-    }
-
-    /// Signals each process; returns those the host refused (EPERM).
-    pub(super) fn signal_all(procs: &[Proc], signal: Signal) -> Vec<Proc> {
-        let Ok(sig) = NixSignal::try_from(signal.number()) else {
-            return Vec::new();
-        };
-        let mut refused = Vec::new();
-        for &p in procs {
-            if !alive(p) {
-                continue;
-            }
-            match kill(Pid::from_raw(p.0), sig) {
-                Ok(()) | Err(Errno::ESRCH) => {}
-                Err(Errno::EPERM) => refused.push(p),
-                Err(e) => tracing::debug!(pid = p.0, error = %e, "signal failed"),
-            }
-        }
-        refused
-    }
-
-    /// The PID of a host process inside its own (innermost) PID namespace.
-    pub(super) fn ns_pid(pid: i32) -> Option<i32> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
-        line.split_whitespace().last()?.parse().ok()
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn own_process_is_alive_and_has_an_ns_pid() {
-            let me = std::process::id() as i32;
-            let (_, start) = stat(me).expect("stat self");
-            assert!(alive((me, start)));
-            assert!(
-                !alive((me, start + 1)),
-                "a different start time is another process"
-            );
-            assert!(ns_pid(me).is_some());
-        }
-
-        #[test]
-        fn processes_outside_the_container_are_not_touched() {
-            let me = std::process::id() as i32;
-            assert!(tree_in_container(me, "0123456789abcdef").is_none());
-            assert!(tree_in_container(me, "").is_none());
         }
     }
 }

@@ -9,6 +9,10 @@ pub use container_core::*;
 #[cfg(feature = "docker")]
 pub use container_docker as docker;
 
+/// The Podman backend.
+#[cfg(feature = "podman")]
+pub use container_podman as podman;
+
 /// The environment variable that picks the backend for [`from_env`].
 pub const BACKEND_ENV: &str = "CONTAINER_BACKEND";
 
@@ -50,6 +54,8 @@ async fn connect_unchecked(
     match kind {
         #[cfg(feature = "docker")]
         BackendKind::Docker => Ok(Arc::new(docker::DockerManager::connect(options).await?)),
+        #[cfg(feature = "podman")]
+        BackendKind::Podman => Ok(Arc::new(podman::PodmanManager::connect(options).await?)),
         #[allow(unreachable_patterns)] // reachable when a backend feature is off
         other => {
             drop(options);
@@ -98,5 +104,7 @@ pub fn compiled_backends() -> &'static [BackendKind] {
     &[
         #[cfg(feature = "docker")]
         BackendKind::Docker,
+        #[cfg(feature = "podman")]
+        BackendKind::Podman,
     ]
 }

@@ -1,0 +1,324 @@
+//! Core types to libpod requests, libpod responses to core types. Pure functions.
+
+use std::collections::HashMap;
+
+use container_core::{
+    ContainerConfig, ContainerInfo, ContainerState, Labels, LayerPhase, Mount, NetworkMode,
+    PullProgress, Signal, VolumeInfo,
+};
+use podman_api::models::{InspectContainerData, ListContainer, Volume, VolumeConfigResponse};
+use serde_json::{json, Map, Value};
+
+/// The libpod `SpecGenerator` for a validated `config` carrying `labels` (user +
+/// ownership). Sent as raw JSON: podman-api's builder has no field for named volumes.
+pub(crate) fn create_spec(config: &ContainerConfig, labels: &Labels) -> Value {
+    let mut s = Map::new();
+    let mut put = |k: &str, v: Value| {
+        s.insert(k.to_string(), v);
+    };
+    put("image", json!(config.image));
+    if let Some(name) = &config.name {
+        put("name", json!(name));
+    }
+    if let Some(cmd) = &config.cmd {
+        put("command", json!(cmd));
+    }
+    if let Some(ep) = &config.entrypoint {
+        put("entrypoint", json!(ep));
+    }
+    if !config.env.is_empty() {
+        let env: HashMap<&str, &str> = config
+            .env
+            .iter()
+            .filter_map(|e| e.split_once('='))
+            .collect();
+        put("env", json!(env));
+    }
+    if let Some(dir) = &config.working_dir {
+        put("work_dir", json!(dir));
+    }
+    if let Some(user) = &config.user {
+        put("user", json!(user.to_string()));
+    }
+    put("labels", json!(labels));
+    if let Some(h) = &config.hostname {
+        put("hostname", json!(h));
+    }
+    if config.init {
+        put("init", json!(true));
+    }
+    if let Some(sig) = config
+        .stop_signal
+        .as_deref()
+        .and_then(|s| s.parse::<Signal>().ok())
+    {
+        put("stop_signal", json!(sig.number()));
+    }
+    if let Some(grace) = config.stop_grace {
+        put("stop_timeout", json!(ceil_secs(grace)));
+    }
+    match &config.network {
+        NetworkMode::None => put("netns", json!({"nsmode": "none"})),
+        NetworkMode::Host => put("netns", json!({"nsmode": "host"})),
+        NetworkMode::Named(n) => {
+            put("netns", json!({"nsmode": "bridge"}));
+            put("Networks", json!({ n.as_str(): {} }));
+        }
+    }
+    let (mounts, volumes) = mounts(&config.mounts);
+    if !mounts.is_empty() {
+        put("mounts", Value::Array(mounts));
+    }
+    if !volumes.is_empty() {
+        put("volumes", Value::Array(volumes));
+    }
+    let r = &config.resources;
+    let mut limits = Map::new();
+    if let Some(m) = r.memory_bytes {
+        // swap = memory: no swap on top, so the limit is really enforced (OOM kill).
+        limits.insert("memory".into(), json!({"limit": m, "swap": m}));
+    }
+    if let Some(c) = r.cpus {
+        let period: u64 = 100_000;
+        limits.insert(
+            "cpu".into(),
+            json!({"period": period, "quota": (c * period as f64).round() as i64}),
+        );
+    }
+    if let Some(p) = r.pids_limit {
+        limits.insert("pids".into(), json!({"limit": p}));
+    }
+    if !limits.is_empty() {
+        put("resource_limits", Value::Object(limits));
+    }
+    if !r.ulimits.is_empty() {
+        let rl: Vec<Value> = r
+            .ulimits
+            .iter()
+            .map(|u| {
+                json!({
+                    "type": format!("RLIMIT_{}", u.name.to_ascii_uppercase()),
+                    "soft": u.soft,
+                    "hard": u.hard,
+                })
+            })
+            .collect();
+        put("r_limits", Value::Array(rl));
+    }
+    Value::Object(s)
+}
+
+/// Binds and tmpfs become OCI mounts; named volumes become libpod named volumes (so the
+/// engine knows the volume is in use).
+fn mounts(ms: &[Mount]) -> (Vec<Value>, Vec<Value>) {
+    let mut mounts = Vec::new();
+    let mut volumes = Vec::new();
+    for m in ms {
+        match m {
+            Mount::Bind {
+                source,
+                target,
+                read_only,
+            } => mounts.push(json!({
+                "type": "bind",
+                "source": source.display().to_string(),
+                "destination": target,
+                "options": ["rbind", if *read_only { "ro" } else { "rw" }],
+            })),
+            Mount::Volume {
+                name,
+                target,
+                read_only,
+            } => volumes.push(json!({
+                "Name": name,
+                "Dest": target,
+                "Options": [if *read_only { "ro" } else { "rw" }],
+            })),
+            Mount::Tmpfs { target, size_bytes } => {
+                let mut options = vec!["rw".to_string(), "nosuid".into(), "nodev".into()];
+                if let Some(size) = size_bytes {
+                    options.push(format!("size={size}"));
+                }
+                mounts.push(json!({
+                    "type": "tmpfs",
+                    "source": "tmpfs",
+                    "destination": target,
+                    "options": options,
+                }));
+            }
+        }
+    }
+    (mounts, volumes)
+}
+
+/// Podman counts grace periods in whole seconds: round up, never down.
+pub(crate) fn ceil_secs(d: std::time::Duration) -> u64 {
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
+}
+
+fn state(status: Option<&str>, exit: i64) -> ContainerState {
+    match status.unwrap_or_default() {
+        "created" | "configured" | "initialized" => ContainerState::Created,
+        "running" => ContainerState::Running,
+        "paused" => ContainerState::Paused,
+        "restarting" => ContainerState::Restarting,
+        "removing" => ContainerState::Removing,
+        "exited" | "stopped" => ContainerState::Exited(exit),
+        "dead" => ContainerState::Dead,
+        other => ContainerState::Unknown(other.to_string()),
+    }
+}
+
+/// Inspect response to core info.
+pub(crate) fn container_info(r: InspectContainerData) -> ContainerInfo {
+    let status = r.state.as_ref().and_then(|s| s.status.as_deref());
+    let exit = r.state.as_ref().and_then(|s| s.exit_code).unwrap_or(0);
+    let oom_killed = r.state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
+    let (image, labels) = match r.config {
+        Some(c) => (c.image, c.labels.unwrap_or_default()),
+        None => (None, HashMap::new()),
+    };
+    ContainerInfo {
+        id: r.id.unwrap_or_default(),
+        name: r.name.unwrap_or_default(),
+        image: r.image_name.or(image).unwrap_or_default(),
+        state: state(status, i64::from(exit)),
+        oom_killed,
+        labels: labels.into_iter().collect(),
+    }
+}
+
+/// List entry to core info.
+pub(crate) fn summary_info(c: ListContainer) -> ContainerInfo {
+    ContainerInfo {
+        id: c.id.unwrap_or_default(),
+        name: c
+            .names
+            .and_then(|n| n.into_iter().next())
+            .unwrap_or_default(),
+        image: c.image.unwrap_or_default(),
+        state: state(c.state.as_deref(), i64::from(c.exit_code.unwrap_or(0))),
+        oom_killed: false,
+        labels: c.labels.unwrap_or_default().into_iter().collect(),
+    }
+}
+
+/// Volume (list, inspect) to core info.
+pub(crate) fn volume_info(v: Volume) -> VolumeInfo {
+    VolumeInfo {
+        name: v.name,
+        labels: v.labels.into_iter().collect(),
+        mountpoint: (!v.mountpoint.is_empty()).then_some(v.mountpoint),
+    }
+}
+
+/// Volume create response to core info.
+pub(crate) fn created_volume_info(v: VolumeConfigResponse) -> VolumeInfo {
+    VolumeInfo {
+        name: v.name.unwrap_or_default(),
+        labels: v.labels.unwrap_or_default().into_iter().collect(),
+        mountpoint: v.mountpoint.filter(|m| !m.is_empty()),
+    }
+}
+
+/// One line of a pull report's `stream` text to a progress event. libpod reports layers
+/// only as `Copying blob sha256:...` (with `skipped: already exists` for a cached one).
+pub(crate) fn pull_progress(line: &str) -> Option<PullProgress> {
+    let rest = line.trim().strip_prefix("Copying blob ")?;
+    let (id, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+    let phase = if tail.contains("already exists") || tail.contains("skipped") {
+        LayerPhase::AlreadyExists
+    } else if tail.contains("done") {
+        LayerPhase::Complete
+    } else {
+        LayerPhase::Downloading
+    };
+    Some(PullProgress::Layer {
+        id: id.trim_start_matches("sha256:").to_string(),
+        phase,
+        current: None,
+        total: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use container_core::Ulimit;
+    use std::time::Duration;
+
+    #[test]
+    fn create_spec_carries_every_field() {
+        let mut c = ContainerConfig::new("img:1")
+            .name("n")
+            .cmd(["sleep", "1"])
+            .env("A", "1=2")
+            .user(1000, 1000)
+            .working_dir("/w")
+            .init(true)
+            .stop_signal("SIGINT")
+            .stop_grace(Duration::from_millis(1500))
+            .mount(Mount::bind("/h", "/c").read_only())
+            .mount(Mount::volume("v", "/v"))
+            .mount(Mount::tmpfs("/t"));
+        c.resources.cpus = Some(1.5);
+        c.resources.memory_bytes = Some(1 << 20);
+        c.resources.pids_limit = Some(10);
+        c.resources.ulimits.push(Ulimit {
+            name: "nofile".into(),
+            soft: 1,
+            hard: 2,
+        });
+        let mut labels = Labels::new();
+        labels.insert("k".into(), "v".into());
+        let s = create_spec(&c, &labels);
+        assert_eq!(s["name"], "n");
+        assert_eq!(s["user"], "1000:1000");
+        assert_eq!(s["env"]["A"], "1=2");
+        assert_eq!(s["work_dir"], "/w");
+        assert_eq!(s["stop_signal"], 2);
+        assert_eq!(s["stop_timeout"], 2);
+        assert_eq!(s["init"], true);
+        assert_eq!(s["netns"]["nsmode"], "none");
+        assert_eq!(s["labels"]["k"], "v");
+        assert_eq!(s["mounts"][0]["type"], "bind");
+        assert_eq!(s["mounts"][0]["options"][1], "ro");
+        assert_eq!(s["mounts"][1]["type"], "tmpfs");
+        assert_eq!(s["volumes"][0]["Name"], "v");
+        assert_eq!(s["volumes"][0]["Dest"], "/v");
+        assert_eq!(s["resource_limits"]["cpu"]["quota"], 150_000);
+        assert_eq!(s["resource_limits"]["memory"]["limit"], 1 << 20);
+        assert_eq!(s["resource_limits"]["pids"]["limit"], 10);
+        assert_eq!(s["r_limits"][0]["type"], "RLIMIT_NOFILE");
+    }
+
+    #[test]
+    fn states_map_with_exit_codes() {
+        assert_eq!(state(Some("exited"), 123), ContainerState::Exited(123));
+        assert_eq!(state(Some("stopped"), 0), ContainerState::Exited(0));
+        assert_eq!(state(Some("configured"), 0), ContainerState::Created);
+        assert_eq!(state(Some("running"), 0), ContainerState::Running);
+    }
+
+    #[test]
+    fn pull_stream_lines_map_to_layer_events() {
+        assert_eq!(
+            pull_progress("Copying blob sha256:abc\n"),
+            Some(PullProgress::Layer {
+                id: "abc".into(),
+                phase: LayerPhase::Downloading,
+                current: None,
+                total: None
+            })
+        );
+        assert!(matches!(
+            pull_progress("Copying blob abc skipped: already exists\n"),
+            Some(PullProgress::Layer {
+                phase: LayerPhase::AlreadyExists,
+                ..
+            })
+        ));
+        assert!(pull_progress("Copying config sha256:abc\n").is_none());
+        assert!(pull_progress("Writing manifest to image destination\n").is_none());
+    }
+}
