@@ -716,7 +716,7 @@ impl ContainerManager for PodmanManager {
         });
         let endpoint = format!(
             "/libpod/containers/{id}/archive?path={}",
-            percent_encode(container_dir)
+            url::form_urlencoded::byte_serialize(container_dir.as_bytes()).collect::<String>()
         );
         let r = self
             .call(
@@ -797,27 +797,9 @@ impl ContainerManager for PodmanManager {
     }
 }
 
-/// Percent-encodes a query value (RFC 3986 unreserved characters and `/` are kept).
-fn percent_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_values_are_encoded() {
-        assert_eq!(percent_encode("/a b/c&d"), "/a%20b/c%26d");
-    }
 
     #[test]
     fn not_modified_is_recognised_through_the_context() {
