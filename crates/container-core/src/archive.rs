@@ -6,6 +6,10 @@
 use std::fs::File;
 use std::io::{Read, Seek};
 use std::path::{Component, Path};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -83,6 +87,35 @@ fn check_entry_path(path: &Path) -> Result<()> {
 
 fn io_error(e: std::io::Error) -> Error {
     Error::new(ErrorKind::Internal, "cannot read or write the archive").with_source(e)
+}
+
+/// Receives an engine's archive stream into a temporary file (bounded memory; a chunk
+/// that takes longer than `stall` is a `Timeout`), then unpacks it into `dest` with
+/// [`unpack_safely`] on a blocking thread. Stream errors pass through unchanged.
+pub async fn receive_and_unpack<S>(body: S, dest: &Path, stall: Duration) -> Result<()>
+where
+    S: Stream<Item = Result<Bytes>>,
+{
+    let spool = tempfile::tempfile().map_err(io_error)?;
+    let mut spool = tokio::fs::File::from_std(spool);
+    let mut body = std::pin::pin!(body);
+    loop {
+        let next = tokio::time::timeout(stall, body.next())
+            .await
+            .map_err(|_| Error::new(ErrorKind::Timeout, "the archive download stalled"))?;
+        let Some(chunk) = next else { break };
+        tokio::io::AsyncWriteExt::write_all(&mut spool, &chunk?)
+            .await
+            .map_err(io_error)?;
+    }
+    let mut file = spool.into_std().await;
+    let dest = dest.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        file.rewind().map_err(io_error)?;
+        unpack_safely(file, &dest)
+    })
+    .await
+    .map_err(|e| Error::new(ErrorKind::Internal, "the unpack task failed").with_source(e))?
 }
 
 /// Packs the host file or directory `source` into a temporary tar file, named in the

@@ -46,6 +46,25 @@ impl ErrorKind {
         matches!(self, ErrorKind::RateLimited | ErrorKind::Unavailable)
     }
 
+    /// The kind for an I/O error on the connection to an engine: refused, reset, EOF or a
+    /// missing socket mean the engine is unavailable (retryable).
+    pub fn from_io(err: &std::io::Error) -> ErrorKind {
+        use std::io::ErrorKind as K;
+        match err.kind() {
+            K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::NotConnected
+            | K::BrokenPipe
+            | K::UnexpectedEof
+            | K::NotFound
+            | K::AddrNotAvailable => ErrorKind::Unavailable,
+            K::TimedOut => ErrorKind::Timeout,
+            K::PermissionDenied => ErrorKind::PermissionDenied,
+            _ => ErrorKind::Internal,
+        }
+    }
+
     /// A short, stable, lower-case name, used in Display and in logs.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -225,6 +225,50 @@ pub async fn terminate(control: Arc<dyn ExecControl>, grace: Duration) {
     }
 }
 
+/// Terminates an exec (see [`terminate`]) if dropped while armed: a backend holds one from
+/// the moment the engine knows the exec until its [`ExecStream`] exists, so a caller that
+/// drops the future during the setup still leaves nothing running.
+pub struct KillGuard {
+    control: Option<Arc<dyn ExecControl>>,
+    grace: Duration,
+}
+
+impl fmt::Debug for KillGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KillGuard")
+            .field("armed", &self.control.is_some())
+            .field("grace", &self.grace)
+            .finish()
+    }
+}
+
+impl KillGuard {
+    /// An armed guard for the exec behind `control`.
+    pub fn new(control: Arc<dyn ExecControl>, grace: Duration) -> Self {
+        KillGuard {
+            control: Some(control),
+            grace,
+        }
+    }
+
+    /// The setup finished: the stream owns the exec now.
+    pub fn disarm(mut self) {
+        self.control = None;
+    }
+}
+
+impl Drop for KillGuard {
+    fn drop(&mut self) {
+        let Some(control) = self.control.take() else {
+            return;
+        };
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            tracing::debug!("exec setup abandoned, terminating");
+            handle.spawn(terminate(control, self.grace));
+        }
+    }
+}
+
 async fn wait_gone(control: &dyn ExecControl, limit: Duration, poll: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
@@ -743,6 +787,17 @@ mod tests {
             *proc.signals.lock().expect("lock"),
             vec![Signal::TERM, Signal::KILL]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn armed_guard_terminates_on_drop_and_disarmed_does_not() {
+        let proc = fake(false);
+        KillGuard::new(proc.clone(), Duration::from_secs(1)).disarm();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(proc.signals.lock().expect("lock").is_empty());
+        drop(KillGuard::new(proc.clone(), Duration::from_secs(1)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(*proc.signals.lock().expect("lock"), vec![Signal::TERM]);
     }
 
     #[tokio::test]

@@ -15,8 +15,8 @@ pub mod validate;
 
 pub use error::{BoxError, Error, ErrorKind, Operation, Result};
 pub use exec::{
-    ExecControl, ExecEvent, ExecOutput, ExecSpec, ExecStream, Line, LineEvent, Lines, OutputChunk,
-    StreamKind,
+    ExecControl, ExecEvent, ExecOutput, ExecSpec, ExecStream, KillGuard, Line, LineEvent, Lines,
+    OutputChunk, StreamKind,
 };
 pub use labels::Ownership;
 pub use manager::{ContainerManager, LogStream};

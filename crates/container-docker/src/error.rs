@@ -22,7 +22,10 @@ pub(crate) fn map_error(e: bollard::errors::Error) -> Error {
             ErrorKind::Timeout,
             "the engine did not answer in time".into(),
         ),
-        B::IOError { err } => (kind_for_io(err), "i/o error talking to the engine".into()),
+        B::IOError { err } => (
+            ErrorKind::from_io(err),
+            "i/o error talking to the engine".into(),
+        ),
         B::SocketNotFoundError(path) => (
             ErrorKind::Unavailable,
             format!("no engine socket at {path}"),
@@ -130,23 +133,6 @@ fn kind_for_text(text: &str) -> ErrorKind {
         ErrorKind::Timeout
     } else {
         ErrorKind::Internal
-    }
-}
-
-fn kind_for_io(err: &std::io::Error) -> ErrorKind {
-    use std::io::ErrorKind as K;
-    match err.kind() {
-        K::ConnectionRefused
-        | K::ConnectionReset
-        | K::ConnectionAborted
-        | K::NotConnected
-        | K::BrokenPipe
-        | K::UnexpectedEof
-        | K::NotFound
-        | K::AddrNotAvailable => ErrorKind::Unavailable,
-        K::TimedOut => ErrorKind::Timeout,
-        K::PermissionDenied => ErrorKind::PermissionDenied,
-        _ => ErrorKind::Internal,
     }
 }
 

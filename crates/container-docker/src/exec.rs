@@ -17,8 +17,8 @@ use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::Docker;
 use container_core::proctree::{self, Proc};
 use container_core::{
-    Error, ErrorKind, ExecControl, ExecEvent, ExecSpec, ExecStream, Operation, OutputChunk, Result,
-    Signal, StreamKind,
+    Error, ErrorKind, ExecControl, ExecEvent, ExecSpec, ExecStream, KillGuard, Operation,
+    OutputChunk, Result, Signal, StreamKind,
 };
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::io::AsyncWriteExt;
@@ -61,10 +61,7 @@ pub(crate) async fn start(
         seen: Mutex::new(Vec::new()),
     });
     // From here until the stream exists, a dropped future must still end the process.
-    let guard = SetupGuard {
-        control: Some(control.clone()),
-        grace: spec.kill_grace,
-    };
+    let guard = KillGuard::new(control.clone(), spec.kill_grace);
     let started = unary(
         call_timeout,
         docker.start_exec(
@@ -234,30 +231,6 @@ async fn exit_code(docker: &Docker, exec_id: &str) -> Result<i64> {
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(100));
-    }
-}
-
-/// Kills the exec if the caller's future is dropped between create and the stream.
-struct SetupGuard {
-    control: Option<Arc<DockerExecControl>>,
-    grace: Duration,
-}
-
-impl SetupGuard {
-    fn disarm(mut self) {
-        self.control = None;
-    }
-}
-
-impl Drop for SetupGuard {
-    fn drop(&mut self) {
-        let Some(control) = self.control.take() else {
-            return;
-        };
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            tracing::debug!(exec = %control.exec_id, "exec setup abandoned, terminating");
-            handle.spawn(container_core::exec::terminate(control, self.grace));
-        }
     }
 }
 

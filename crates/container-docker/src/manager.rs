@@ -525,36 +525,16 @@ impl ContainerManager for DockerManager {
             ))));
         }
         validate::host_path(host_dir).map_err(ctx)?;
-        // Spool the archive to a temporary file (bounded memory), then unpack it safely.
-        let mut spool =
-            tokio::fs::File::from_std(tempfile::tempfile().map_err(|e| {
-                ctx(Error::new(ErrorKind::Internal, "no temp file").with_source(e))
-            })?);
         let options = DownloadFromContainerOptions {
             path: container_path.to_string(),
         };
-        let mut body = self.docker.download_from_container(id, Some(options));
-        while let Some(chunk) = tokio::time::timeout(self.call_timeout, body.next())
+        let body = self
+            .docker
+            .download_from_container(id, Some(options))
+            .map(|chunk| chunk.map_err(map_error));
+        archive::receive_and_unpack(body, host_dir, self.call_timeout)
             .await
-            .map_err(|_| ctx(Error::new(ErrorKind::Timeout, "archive download stalled")))?
-        {
-            let chunk = chunk.map_err(|e| ctx(map_error(e)))?;
-            tokio::io::AsyncWriteExt::write_all(&mut spool, &chunk)
-                .await
-                .map_err(|e| {
-                    ctx(Error::new(ErrorKind::Internal, "spooling failed").with_source(e))
-                })?;
-        }
-        let mut file = spool.into_std().await;
-        let dest = host_dir.to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            std::io::Seek::rewind(&mut file)
-                .map_err(|e| Error::new(ErrorKind::Internal, "spool rewind").with_source(e))?;
-            archive::unpack_safely(file, &dest)
-        })
-        .await
-        .map_err(|e| ctx(Error::new(ErrorKind::Internal, "unpack task failed").with_source(e)))?
-        .map_err(ctx)
+            .map_err(ctx)
     }
 
     #[instrument(skip_all, fields(backend = BACKEND, operation = "copy_to", resource = id))]

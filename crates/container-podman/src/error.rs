@@ -21,9 +21,10 @@ pub(crate) fn map_error(e: podman_api::Error) -> Error {
             (kind_for_text(&text), text)
         }
         P::StringError(text) => (kind_for_text(text), text.clone()),
-        P::IO(err) | P::Error(C::IO(err)) => {
-            (kind_for_io(err), "i/o error talking to the engine".into())
-        }
+        P::IO(err) | P::Error(C::IO(err)) => (
+            ErrorKind::from_io(err),
+            "i/o error talking to the engine".into(),
+        ),
         P::Error(C::Hyper(h)) => (
             if h.is_timeout() {
                 ErrorKind::Timeout
@@ -131,23 +132,6 @@ fn kind_for_text(text: &str) -> ErrorKind {
         ErrorKind::Timeout
     } else {
         ErrorKind::Internal
-    }
-}
-
-fn kind_for_io(err: &std::io::Error) -> ErrorKind {
-    use std::io::ErrorKind as K;
-    match err.kind() {
-        K::ConnectionRefused
-        | K::ConnectionReset
-        | K::ConnectionAborted
-        | K::NotConnected
-        | K::BrokenPipe
-        | K::UnexpectedEof
-        | K::NotFound
-        | K::AddrNotAvailable => ErrorKind::Unavailable,
-        K::TimedOut => ErrorKind::Timeout,
-        K::PermissionDenied => ErrorKind::PermissionDenied,
-        _ => ErrorKind::Internal,
     }
 }
 

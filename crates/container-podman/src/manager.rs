@@ -644,35 +644,14 @@ impl ContainerManager for PodmanManager {
             ))));
         }
         validate::host_path(host_dir).map_err(ctx)?;
-        // Spool the archive to a temporary file (bounded memory), then unpack it safely.
-        let mut spool =
-            tokio::fs::File::from_std(tempfile::tempfile().map_err(|e| {
-                ctx(Error::new(ErrorKind::Internal, "no temp file").with_source(e))
-            })?);
         let containers = self.podman.containers();
         let handle = containers.get(id);
-        let mut body = std::pin::pin!(handle.copy_from(container_path));
-        while let Some(chunk) = tokio::time::timeout(self.call_timeout, body.next())
+        let body = handle
+            .copy_from(container_path)
+            .map(|chunk| chunk.map(Bytes::from).map_err(map_error));
+        archive::receive_and_unpack(body, host_dir, self.call_timeout)
             .await
-            .map_err(|_| ctx(Error::new(ErrorKind::Timeout, "archive download stalled")))?
-        {
-            let chunk = chunk.map_err(|e| ctx(map_error(e)))?;
-            tokio::io::AsyncWriteExt::write_all(&mut spool, &chunk)
-                .await
-                .map_err(|e| {
-                    ctx(Error::new(ErrorKind::Internal, "spooling failed").with_source(e))
-                })?;
-        }
-        let mut file = spool.into_std().await;
-        let dest = host_dir.to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            std::io::Seek::rewind(&mut file)
-                .map_err(|e| Error::new(ErrorKind::Internal, "spool rewind").with_source(e))?;
-            archive::unpack_safely(file, &dest)
-        })
-        .await
-        .map_err(|e| ctx(Error::new(ErrorKind::Internal, "unpack task failed").with_source(e)))?
-        .map_err(ctx)
+            .map_err(ctx)
     }
 
     #[instrument(skip_all, fields(backend = BACKEND, operation = "copy_to", resource = id))]
