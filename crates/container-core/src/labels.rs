@@ -1,10 +1,13 @@
 //! Ownership labels: every object the library makes carries them, and cleanup touches
 //! only objects that carry this manager's owner label.
 
+use std::future::Future;
+use std::time::Duration;
+
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
-use crate::types::{CleanupScope, ContainerConfig, Labels, VolumeConfig};
+use crate::error::{Error, ErrorKind, Result};
+use crate::types::{CleanupScope, ContainerConfig, ContainerInfo, Labels, VolumeConfig};
 
 /// Prefix reserved for the library's own labels; user labels under it are refused.
 pub const LABEL_PREFIX: &str = "io.container-rs.";
@@ -109,6 +112,62 @@ impl Ownership {
     }
 }
 
+impl Ownership {
+    /// Create idempotent by name, the same for every backend: `create` tries to make the
+    /// container named `name` with `labels` (from [`container_labels`](Self::container_labels))
+    /// and returns its id; on `Conflict` (name in use) `find` looks the name up. The same
+    /// config hash and this owner → the existing id; anything else → `Conflict`, and the
+    /// existing container is left untouched. Racing creators all get the winner's id: a
+    /// name in use that cannot be inspected yet (the winner is still being created) is
+    /// retried for about a second.
+    pub async fn create_idempotent<C, CF, F, FF>(
+        &self,
+        name: &str,
+        labels: &Labels,
+        mut create: C,
+        mut find: F,
+    ) -> Result<String>
+    where
+        C: FnMut() -> CF,
+        CF: Future<Output = Result<String>>,
+        F: FnMut() -> FF,
+        FF: Future<Output = Result<Option<ContainerInfo>>>,
+    {
+        for _ in 0..20 {
+            match create().await {
+                Ok(id) => return Ok(id),
+                Err(e) if e.kind() == ErrorKind::Conflict => match find().await? {
+                    Some(existing)
+                        if self.owns(&existing.labels)
+                            && existing.labels.get(CONFIG_HASH_LABEL)
+                                == labels.get(CONFIG_HASH_LABEL) =>
+                    {
+                        return Ok(existing.id)
+                    }
+                    Some(existing) => {
+                        return Err(Error::new(
+                            ErrorKind::Conflict,
+                            format!(
+                                "a container named {name} ({}) exists with a different \
+                                 configuration or owner; it was left untouched",
+                                existing.id
+                            ),
+                        )
+                        .with_resource(name))
+                    }
+                    None => tokio::time::sleep(Duration::from_millis(50)).await,
+                },
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Conflict,
+            "the name stayed in use by a container that could not be inspected",
+        )
+        .with_resource(name))
+    }
+}
+
 /// sha256 (hex) of the config's canonical JSON: equal configs give equal hashes.
 ///
 /// Env values go into the hash (a changed secret is a changed config) but the hash is
@@ -148,6 +207,64 @@ mod tests {
         assert_eq!(l.get("app").map(String::as_str), Some("build"));
         assert_eq!(l.get(CONFIG_HASH_LABEL), Some(&config_hash(&cfg)));
         assert!(o.owns(&l));
+    }
+
+    fn info(id: &str, labels: Labels) -> ContainerInfo {
+        ContainerInfo {
+            id: id.into(),
+            name: "n".into(),
+            image: "i".into(),
+            state: crate::ContainerState::Created,
+            oom_killed: false,
+            labels,
+        }
+    }
+
+    #[tokio::test]
+    async fn create_idempotent_returns_the_same_config_and_refuses_others() {
+        let o = Ownership::with_session("me", "s").expect("ownership");
+        let cfg = ContainerConfig::new("busybox").name("n");
+        let labels = o.container_labels(&cfg);
+        let taken = || async { Err(Error::new(ErrorKind::Conflict, "name in use")) };
+
+        let same = labels.clone();
+        let id = o
+            .create_idempotent("n", &labels, taken, || {
+                let same = same.clone();
+                async move { Ok(Some(info("old", same))) }
+            })
+            .await
+            .expect("same config");
+        assert_eq!(id, "old");
+
+        let other = o.container_labels(&ContainerConfig::new("busybox").name("n").init(true));
+        let e = o
+            .create_idempotent("n", &labels, taken, || {
+                let other = other.clone();
+                async move { Ok(Some(info("old", other))) }
+            })
+            .await
+            .expect_err("different config");
+        assert_eq!(e.kind(), ErrorKind::Conflict);
+
+        let e = o
+            .create_idempotent("n", &labels, taken, || async {
+                Ok(Some(info("f", Labels::new())))
+            })
+            .await
+            .expect_err("foreign");
+        assert_eq!(e.kind(), ErrorKind::Conflict);
+
+        let id = o
+            .create_idempotent(
+                "n",
+                &labels,
+                || async { Ok("new".to_string()) },
+                || async { Ok(None) },
+            )
+            .await
+            .expect("fresh");
+        assert_eq!(id, "new");
     }
 
     #[test]

@@ -13,10 +13,10 @@ use bollard::query_parameters::{
 };
 use bollard::{Docker, API_DEFAULT_VERSION};
 use container_core::{
-    archive, labels::CONFIG_HASH_LABEL, validate, BackendKind, Capabilities, ConnectOptions,
-    ContainerConfig, ContainerInfo, ContainerManager, EngineInfo, Error, ErrorKind, ExecSpec,
-    ExecStream, ImageRef, Labels, LogOptions, LogStream, Operation, OutputChunk, Ownership,
-    PullOptions, Result, Signal, StreamKind, VolumeConfig, VolumeInfo,
+    archive, validate, BackendKind, Capabilities, ConnectOptions, ContainerConfig, ContainerInfo,
+    ContainerManager, EngineInfo, Error, ErrorKind, ExecSpec, ExecStream, ImageRef, Labels,
+    LogOptions, LogStream, Operation, OutputChunk, Ownership, PullOptions, Result, Signal,
+    StreamKind, VolumeConfig, VolumeInfo,
 };
 use futures::{StreamExt, TryStreamExt};
 use tracing::instrument;
@@ -134,12 +134,6 @@ impl DockerManager {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
-    }
-
-    /// Whether an existing container of the same name is this exact config.
-    fn same_config(&self, existing: &ContainerInfo, labels: &Labels) -> bool {
-        self.ownership.owns(&existing.labels)
-            && existing.labels.get(CONFIG_HASH_LABEL) == labels.get(CONFIG_HASH_LABEL)
     }
 }
 
@@ -290,51 +284,28 @@ impl ContainerManager for DockerManager {
             .name
             .clone()
             .unwrap_or_else(|| format!("crs-{}", uuid::Uuid::new_v4().simple()));
-        // Racing creators: one wins, the others see 409 and then the winner's container.
-        // Between the 409 and the winner's container becoming visible, inspect can say
-        // 404; retry a few times.
-        for _ in 0..20 {
-            let options = CreateContainerOptions {
-                name: Some(name.clone()),
-                ..CreateContainerOptions::default()
-            };
-            let body = convert::create_body(config, labels.clone());
-            match self
-                .call(
-                    Operation::Create,
-                    &name,
-                    self.docker.create_container(Some(options), body),
-                )
-                .await
-            {
-                Ok(r) => return Ok(r.id),
-                Err(e) if e.kind() == ErrorKind::Conflict => {
-                    match self.find_by_name(&name).await? {
-                        Some(existing) if self.same_config(&existing, &labels) => {
-                            return Ok(existing.id)
-                        }
-                        Some(existing) => {
-                            return Err(Error::new(
-                                ErrorKind::Conflict,
-                                format!(
-                                    "a container named {name} ({}) exists with a different \
-                                     configuration or owner; it was left untouched",
-                                    existing.id
-                                ),
-                            )
-                            .context(BACKEND, Operation::Create, name))
-                        }
-                        None => tokio::time::sleep(Duration::from_millis(50)).await,
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(Error::new(
-            ErrorKind::Conflict,
-            "the name stayed in use by a container that could not be inspected",
-        )
-        .context(BACKEND, Operation::Create, name))
+        self.ownership
+            .create_idempotent(
+                &name,
+                &labels,
+                || async {
+                    let options = CreateContainerOptions {
+                        name: Some(name.clone()),
+                        ..CreateContainerOptions::default()
+                    };
+                    let body = convert::create_body(config, labels.clone());
+                    self.call(
+                        Operation::Create,
+                        &name,
+                        self.docker.create_container(Some(options), body),
+                    )
+                    .await
+                    .map(|r| r.id)
+                },
+                || self.find_by_name(&name),
+            )
+            .await
+            .map_err(|e| e.context(BACKEND, Operation::Create, name.clone()))
     }
 
     #[instrument(skip_all, fields(backend = BACKEND, operation = "start", resource = id))]

@@ -7,10 +7,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use container_core::{
-    archive, labels::CONFIG_HASH_LABEL, validate, BackendKind, Capabilities, ConnectOptions,
-    ContainerConfig, ContainerInfo, ContainerManager, EngineInfo, Error, ErrorKind, ExecSpec,
-    ExecStream, ImageRef, Labels, LogOptions, LogStream, Operation, OutputChunk, Ownership,
-    PullOptions, Result, Signal, StreamKind, VolumeConfig, VolumeInfo,
+    archive, validate, BackendKind, Capabilities, ConnectOptions, ContainerConfig, ContainerInfo,
+    ContainerManager, EngineInfo, Error, ErrorKind, ExecSpec, ExecStream, ImageRef, Labels,
+    LogOptions, LogStream, Operation, OutputChunk, Ownership, PullOptions, Result, Signal,
+    StreamKind, VolumeConfig, VolumeInfo,
 };
 use containers_api::conn::hyper::{self, Body, Method, Request};
 use containers_api::conn::Transport;
@@ -176,12 +176,6 @@ impl PodmanManager {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
-    }
-
-    /// Whether an existing container of the same name is this exact config.
-    fn same_config(&self, existing: &ContainerInfo, labels: &Labels) -> bool {
-        self.ownership.owns(&existing.labels)
-            && existing.labels.get(CONFIG_HASH_LABEL) == labels.get(CONFIG_HASH_LABEL)
     }
 }
 
@@ -423,57 +417,32 @@ impl ContainerManager for PodmanManager {
                 .with_source(e)
                 .context(BACKEND, Operation::Create, name.clone())
         })?;
-        // Racing creators: one wins, the others see "name in use" and then the winner's
-        // container. Between the two, inspect can say 404; retry a few times.
-        for _ in 0..20 {
-            let created = self
-                .call(
-                    Operation::Create,
-                    &name,
-                    self.raw(
-                        Method::POST,
-                        "/libpod/containers/create",
-                        Body::from(body.clone()),
-                        "application/json",
-                    ),
-                )
-                .await;
-            match created {
-                Ok(bytes) => {
+        self.ownership
+            .create_idempotent(
+                &name,
+                &labels,
+                || async {
+                    let bytes = self
+                        .call(
+                            Operation::Create,
+                            &name,
+                            self.raw(
+                                Method::POST,
+                                "/libpod/containers/create",
+                                Body::from(body.clone()),
+                                "application/json",
+                            ),
+                        )
+                        .await?;
                     let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-                        Error::new(ErrorKind::Internal, "unreadable create response")
-                            .with_source(e)
-                            .context(BACKEND, Operation::Create, name.clone())
+                        Error::new(ErrorKind::Internal, "unreadable create response").with_source(e)
                     })?;
-                    return Ok(v["Id"].as_str().unwrap_or_default().to_string());
-                }
-                Err(e) if e.kind() == ErrorKind::Conflict => {
-                    match self.find_by_name(&name).await? {
-                        Some(existing) if self.same_config(&existing, &labels) => {
-                            return Ok(existing.id)
-                        }
-                        Some(existing) => {
-                            return Err(Error::new(
-                                ErrorKind::Conflict,
-                                format!(
-                                    "a container named {name} ({}) exists with a different \
-                                     configuration or owner; it was left untouched",
-                                    existing.id
-                                ),
-                            )
-                            .context(BACKEND, Operation::Create, name))
-                        }
-                        None => tokio::time::sleep(Duration::from_millis(50)).await,
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(Error::new(
-            ErrorKind::Conflict,
-            "the name stayed in use by a container that could not be inspected",
-        )
-        .context(BACKEND, Operation::Create, name))
+                    Ok(v["Id"].as_str().unwrap_or_default().to_string())
+                },
+                || self.find_by_name(&name),
+            )
+            .await
+            .map_err(|e| e.context(BACKEND, Operation::Create, name.clone()))
     }
 
     #[instrument(skip_all, fields(backend = BACKEND, operation = "start", resource = id))]
