@@ -125,6 +125,27 @@ pub fn signal_all(procs: &[Proc], signal: Signal) -> Vec<Proc> {
     refused
 }
 
+/// The argv of a `kill` that, run inside the container as root, sends `signal` to `procs`
+/// under their in-container PIDs (`NSpid`); `None` when none of them is visible. Backends
+/// use it when the host may not signal the processes itself (EPERM).
+pub fn kill_argv(procs: &[Proc], signal: Signal) -> Option<Vec<String>> {
+    let pids: Vec<String> = procs
+        .iter()
+        .filter_map(|(pid, _)| ns_pid(*pid))
+        .map(|p| p.to_string())
+        .collect();
+    if pids.is_empty() {
+        return None;
+    }
+    let mut argv = vec![
+        "kill".to_string(),
+        "-s".to_string(),
+        signal.name().trim_start_matches("SIG").to_string(),
+    ];
+    argv.extend(pids);
+    Some(argv)
+}
+
 /// The PID of a host process inside its own (innermost) PID namespace.
 pub fn ns_pid(pid: i32) -> Option<i32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -145,7 +166,15 @@ mod tests {
             .env(key, value)
             .spawn()
             .expect("spawn sleep");
-        let found = with_env_marker(&marker);
+        // Between fork and exec the child still shows the parent's environment: poll.
+        let mut found = Vec::new();
+        for _ in 0..200 {
+            found = with_env_marker(&marker);
+            if !found.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(

@@ -327,20 +327,9 @@ impl DockerExecControl {
     /// The host refused to signal (not root): send it from inside the container, as root,
     /// to the same processes under their in-container PIDs.
     async fn kill_inside(&self, procs: &[Proc], signal: Signal) -> Result<()> {
-        let pids: Vec<String> = procs
-            .iter()
-            .filter_map(|(pid, _)| proctree::ns_pid(*pid))
-            .map(|p| p.to_string())
-            .collect();
-        if pids.is_empty() {
+        let Some(cmd) = proctree::kill_argv(procs, signal) else {
             return Ok(());
-        }
-        let mut cmd = vec![
-            "kill".to_string(),
-            "-s".to_string(),
-            signal.name().trim_start_matches("SIG").to_string(),
-        ];
-        cmd.extend(pids);
+        };
         let options = CreateExecOptions::<String> {
             cmd: Some(cmd),
             user: Some("0:0".into()),
