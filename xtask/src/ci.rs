@@ -110,6 +110,8 @@ fn steps() -> Vec<Step> {
                 "cargo test --workspace --all-features --exclude container-conformance"
             )
             .run()?;
+            // The suite's own unit tests (the case table is complete), without an engine.
+            cmd!(sh, "cargo test -p container-conformance --lib").run()?;
             Ok(())
         }),
     ];
