@@ -10,8 +10,6 @@ use clap::Args;
 use serde_json::Value;
 use xshell::Shell;
 
-use crate::engines::Backend;
-
 /// The generated file, relative to the workspace root.
 const MATRIX: &str = "docs/backends.md";
 
@@ -34,7 +32,7 @@ impl Docs {
 pub(crate) fn generate(sh: &Shell, check: bool) -> anyhow::Result<()> {
     let root = sh.current_dir();
     let mut results = Vec::new();
-    for backend in [Backend::Docker, Backend::Podman, Backend::Containerd] {
+    for backend in crate::conformance::CI_SUITES {
         let path = root
             .join("target/conformance")
             .join(format!("{}.json", backend.name()));
