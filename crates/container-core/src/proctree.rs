@@ -4,6 +4,7 @@
 //! are small. Linux only in effect: elsewhere `/proc` is missing and nothing is found.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal as NixSignal};
@@ -123,6 +124,46 @@ pub fn signal_all(procs: &[Proc], signal: Signal) -> Vec<Proc> {
         }
     }
     refused
+}
+
+/// The processes of one exec signalled so far, with start times, so that later rounds
+/// (SIGKILL after the grace, "is anything still running?") also cover children that were
+/// re-parented to the container's PID 1 after their parent died.
+#[derive(Debug, Default)]
+pub struct Signalled(Mutex<Vec<Proc>>);
+
+impl Signalled {
+    /// The remembered processes that still run (same PID and start time).
+    pub fn alive(&self) -> Vec<Proc> {
+        self.0
+            .lock()
+            .map(|s| s.iter().copied().filter(|p| alive(*p)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Sends `signal` to the remembered processes that still run plus `found`, and
+    /// remembers them all. `None` when there was nothing to signal; otherwise the
+    /// processes the host refused to signal (EPERM).
+    pub fn signal(
+        &self,
+        found: impl IntoIterator<Item = Proc>,
+        signal: Signal,
+    ) -> Option<Vec<Proc>> {
+        let mut procs = self.alive();
+        for p in found {
+            if !procs.contains(&p) {
+                procs.push(p);
+            }
+        }
+        if procs.is_empty() {
+            return None;
+        }
+        let refused = signal_all(&procs, signal);
+        if let Ok(mut seen) = self.0.lock() {
+            *seen = procs;
+        }
+        Some(refused)
+    }
 }
 
 /// The argv of a `kill` that, run inside the container as root, sends `signal` to `procs`

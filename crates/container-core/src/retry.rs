@@ -9,7 +9,27 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Runs `fut` under an optional overall deadline (retries included, when `fut` is a
+/// retry loop); on expiry a `Timeout` error says `what` did not finish. Marked retryable:
+/// use it for idempotent operations only (pull, inspect, ...).
+pub async fn with_deadline<T>(
+    limit: Option<Duration>,
+    what: &str,
+    fut: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::Timeout,
+                format!("{what} did not finish within {limit:?}"),
+            )
+            .set_retryable(true))
+        }),
+        None => fut.await,
+    }
+}
 
 /// When and how often to retry a retryable failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +109,6 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{Error, ErrorKind};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn policy(max_attempts: u32) -> RetryPolicy {
@@ -163,6 +182,25 @@ mod tests {
             .expect_err("err");
         assert!(e.retries_exhausted());
         assert_eq!(e.attempts(), 3); // waits of 100 and 200 ms fit, 400 would not
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadline_turns_into_a_retryable_timeout() {
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Ok(1)
+        };
+        let e = with_deadline(Some(Duration::from_secs(1)), "pull", slow)
+            .await
+            .expect_err("deadline");
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        assert!(e.is_retryable());
+        assert_eq!(
+            with_deadline(None, "pull", async { Ok(2) })
+                .await
+                .expect("ok"),
+            2
+        );
     }
 
     #[tokio::test]

@@ -9,13 +9,13 @@
 //! can be seen at all (a remote engine) is the signal sent to the container's main process,
 //! which ends the container: the documented last resort.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::Docker;
-use container_core::proctree::{self, Proc};
+use container_core::proctree::{self, Proc, Signalled};
 use container_core::{
     Error, ErrorKind, ExecControl, ExecEvent, ExecSpec, ExecStream, KillGuard, Operation,
     OutputChunk, Result, Signal, StreamKind,
@@ -58,7 +58,7 @@ pub(crate) async fn start(
         docker: docker.clone(),
         exec_id: exec_id.clone(),
         container: container.to_string(),
-        seen: Mutex::new(Vec::new()),
+        signalled: Signalled::default(),
     });
     // From here until the stream exists, a dropped future must still end the process.
     let guard = KillGuard::new(control.clone(), spec.kill_grace);
@@ -243,8 +243,8 @@ struct DockerExecControl {
     docker: Docker,
     exec_id: String,
     container: String,
-    /// Every process signalled so far, so later checks also see orphaned children.
-    seen: Mutex<Vec<Proc>>,
+    /// Every process signalled so far (see [`Signalled`]).
+    signalled: Signalled,
 }
 
 #[async_trait]
@@ -252,41 +252,22 @@ impl ExecControl for DockerExecControl {
     async fn signal(&self, signal: Signal) -> Result<()> {
         let info = self.inspect_started().await?;
         let container_id = info.container_id.clone().unwrap_or_default();
-        let mut procs = self.alive_seen();
-        if info.running == Some(true) {
-            if let Some(root) = info
-                .pid
-                .and_then(|p| i32::try_from(p).ok())
-                .filter(|p| *p > 0)
-            {
-                if let Some(tree) = proctree::tree_in_container(root, &container_id) {
-                    for p in tree {
-                        if !procs.contains(&p) {
-                            procs.push(p);
-                        }
-                    }
-                }
-            }
+        let running = info.running == Some(true);
+        let found = info
+            .pid
+            .and_then(|p| i32::try_from(p).ok())
+            .filter(|p| running && *p > 0)
+            .and_then(|root| proctree::tree_in_container(root, &container_id))
+            .unwrap_or_default();
+        match self.signalled.signal(found, signal) {
+            None if running => self.last_resort(signal).await,
+            Some(refused) if !refused.is_empty() => self.kill_inside(&refused, signal).await,
+            _ => Ok(()),
         }
-        if procs.is_empty() {
-            if info.running == Some(true) {
-                return self.last_resort(signal).await;
-            }
-            return Ok(());
-        }
-        self.seen
-            .lock()
-            .map_err(|_| Error::new(ErrorKind::Internal, "exec state poisoned"))?
-            .clone_from(&procs);
-        let refused = proctree::signal_all(&procs, signal);
-        if !refused.is_empty() {
-            self.kill_inside(&refused, signal).await?;
-        }
-        Ok(())
     }
 
     async fn is_running(&self) -> Result<bool> {
-        if !self.alive_seen().is_empty() {
+        if !self.signalled.alive().is_empty() {
             return Ok(true);
         }
         let info = self
@@ -315,13 +296,6 @@ impl DockerExecControl {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-
-    fn alive_seen(&self) -> Vec<Proc> {
-        self.seen
-            .lock()
-            .map(|s| s.iter().copied().filter(|p| proctree::alive(*p)).collect())
-            .unwrap_or_default()
     }
 
     /// The host refused to signal (not root): send it from inside the container, as root,

@@ -15,12 +15,12 @@
 //! as root. Only when no PID can be seen at all (a remote engine) is the signal sent to
 //! the container's main process, which ends the container: the documented last resort.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use container_core::proctree::{self, Proc};
+use container_core::proctree::{self, Proc, Signalled};
 use container_core::{
     Error, ErrorKind, ExecControl, ExecEvent, ExecSpec, ExecStream, KillGuard, Operation,
     OutputChunk, Result, Signal, StreamKind,
@@ -86,7 +86,7 @@ pub(crate) async fn start(
         exec_id: exec_id.clone(),
         container: container.to_string(),
         marker,
-        seen: Mutex::new(Vec::new()),
+        signalled: Signalled::default(),
     });
     // From here until the stream exists, a dropped future must still end the process.
     let guard = KillGuard::new(control.clone(), spec.kill_grace);
@@ -284,8 +284,8 @@ struct PodmanExecControl {
     container: String,
     /// `CONTAINER_RS_EXEC=<unique>`, in the environment of every process of this exec.
     marker: String,
-    /// Every process signalled so far, so later checks also see orphaned children.
-    seen: Mutex<Vec<Proc>>,
+    /// Every process signalled so far (see [`Signalled`]).
+    signalled: Signalled,
 }
 
 /// Whether `pid` (from exec inspect while running) is this exec's process.
@@ -299,37 +299,21 @@ impl ExecControl for PodmanExecControl {
     async fn signal(&self, signal: Signal) -> Result<()> {
         let state = self.inspect_started().await?;
         tracing::debug!(exec = %self.exec_id, ?state, %signal, "signalling exec");
-        let mut procs = self.alive_seen();
         let mut found = self.marked(&state.container_id);
         if state.running {
             if let Some(root) = state.pid.filter(|p| belongs(*p, &state.container_id)) {
                 found.extend(proctree::tree(root).unwrap_or_default());
             }
         }
-        for p in found {
-            if !procs.contains(&p) {
-                procs.push(p);
-            }
+        match self.signalled.signal(found, signal) {
+            None if state.running => self.last_resort(signal).await,
+            Some(refused) if !refused.is_empty() => self.kill_inside(&refused, signal).await,
+            _ => Ok(()),
         }
-        if procs.is_empty() {
-            if state.running {
-                return self.last_resort(signal).await;
-            }
-            return Ok(());
-        }
-        self.seen
-            .lock()
-            .map_err(|_| Error::new(ErrorKind::Internal, "exec state poisoned"))?
-            .clone_from(&procs);
-        let refused = proctree::signal_all(&procs, signal);
-        if !refused.is_empty() {
-            self.kill_inside(&refused, signal).await?;
-        }
-        Ok(())
     }
 
     async fn is_running(&self) -> Result<bool> {
-        if !self.alive_seen().is_empty() {
+        if !self.signalled.alive().is_empty() {
             return Ok(true);
         }
         Ok(inspect(&self.podman, &self.exec_id).await?.running)
@@ -363,13 +347,6 @@ impl PodmanExecControl {
                 container_id.is_empty() || proctree::in_container(*pid, container_id)
             })
             .collect()
-    }
-
-    fn alive_seen(&self) -> Vec<Proc> {
-        self.seen
-            .lock()
-            .map(|s| s.iter().copied().filter(|p| proctree::alive(*p)).collect())
-            .unwrap_or_default()
     }
 
     /// The host refused to signal (not root): send it from inside the container, as root,

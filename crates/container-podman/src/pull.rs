@@ -29,17 +29,7 @@ pub(crate) async fn pull(podman: &Podman, image: &str, options: &PullOptions) ->
             pull_once(podman, reference, options).await
         }
     });
-    let result = match options.timeout {
-        Some(limit) => match tokio::time::timeout(limit, attempts).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::new(
-                ErrorKind::Timeout,
-                format!("pull did not finish within {limit:?}"),
-            )
-            .set_retryable(true)),
-        },
-        None => attempts.await,
-    };
+    let result = container_core::retry::with_deadline(options.timeout, "pull", attempts).await;
     result.map_err(|e| e.context(BACKEND, Operation::Pull, image.to_string()))
 }
 
