@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use crate::types::BackendKind;
+
 /// What went wrong, independent of the engine that reported it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -176,7 +178,7 @@ pub struct Error {
     retryable: bool,
     retries_exhausted: bool,
     attempts: u32,
-    backend: Option<&'static str>,
+    backend: Option<BackendKind>,
     operation: Option<Operation>,
     resource: Option<String>,
     message: String,
@@ -232,8 +234,8 @@ impl Error {
         self.attempts
     }
 
-    /// The backend that raised the error (`docker`, `podman`, `containerd`).
-    pub fn backend(&self) -> Option<&'static str> {
+    /// The backend that raised the error.
+    pub fn backend(&self) -> Option<BackendKind> {
         self.backend
     }
 
@@ -265,7 +267,7 @@ impl Error {
     }
 
     /// Sets the backend, unless one is already set.
-    pub fn with_backend(mut self, backend: &'static str) -> Self {
+    pub fn with_backend(mut self, backend: BackendKind) -> Self {
         self.backend.get_or_insert(backend);
         self
     }
@@ -287,7 +289,7 @@ impl Error {
     /// Adds backend, operation and resource in one call: the one place backends add context.
     pub fn context(
         self,
-        backend: &'static str,
+        backend: BackendKind,
         operation: Operation,
         resource: impl Into<String>,
     ) -> Self {
@@ -416,7 +418,7 @@ mod tests {
     fn display_is_one_line_with_all_context() {
         let e = Error::new(ErrorKind::Unavailable, "cannot reach\nthe engine")
             .with_source(Io)
-            .context("docker", Operation::Start, "build-1");
+            .context(BackendKind::Docker, Operation::Start, "build-1");
         let text = e.to_string();
         assert_eq!(
             text,
@@ -425,7 +427,7 @@ mod tests {
         );
         assert!(!text.contains('\n'));
         assert_eq!(e.kind(), ErrorKind::Unavailable);
-        assert_eq!(e.backend(), Some("docker"));
+        assert_eq!(e.backend(), Some(BackendKind::Docker));
         assert_eq!(e.operation(), Some(Operation::Start));
         assert_eq!(e.resource(), Some("build-1"));
         assert!(e.source().is_some_and(|s| s.is::<Io>()));
@@ -435,7 +437,7 @@ mod tests {
     fn context_does_not_overwrite_what_is_set() {
         let e = Error::new(ErrorKind::NotFound, "no such container")
             .with_resource("inner")
-            .context("podman", Operation::Inspect, "outer");
+            .context(BackendKind::Podman, Operation::Inspect, "outer");
         assert_eq!(e.resource(), Some("inner"));
         assert_eq!(
             e.to_string(),

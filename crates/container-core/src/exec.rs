@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::signal::Signal;
-use crate::types::{RedactedEnv, User};
+use crate::types::{BackendKind, RedactedEnv, User};
 
 /// Default cap of the buffered exec: 16 MiB per stream.
 pub const DEFAULT_OUTPUT_LIMIT: usize = 16 << 20;
@@ -300,7 +300,7 @@ pub struct ExecStream {
     timeout: Duration,
     kill_grace: Duration,
     killing: Option<BoxFuture<'static, ()>>,
-    backend: Option<&'static str>,
+    backend: Option<BackendKind>,
     resource: String,
     finished: bool,
 }
@@ -338,7 +338,7 @@ impl ExecStream {
     }
 
     /// Names the backend in the errors this stream raises.
-    pub fn with_backend(mut self, backend: &'static str) -> Self {
+    pub fn with_backend(mut self, backend: BackendKind) -> Self {
         self.backend = Some(backend);
         self
     }

@@ -9,6 +9,7 @@ use futures::stream::BoxStream;
 use crate::error::{ErrorKind, Result};
 use crate::exec::{ExecOutput, ExecSpec, ExecStream, OutputChunk};
 use crate::labels::Ownership;
+use crate::signal::Signal;
 use crate::types::{
     BackendKind, Capabilities, CleanupReport, CleanupScope, ContainerConfig, ContainerInfo,
     EngineInfo, Labels, LogOptions, PullOptions, VolumeConfig, VolumeInfo,
@@ -61,8 +62,9 @@ pub trait ContainerManager: Send + Sync {
     /// then SIGKILL. Already stopped, or never started, is `Ok`.
     async fn stop(&self, id: &str, grace: Option<Duration>) -> Result<()>;
 
-    /// Sends `signal` (`SIGTERM`, `KILL`, `15`, ...) to the main process.
-    async fn kill(&self, id: &str, signal: &str) -> Result<()>;
+    /// Sends `signal` to the main process (parse names such as `"SIGTERM"`, `"KILL"` or
+    /// `"15"` with [`str::parse`]); not running is `Conflict`.
+    async fn kill(&self, id: &str, signal: Signal) -> Result<()>;
 
     /// Removes a container; missing is `Ok`; running without `force` is `Conflict`.
     async fn remove(&self, id: &str, force: bool) -> Result<()>;

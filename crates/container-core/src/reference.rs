@@ -67,6 +67,14 @@ impl ImageRef {
         format!("{}/{}", self.registry(), self.repository())
     }
 
+    /// The name an engine stores the image under: `name@digest`, else `name:tag`.
+    pub fn engine_name(&self) -> String {
+        match self.digest() {
+            Some(d) => format!("{}@{d}", self.name()),
+            None => format!("{}:{}", self.name(), self.tag().unwrap_or("latest")),
+        }
+    }
+
     /// What to ask the engine for besides the name: the digest when there is one (it pins
     /// the content), else the tag.
     pub fn tag_or_digest(&self) -> &str {
@@ -91,6 +99,15 @@ impl FromStr for ImageRef {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn engine_names_keep_tag_or_digest() {
+        let r = ImageRef::parse("busybox").expect("ref");
+        assert_eq!(r.engine_name(), "docker.io/library/busybox:latest");
+        let d = format!("sha256:{}", "b".repeat(64));
+        let r = ImageRef::parse(&format!("127.0.0.1:5000/x@{d}")).expect("ref");
+        assert_eq!(r.engine_name(), format!("127.0.0.1:5000/x@{d}"));
+    }
 
     #[test]
     fn bare_names_normalise_like_the_docker_cli() {

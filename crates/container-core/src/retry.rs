@@ -60,6 +60,19 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The policy for idempotent engine calls: 3 attempts, 100 ms doubling to at most
+    /// 1 s, at most 3 s of waiting, with jitter. Short, because the caller is waiting on
+    /// an engine that should answer at once.
+    pub fn calls() -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            max_elapsed: Some(Duration::from_secs(3)),
+            jitter: true,
+        }
+    }
+
     /// A policy that never retries.
     pub fn none() -> Self {
         RetryPolicy {

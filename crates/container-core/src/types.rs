@@ -613,16 +613,21 @@ pub struct ConnectOptions {
     pub connect_timeout: Duration,
     /// Deadline of every unary engine call (streams are bounded by their own timeouts).
     pub call_timeout: Duration,
+    /// Retries of idempotent engine calls (inspect, list, info, ...) that fail with a
+    /// retryable error. Pulls have their own policy in [`PullOptions`].
+    pub retry: RetryPolicy,
 }
 
 impl Default for ConnectOptions {
-    /// The backend's default endpoint, a fresh session, 5 s to connect, 120 s per call.
+    /// The backend's default endpoint, a fresh session, 5 s to connect, 120 s per call,
+    /// [`RetryPolicy::calls`] for idempotent calls.
     fn default() -> Self {
         ConnectOptions {
             endpoint: None,
             ownership: crate::labels::Ownership::default(),
             connect_timeout: Duration::from_secs(5),
             call_timeout: Duration::from_secs(120),
+            retry: RetryPolicy::calls(),
         }
     }
 }
@@ -634,5 +639,23 @@ impl ConnectOptions {
             endpoint: Some(endpoint.into()),
             ..ConnectOptions::default()
         }
+    }
+
+    /// Default options whose objects are owned by `owner` (your tool's name), in a fresh
+    /// session; `InvalidInput` for an owner that cannot be a label value.
+    pub fn owned_by(owner: &str) -> Result<Self> {
+        Ok(ConnectOptions::default().with_ownership(crate::labels::Ownership::new(owner)?))
+    }
+
+    /// The same options with `ownership` (owner and session) stamped on created objects.
+    pub fn with_ownership(mut self, ownership: crate::labels::Ownership) -> Self {
+        self.ownership = ownership;
+        self
+    }
+
+    /// The same options with this endpoint.
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
     }
 }

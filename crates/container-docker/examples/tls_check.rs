@@ -6,7 +6,6 @@
 use container_core::{
     CleanupScope, ConnectOptions, ContainerConfig, ContainerManager, ErrorKind, ExecSpec, Ownership,
 };
-use container_docker::DockerManager;
 
 const IMAGE: &str = "127.0.0.1:5000/container-rs/busybox:1";
 
@@ -20,7 +19,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ownership: Ownership::new("container-rs-tls-check")?,
         ..ConnectOptions::default()
     };
-    let docker = DockerManager::connect(options).await?;
+    let docker = container_docker::connect(options).await?;
     let info = docker.info().await?;
     println!(
         "tls: connected to {} {} at {}",
@@ -49,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The same port without TLS must be refused, not silently downgraded.
     let plain = host.replacen("tcp://", "http://", 1);
-    match DockerManager::connect(ConnectOptions::endpoint(plain.clone())).await {
+    match container_docker::connect(ConnectOptions::endpoint(plain.clone())).await {
         Ok(_) => return Err(format!("plain HTTP to the TLS port {plain} was accepted").into()),
         Err(e) => {
             println!("tls: plain HTTP refused as expected: {e}");

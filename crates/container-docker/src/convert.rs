@@ -8,8 +8,8 @@ use bollard::models::{
     MountTmpfsOptions, MountType, ResourcesUlimits, Volume,
 };
 use container_core::{
-    BackendKind, ContainerConfig, ContainerInfo, ContainerState, Labels, LayerPhase, Mount,
-    NetworkMode, PullProgress, VolumeInfo,
+    BackendKind, ContainerConfig, ContainerInfo, ContainerState, EngineInfo, Labels, LayerPhase,
+    Mount, NetworkMode, OutputChunk, PullProgress, StreamKind, VolumeInfo,
 };
 
 /// The create request for a validated `config` carrying `labels` (user + ownership).
@@ -178,6 +178,30 @@ pub(crate) fn volume_info(v: Volume) -> VolumeInfo {
         labels: v.labels.into_iter().collect(),
         mountpoint: (!v.mountpoint.is_empty()).then_some(v.mountpoint),
     }
+}
+
+/// The version response to core engine facts.
+pub(crate) fn engine_info(v: bollard::models::SystemVersion, endpoint: &str) -> EngineInfo {
+    EngineInfo {
+        backend: BackendKind::Docker,
+        engine: engine_kind(&v),
+        version: v.version.unwrap_or_default(),
+        api_version: v.api_version,
+        os: v.os.unwrap_or_default(),
+        arch: v.arch.unwrap_or_default(),
+        endpoint: endpoint.to_string(),
+    }
+}
+
+/// One frame of an attached or log stream; `None` for stdin echoes and empty frames.
+pub(crate) fn output_chunk(log: bollard::container::LogOutput) -> Option<OutputChunk> {
+    use bollard::container::LogOutput as L;
+    let (stream, data) = match log {
+        L::StdOut { message } | L::Console { message } => (StreamKind::Stdout, message),
+        L::StdErr { message } => (StreamKind::Stderr, message),
+        L::StdIn { .. } => return None,
+    };
+    (!data.is_empty()).then_some(OutputChunk { stream, data })
 }
 
 /// Which engine answers a Docker API endpoint: Podman's compatible API names itself in

@@ -1,10 +1,8 @@
 //! Every Docker error becomes a core [`Error`] here, in one place: by HTTP status, and by
 //! text for the errors Docker sends inside a 200 stream (pull) or with a coarse status.
 
-use container_core::{Error, ErrorKind};
-
-/// The backend name in errors and spans.
-pub(crate) const BACKEND: &str = "docker";
+use container_core::raw::Removal;
+use container_core::{Error, ErrorKind, Result};
 
 /// Maps a bollard error to the core taxonomy (see `docs/adr/0001-error-taxonomy.md`).
 pub(crate) fn map_error(e: bollard::errors::Error) -> Error {
@@ -59,6 +57,19 @@ pub(crate) fn map_error(e: bollard::errors::Error) -> Error {
     Error::new(kind, message)
         .set_retryable(retryable)
         .with_source(e)
+}
+
+/// A container removal's result: "removal already in progress" (409) means another
+/// caller is removing it.
+pub(crate) fn removal(r: std::result::Result<(), bollard::errors::Error>) -> Result<Removal> {
+    match r {
+        Ok(()) => Ok(Removal::Removed),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            message,
+        }) if message.contains("already in progress") => Ok(Removal::InProgress),
+        Err(e) => Err(map_error(e)),
+    }
 }
 
 fn kind_for_status(status: u16, message: &str) -> ErrorKind {
@@ -253,9 +264,27 @@ mod tests {
     }
 
     #[test]
+    fn removal_in_progress_is_not_an_error() {
+        let busy = B::DockerResponseServerError {
+            status_code: 409,
+            message: "removal of container x is already in progress".into(),
+        };
+        assert_eq!(
+            removal(Err(busy)).expect("in progress"),
+            Removal::InProgress
+        );
+        let running = B::DockerResponseServerError {
+            status_code: 409,
+            message: "You cannot remove a running container x".into(),
+        };
+        let e = removal(Err(running)).expect_err("running");
+        assert_eq!(e.kind(), ErrorKind::Conflict);
+    }
+
+    #[test]
     fn display_says_the_engine_message_once() {
         let e = status(404, "No such container: x").context(
-            BACKEND,
+            container_core::BackendKind::Docker,
             container_core::Operation::Inspect,
             "x",
         );
@@ -267,8 +296,11 @@ mod tests {
 
     #[test]
     fn display_is_one_line() {
-        let e =
-            stream("line one\nline two").context(BACKEND, container_core::Operation::Pull, "img");
+        let e = stream("line one\nline two").context(
+            container_core::BackendKind::Docker,
+            container_core::Operation::Pull,
+            "img",
+        );
         assert!(!e.to_string().contains('\n'), "{e}");
     }
 }

@@ -2,9 +2,10 @@
 #![warn(missing_docs)]
 
 mod convert;
+mod engine;
 mod error;
 mod exec;
-mod manager;
 mod pull;
 
-pub use manager::{DockerManager, DEFAULT_ENDPOINT};
+pub use engine::{connect, DockerEngine, DockerManager, DEFAULT_ENDPOINT};
+pub use exec::DockerExec;

@@ -1,5 +1,6 @@
-//! Image pull: tag or digest always sent, credentials, progress, errors read from inside
-//! the 200 stream, retries for retryable errors only, and the image confirmed at the end.
+//! One image pull attempt: tag or digest always sent, credentials, progress, errors read
+//! from inside the 200 stream. Retries, the deadline and the final check that the image
+//! is present are core's.
 
 use std::path::PathBuf;
 
@@ -7,50 +8,29 @@ use base64::Engine as _;
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::CreateImageOptions;
 use bollard::Docker;
-use container_core::{
-    Error, ErrorKind, ImageRef, Operation, PullOptions, PullProgress, RegistryAuth, Result,
-};
+use container_core::raw::Progress;
+use container_core::{ImageRef, RegistryAuth, Result};
 use futures::StreamExt;
 
 use crate::convert::{pull_digest, pull_progress};
-use crate::error::{map_error, BACKEND};
+use crate::error::map_error;
 
-/// Pulls `image` per `options`; see the module docs.
-pub(crate) async fn pull(docker: &Docker, image: &str, options: &PullOptions) -> Result<()> {
-    let reference = ImageRef::parse(image)
-        .map_err(|e| e.context(BACKEND, Operation::Pull, image.to_string()))?;
-    let credentials = credentials(&reference, options.auth.as_ref());
-    let attempts = options.retry.run(|attempt| {
-        let credentials = credentials.clone();
-        let reference = &reference;
-        async move {
-            if attempt > 1 {
-                tracing::info!(image = %reference, attempt, "retrying pull");
-            }
-            pull_once(docker, reference, credentials, options).await
-        }
-    });
-    let result = container_core::retry::with_deadline(options.timeout, "pull", attempts).await;
-    result.map_err(|e| e.context(BACKEND, Operation::Pull, image.to_string()))
-}
-
-async fn pull_once(
+/// One pull attempt of `reference`: layer events to `progress`, errors read from inside
+/// the 200 stream; returns the manifest digest when the engine tells it.
+pub(crate) async fn pull_once(
     docker: &Docker,
     reference: &ImageRef,
-    credentials: Option<DockerCredentials>,
-    options: &PullOptions,
-) -> Result<()> {
-    options.report(&PullProgress::Resolving {
-        reference: reference.to_string(),
-    });
+    auth: Option<&RegistryAuth>,
+    progress: Progress<'_>,
+) -> Result<Option<String>> {
     let query = CreateImageOptions {
         from_image: Some(reference.name()),
         // Never empty: an empty tag would pull every tag of the repository.
         tag: Some(reference.tag_or_digest().to_string()),
         ..CreateImageOptions::default()
     };
-    let mut digest = reference.digest().map(str::to_string);
-    let mut lines = docker.create_image(Some(query), None, credentials);
+    let mut digest = None;
+    let mut lines = docker.create_image(Some(query), None, credentials(reference, auth));
     while let Some(line) = lines.next().await {
         let info = line.map_err(map_error)?;
         if let Some(detail) = &info.error_detail {
@@ -63,43 +43,10 @@ async fn pull_once(
             digest = Some(d);
         }
         if let Some(event) = pull_progress(&info) {
-            options.report(&event);
+            progress(&event);
         }
     }
-    // A stream can end "successfully" without the image (a dropped connection): check.
-    let local = image_ref_for_engine(reference);
-    match docker.inspect_image(&local).await {
-        Ok(_) => {}
-        Err(e) => {
-            let e = map_error(e);
-            return Err(if e.kind() == ErrorKind::NotFound {
-                Error::new(
-                    ErrorKind::Unavailable,
-                    "the pull stream ended but the image is not present",
-                )
-                .with_source(e)
-            } else {
-                e
-            });
-        }
-    }
-    options.report(&PullProgress::Completed {
-        reference: reference.to_string(),
-        digest,
-    });
-    Ok(())
-}
-
-/// The name the engine stores the image under: `name@digest` or `name:tag`.
-pub(crate) fn image_ref_for_engine(reference: &ImageRef) -> String {
-    match reference.digest() {
-        Some(d) => format!("{}@{d}", reference.name()),
-        None => format!(
-            "{}:{}",
-            reference.name(),
-            reference.tag().unwrap_or("latest")
-        ),
-    }
+    Ok(digest)
 }
 
 /// Explicit credentials, or else the user's Docker config file (`$DOCKER_CONFIG/config.json`
@@ -184,14 +131,5 @@ mod tests {
         };
         let c = credentials(&r, Some(&a)).expect("creds");
         assert_eq!(c.serveraddress.as_deref(), Some("127.0.0.1:5000"));
-    }
-
-    #[test]
-    fn engine_names_keep_tag_or_digest() {
-        let r = ImageRef::parse("busybox").expect("ref");
-        assert_eq!(image_ref_for_engine(&r), "docker.io/library/busybox:latest");
-        let d = format!("sha256:{}", "b".repeat(64));
-        let r = ImageRef::parse(&format!("127.0.0.1:5000/x@{d}")).expect("ref");
-        assert_eq!(image_ref_for_engine(&r), format!("127.0.0.1:5000/x@{d}"));
     }
 }

@@ -3,23 +3,21 @@
 use std::collections::HashMap;
 
 use container_core::{
-    ContainerConfig, ContainerInfo, ContainerState, Labels, LayerPhase, Mount, NetworkMode,
-    PullProgress, Signal, VolumeInfo,
+    BackendKind, ContainerConfig, ContainerInfo, ContainerState, EngineInfo, Error, ErrorKind,
+    Labels, LayerPhase, Mount, NetworkMode, PullProgress, Result, Signal, VolumeInfo,
 };
 use podman_api::models::{InspectContainerData, ListContainer, Volume, VolumeConfigResponse};
 use serde_json::{json, Map, Value};
 
 /// The libpod `SpecGenerator` for a validated `config` carrying `labels` (user +
 /// ownership). Sent as raw JSON: podman-api's builder has no field for named volumes.
-pub(crate) fn create_spec(config: &ContainerConfig, labels: &Labels) -> Value {
+pub(crate) fn create_spec(name: &str, config: &ContainerConfig, labels: &Labels) -> Value {
     let mut s = Map::new();
     let mut put = |k: &str, v: Value| {
         s.insert(k.to_string(), v);
     };
     put("image", json!(config.image));
-    if let Some(name) = &config.name {
-        put("name", json!(name));
-    }
+    put("name", json!(name));
     if let Some(cmd) = &config.cmd {
         put("command", json!(cmd));
     }
@@ -55,7 +53,7 @@ pub(crate) fn create_spec(config: &ContainerConfig, labels: &Labels) -> Value {
         put("stop_signal", json!(sig.number()));
     }
     if let Some(grace) = config.stop_grace {
-        put("stop_timeout", json!(ceil_secs(grace)));
+        put("stop_timeout", json!(container_core::raw::ceil_secs(grace)));
     }
     match &config.network {
         NetworkMode::None => put("netns", json!({"nsmode": "none"})),
@@ -151,9 +149,41 @@ fn mounts(ms: &[Mount]) -> (Vec<Value>, Vec<Value>) {
     (mounts, volumes)
 }
 
-/// Podman counts grace periods in whole seconds: round up, never down.
-pub(crate) fn ceil_secs(d: std::time::Duration) -> u64 {
-    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
+/// The id in libpod's create response; a response without one is an error, never an
+/// empty id.
+pub(crate) fn created_id(body: &[u8]) -> Result<String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        Error::new(ErrorKind::Internal, "unreadable create response").with_source(e)
+    })?;
+    match v["Id"].as_str() {
+        Some(id) if !id.is_empty() => Ok(id.to_string()),
+        _ => Err(Error::new(
+            ErrorKind::Internal,
+            "the create response carries no container id",
+        )),
+    }
+}
+
+/// The info response to core engine facts.
+pub(crate) fn engine_info(info: podman_api::models::Info, endpoint: &str) -> EngineInfo {
+    let (version, api_version) = match info.version {
+        Some(v) => (v.version, v.api_version),
+        None => (None, None),
+    };
+    let (os, arch) = match info.host {
+        Some(h) => (h.os, h.arch),
+        None => (None, None),
+    };
+    EngineInfo {
+        backend: BackendKind::Podman,
+        // The libpod API exists only on Podman.
+        engine: BackendKind::Podman,
+        version: version.unwrap_or_default(),
+        api_version,
+        os: os.unwrap_or_default(),
+        arch: arch.unwrap_or_default(),
+        endpoint: endpoint.to_string(),
+    }
 }
 
 fn state(status: Option<&str>, exit: i64) -> ContainerState {
@@ -271,7 +301,7 @@ mod tests {
         });
         let mut labels = Labels::new();
         labels.insert("k".into(), "v".into());
-        let s = create_spec(&c, &labels);
+        let s = create_spec("n", &c, &labels);
         assert_eq!(s["name"], "n");
         assert_eq!(s["user"], "1000:1000");
         assert_eq!(s["env"]["A"], "1=2");

@@ -2,10 +2,8 @@
 //! text for the coarse 500s libpod sends for conflicts and for the errors it reports
 //! inside a 200 pull stream.
 
-use container_core::{Error, ErrorKind};
-
-/// The backend name in errors and spans.
-pub(crate) const BACKEND: &str = "podman";
+use container_core::raw::Removal;
+use container_core::{Error, ErrorKind, Result};
 
 /// Maps a podman-api error to the core taxonomy (see `docs/adr/0001-error-taxonomy.md`).
 pub(crate) fn map_error(e: podman_api::Error) -> Error {
@@ -48,6 +46,27 @@ pub(crate) fn map_error(e: podman_api::Error) -> Error {
         _ => (ErrorKind::Internal, "unexpected engine error".into()),
     };
     Error::new(kind, message.replace('\n', " ")).with_source(e)
+}
+
+/// Ok for "already in the target state": libpod answers 304, which podman-api raises
+/// as an error.
+pub(crate) fn not_modified_ok(r: std::result::Result<(), podman_api::Error>) -> Result<()> {
+    match r {
+        Err(podman_api::Error::Fault { code, .. }) if code.as_u16() == 304 => Ok(()),
+        other => other.map_err(map_error),
+    }
+}
+
+/// A container removal's result: a removal "in progress" (any status but 404) means
+/// another caller is removing it.
+pub(crate) fn removal(r: std::result::Result<(), podman_api::Error>) -> Result<Removal> {
+    match r.map_err(map_error) {
+        Ok(()) => Ok(Removal::Removed),
+        Err(e) if e.kind() != ErrorKind::NotFound && e.message().contains("in progress") => {
+            Ok(Removal::InProgress)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// An error that only comes as text: a pull report's `error`, or a panic of the stream
@@ -236,9 +255,33 @@ mod tests {
     }
 
     #[test]
+    fn not_modified_is_success_and_removal_in_progress_is_not_an_error() {
+        let fault = |code: u16, message: &str| podman_api::Error::Fault {
+            code: StatusCode::from_u16(code).expect("status"),
+            message: message.into(),
+        };
+        assert!(not_modified_ok(Err(fault(304, ""))).is_ok());
+        let e = not_modified_ok(Err(fault(404, "no such container"))).expect_err("404");
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        let busy = fault(500, "container x removal already in progress");
+        assert_eq!(
+            removal(Err(busy)).expect("in progress"),
+            Removal::InProgress
+        );
+        let running = fault(
+            500,
+            "cannot remove container x as it is running: container state improper",
+        );
+        assert_eq!(
+            removal(Err(running)).expect_err("running").kind(),
+            ErrorKind::Conflict
+        );
+    }
+
+    #[test]
     fn display_is_one_line_and_says_the_message_once() {
         let e = status(404, "no such container: ").context(
-            BACKEND,
+            container_core::BackendKind::Podman,
             container_core::Operation::Inspect,
             "x",
         );

@@ -2,9 +2,11 @@
 #![warn(missing_docs)]
 
 mod convert;
+mod engine;
 mod error;
 mod exec;
-mod manager;
 mod pull;
+mod stream;
 
-pub use manager::{PodmanManager, DEFAULT_ENDPOINT};
+pub use engine::{connect, PodmanEngine, PodmanManager, DEFAULT_ENDPOINT};
+pub use exec::PodmanExec;

@@ -3,7 +3,45 @@
 
 use std::sync::Arc;
 
-pub use container_core::*;
+pub use container_core::{
+    BackendKind, Capabilities, CleanupReport, CleanupScope, ConnectOptions, ContainerConfig,
+    ContainerInfo, ContainerManager, ContainerState, EngineInfo, Error, ErrorKind, ExecEvent,
+    ExecOutput, ExecSpec, ExecStream, ImageRef, Labels, LayerPhase, Line, LineEvent, Lines,
+    LogOptions, LogStream, Mount, NetworkMode, Operation, OutputChunk, Ownership, ProgressFn,
+    PullOptions, PullProgress, RegistryAuth, Resources, Result, RetryPolicy, Signal, StreamKind,
+    Ulimit, User, VolumeConfig, VolumeInfo,
+};
+
+/// The reserved ownership labels and their prefix.
+pub mod labels {
+    pub use container_core::labels::{
+        CONFIG_HASH_LABEL, DEFAULT_OWNER, LABEL_PREFIX, OWNER_LABEL, SESSION_LABEL,
+    };
+}
+
+/// Exec defaults.
+pub mod exec {
+    pub use container_core::exec::{DEFAULT_KILL_GRACE, DEFAULT_OUTPUT_LIMIT};
+}
+
+/// The input checks every manager runs before any engine call, for callers that want
+/// to check a config early (say, when reading their own configuration file).
+pub mod validate {
+    pub use container_core::validate::*;
+}
+
+/// For implementing a backend: the engine trait and the one manager over it
+/// ([`raw::Engine`], [`raw::EngineManager`]), and the helpers backends share. Users of
+/// the library need none of it.
+pub mod raw {
+    pub use container_core::raw::*;
+    pub use container_core::{archive, proctree};
+    pub use container_core::{ExecControl, KillGuard};
+}
+
+/// mockall mocks of [`ContainerManager`], for unit tests of code that uses it.
+#[cfg(feature = "mock")]
+pub use container_core::mock;
 
 /// The Docker backend.
 #[cfg(feature = "docker")]
@@ -16,7 +54,8 @@ pub use container_podman as podman;
 /// The environment variable that picks the backend for [`from_env`].
 pub const BACKEND_ENV: &str = "CONTAINER_BACKEND";
 
-/// Connects to `kind` at `endpoint` (the backend's default when `None`).
+/// Connects to `kind` at `endpoint` (the backend's default when `None`), with a fresh
+/// session of the default owner; see [`connect_with`] to name the owner.
 pub async fn connect(
     kind: BackendKind,
     endpoint: Option<&str>,
@@ -42,7 +81,7 @@ pub async fn connect_with(
             info.endpoint, info.engine
         ))
         .with_operation(Operation::Connect)
-        .with_backend(kind.as_str()));
+        .with_backend(kind));
     }
     Ok(manager)
 }
@@ -53,9 +92,9 @@ async fn connect_unchecked(
 ) -> Result<Arc<dyn ContainerManager>> {
     match kind {
         #[cfg(feature = "docker")]
-        BackendKind::Docker => Ok(Arc::new(docker::DockerManager::connect(options).await?)),
+        BackendKind::Docker => Ok(Arc::new(docker::connect(options).await?)),
         #[cfg(feature = "podman")]
-        BackendKind::Podman => Ok(Arc::new(podman::PodmanManager::connect(options).await?)),
+        BackendKind::Podman => Ok(Arc::new(podman::connect(options).await?)),
         #[allow(unreachable_patterns)] // reachable when a backend feature is off
         other => {
             drop(options);
@@ -72,13 +111,25 @@ async fn connect_unchecked(
 /// the first compiled-in backend whose engine answers at its default endpoint. The engine
 /// identity is checked: a Podman service on `docker.sock` is reported as Podman.
 pub async fn from_env() -> Result<Arc<dyn ContainerManager>> {
+    from_env_with(ConnectOptions::default()).await
+}
+
+/// [`from_env`] with `options` for whichever backend is picked: name the owner of the
+/// objects your tool makes in one call,
+/// `from_env_with(ConnectOptions::owned_by("my-tool")?)`. An endpoint in `options`
+/// applies to the backend named by `CONTAINER_BACKEND` only.
+pub async fn from_env_with(options: ConnectOptions) -> Result<Arc<dyn ContainerManager>> {
     if let Ok(name) = std::env::var(BACKEND_ENV) {
         let kind: BackendKind = name.parse()?;
-        return connect_with(kind, ConnectOptions::default()).await;
+        return connect_with(kind, options).await;
     }
     let mut last = None;
     for kind in compiled_backends() {
-        match connect_unchecked(*kind, ConnectOptions::default()).await {
+        let options = ConnectOptions {
+            endpoint: None,
+            ..options.clone()
+        };
+        match connect_unchecked(*kind, options).await {
             Ok(manager) => {
                 let info = manager.info().await?;
                 if info.engine == *kind {

@@ -150,11 +150,7 @@ fn check_context(
     needs_source: bool,
 ) -> Result<(), Failure> {
     let what = format!("{operation} error {e:?}");
-    ensure_eq!(
-        e.backend(),
-        Some(ctx.kind().as_str()),
-        "backend of the {what}"
-    );
+    ensure_eq!(e.backend(), Some(ctx.kind()), "backend of the {what}");
     ensure_eq!(e.operation(), Some(operation), "operation of the {what}");
     ensure!(
         e.resource().is_some_and(|r| r.contains(resource)),

@@ -278,7 +278,7 @@ fn raw_entry(
 
 /// The archive half of case 61: engines build their archives from real files, so a hostile
 /// entry cannot come out of a container; the shared unpacker that backends use for
-/// `copy_from` (`container::archive::unpack_safely`) is fed crafted archives instead.
+/// `copy_from` (`container::raw::archive::unpack_safely`) is fed crafted archives instead.
 fn hostile_archives() -> Result<(), Failure> {
     use tar::EntryType;
     type Entries<'a> = Vec<(&'a str, EntryType, Option<&'a str>)>;
@@ -330,7 +330,7 @@ fn hostile_archives() -> Result<(), Failure> {
         let bytes = b.into_inner()?;
         let dest = parent.path().join(format!("dest-{i}"));
         fs::create_dir(&dest)?;
-        match container::archive::unpack_safely(&bytes[..], &dest) {
+        match container::raw::archive::unpack_safely(&bytes[..], &dest) {
             Ok(()) => fail!("{what}: the archive was unpacked"),
             Err(e) if invalid_input && e.kind() != ErrorKind::InvalidInput => {
                 fail!("{what}: refused, but not as InvalidInput: {}", describe(&e))

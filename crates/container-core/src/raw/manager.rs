@@ -1,0 +1,605 @@
+//! [`EngineManager`]: the contract of [`ContainerManager`], written once over any [`Engine`].
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+use tracing::Instrument;
+
+use super::{Engine, Removal};
+use crate::archive;
+use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::exec::{ExecSpec, ExecStream};
+use crate::labels::Ownership;
+use crate::manager::{ContainerManager, LogStream};
+use crate::reference::ImageRef;
+use crate::retry::{self, RetryPolicy};
+use crate::signal::Signal;
+use crate::types::{
+    BackendKind, Capabilities, ConnectOptions, ContainerConfig, ContainerInfo, ContainerState,
+    EngineInfo, Labels, LogOptions, PullOptions, PullProgress, VolumeConfig, VolumeInfo,
+};
+use crate::validate;
+
+/// How long a stop may take when neither the caller nor the container names a grace:
+/// the engines' own default.
+const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+/// How often a removal in progress is checked.
+const REMOVAL_POLL: Duration = Duration::from_millis(50);
+
+/// A [`ContainerManager`] over any [`Engine`]: the whole contract, once (see the
+/// [module docs](super)). Backends expose it as their manager type
+/// (`container_docker::DockerManager` is `EngineManager<DockerEngine>`).
+pub struct EngineManager<E: Engine> {
+    engine: Arc<E>,
+    ownership: Ownership,
+    call_timeout: Duration,
+    retry: RetryPolicy,
+}
+
+impl<E: Engine> std::fmt::Debug for EngineManager<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineManager")
+            .field("backend", &self.engine.backend())
+            .field("endpoint", &self.engine.endpoint())
+            .field("ownership", &self.ownership)
+            .field("call_timeout", &self.call_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: Engine> Clone for EngineManager<E> {
+    fn clone(&self) -> Self {
+        EngineManager {
+            engine: self.engine.clone(),
+            ownership: self.ownership.clone(),
+            call_timeout: self.call_timeout,
+            retry: self.retry.clone(),
+        }
+    }
+}
+
+impl<E: Engine> EngineManager<E> {
+    /// Builds the engine client for `endpoint` with `build` and proves that the engine
+    /// answers ([`Engine::ping`]), both within `options.connect_timeout`. Every failure
+    /// to reach the engine is `Unavailable`, with the same wording on every backend.
+    pub async fn connect<F, Fut>(
+        backend: BackendKind,
+        endpoint: &str,
+        options: ConnectOptions,
+        build: F,
+    ) -> Result<Self>
+    where
+        F: FnOnce(String, ConnectOptions) -> Fut,
+        Fut: Future<Output = Result<E>>,
+    {
+        let span =
+            tracing::info_span!("container", %backend, operation = "connect", resource = endpoint);
+        let limit = options.connect_timeout;
+        let (ownership, call_timeout, retry) = (
+            options.ownership.clone(),
+            options.call_timeout,
+            options.retry.clone(),
+        );
+        let reach = async {
+            let engine = build(endpoint.to_string(), options).await?;
+            engine.ping().await?;
+            Ok::<E, Error>(engine)
+        };
+        let engine = match tokio::time::timeout(limit, reach.instrument(span)).await {
+            Ok(Ok(engine)) => engine,
+            Ok(Err(e)) => {
+                let e = match e.kind() {
+                    ErrorKind::Internal | ErrorKind::NotFound | ErrorKind::Unavailable => {
+                        Error::new(
+                            ErrorKind::Unavailable,
+                            format!("no {backend} engine answers at {endpoint}"),
+                        )
+                        .with_source(e)
+                    }
+                    _ => e,
+                };
+                return Err(e.context(backend, Operation::Connect, endpoint));
+            }
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!("no {backend} engine answered at {endpoint} within {limit:?}"),
+                )
+                .context(backend, Operation::Connect, endpoint))
+            }
+        };
+        Ok(EngineManager {
+            engine: Arc::new(engine),
+            ownership,
+            call_timeout,
+            retry,
+        })
+    }
+
+    /// The engine behind this manager.
+    pub fn engine(&self) -> &E {
+        &self.engine
+    }
+
+    /// The endpoint the engine talks to.
+    pub fn endpoint(&self) -> &str {
+        self.engine.endpoint()
+    }
+
+    pub(super) fn engine_arc(&self) -> Arc<E> {
+        self.engine.clone()
+    }
+
+    pub(super) fn call_timeout(&self) -> Duration {
+        self.call_timeout
+    }
+
+    /// One operation: its span, and its errors with backend, operation and resource.
+    async fn run<T>(
+        &self,
+        op: Operation,
+        resource: &str,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let backend = self.engine.backend();
+        let span = tracing::info_span!("container", %backend, operation = op.as_str(), resource);
+        fut.instrument(span)
+            .await
+            .map_err(|e| e.context(backend, op, resource))
+    }
+
+    /// One engine call under the per-call deadline.
+    pub(super) async fn call<T>(
+        &self,
+        op: Operation,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        within(self.call_timeout, op, fut).await
+    }
+
+    /// An idempotent engine call: under the per-call deadline, retried per the policy.
+    async fn idempotent<T, F, Fut>(&self, op: Operation, mut f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        debug_assert!(op.is_idempotent());
+        self.retry.run(|_| self.call(op, f())).await
+    }
+
+    fn unsupported(&self, capability: &str) -> Error {
+        Error::unsupported(capability).with_backend(self.engine.backend())
+    }
+
+    /// `Unsupported` for what `config` asks and the engine cannot do.
+    fn check_capabilities(&self, config: &ContainerConfig) -> Result<()> {
+        let caps = self.engine.capabilities();
+        if config.init && !caps.init {
+            return Err(self.unsupported("init"));
+        }
+        let r = &config.resources;
+        let limited = r.memory_bytes.is_some() || r.cpus.is_some() || r.pids_limit.is_some();
+        if limited && !caps.resource_limits {
+            return Err(self.unsupported("resource_limits"));
+        }
+        Ok(())
+    }
+
+    async fn find(&self, name: &str) -> Result<Option<ContainerInfo>> {
+        match self
+            .idempotent(Operation::Inspect, || self.engine.inspect(name))
+            .await
+        {
+            Ok(info) => Ok(Some(info)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits (up to the call timeout) until another caller's removal of `id` is done.
+    async fn removal_done(&self, id: &str) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.call_timeout;
+        while tokio::time::Instant::now() < deadline {
+            if self.find(id).await?.is_none() {
+                return Ok(());
+            }
+            tokio::time::sleep(REMOVAL_POLL).await;
+        }
+        Err(Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "another removal did not finish within {:?}",
+                self.call_timeout
+            ),
+        ))
+    }
+}
+
+/// `fut` under the deadline `limit`: past it, `Timeout`, retryable when `op` is idempotent.
+pub(super) async fn within<T>(
+    limit: Duration,
+    op: Operation,
+    fut: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::new(
+            ErrorKind::Timeout,
+            format!("the engine did not answer within {limit:?}"),
+        )
+        .set_retryable(op.is_idempotent())),
+    }
+}
+
+fn ok_if_missing(r: Result<()>) -> Result<()> {
+    match r {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+fn absolute(what: &str, path: &str) -> Result<()> {
+    if path.starts_with('/') {
+        Ok(())
+    } else {
+        Err(Error::invalid_input(format!(
+            "{what} {path:?} must be absolute"
+        )))
+    }
+}
+
+#[async_trait]
+impl<E: Engine> ContainerManager for EngineManager<E> {
+    fn backend(&self) -> BackendKind {
+        self.engine.backend()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.engine.capabilities()
+    }
+
+    fn ownership(&self) -> &Ownership {
+        &self.ownership
+    }
+
+    async fn info(&self) -> Result<EngineInfo> {
+        let endpoint = self.engine.endpoint();
+        let fut = self.idempotent(Operation::Info, || self.engine.info());
+        self.run(Operation::Info, endpoint, fut).await
+    }
+
+    async fn pull(&self, image: &str, options: &PullOptions) -> Result<()> {
+        let fut = async {
+            let reference = ImageRef::parse(image)?;
+            let progress = |event: &PullProgress| options.report(event);
+            let attempts = options.retry.run(|attempt| {
+                let reference = &reference;
+                async move {
+                    if attempt > 1 {
+                        tracing::info!(image = %reference, attempt, "retrying pull");
+                    }
+                    options.report(&PullProgress::Resolving {
+                        reference: reference.to_string(),
+                    });
+                    let digest = self
+                        .engine
+                        .pull(reference, options.auth.as_ref(), &progress)
+                        .await?;
+                    // A stream can end "successfully" without the image (a dropped
+                    // connection): confirm it.
+                    if !self
+                        .call(Operation::Pull, self.engine.image_exists(reference))
+                        .await?
+                    {
+                        return Err(Error::new(
+                            ErrorKind::Unavailable,
+                            "the pull stream ended but the image is not present",
+                        ));
+                    }
+                    options.report(&PullProgress::Completed {
+                        reference: reference.to_string(),
+                        digest: digest.or_else(|| reference.digest().map(str::to_string)),
+                    });
+                    Ok(())
+                }
+            });
+            retry::with_deadline(options.timeout, "pull", attempts).await
+        };
+        self.run(Operation::Pull, image, fut).await
+    }
+
+    async fn image_exists(&self, image: &str) -> Result<bool> {
+        let fut = async {
+            let reference = ImageRef::parse(image)?;
+            self.idempotent(Operation::ImageExists, || {
+                self.engine.image_exists(&reference)
+            })
+            .await
+        };
+        self.run(Operation::ImageExists, image, fut).await
+    }
+
+    async fn remove_image(&self, image: &str, force: bool) -> Result<()> {
+        let fut = async {
+            let reference = ImageRef::parse(image)?;
+            let r = self
+                .call(
+                    Operation::RemoveImage,
+                    self.engine.remove_image(&reference, force),
+                )
+                .await;
+            ok_if_missing(r)
+        };
+        self.run(Operation::RemoveImage, image, fut).await
+    }
+
+    async fn create(&self, config: &ContainerConfig) -> Result<String> {
+        let resource = config.name.as_deref().unwrap_or(&config.image);
+        let fut = async {
+            validate::container_config(config)?;
+            self.check_capabilities(config)?;
+            let labels = self.ownership.container_labels(config);
+            let name = config
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("crs-{}", uuid::Uuid::new_v4().simple()));
+            let create = || async {
+                let id = self
+                    .call(
+                        Operation::Create,
+                        self.engine.create(&name, config, &labels),
+                    )
+                    .await?;
+                if id.is_empty() {
+                    return Err(Error::new(
+                        ErrorKind::Internal,
+                        "the engine created the container but returned no id",
+                    ));
+                }
+                Ok(id)
+            };
+            self.ownership
+                .create_idempotent(&name, &labels, create, || self.find(&name))
+                .await
+                .map_err(|e| e.with_resource(name.clone()))
+        };
+        self.run(Operation::Create, resource, fut).await
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        let fut = async {
+            validate::container_ref(id)?;
+            self.call(Operation::Start, self.engine.start(id)).await
+        };
+        self.run(Operation::Start, id, fut).await
+    }
+
+    async fn stop(&self, id: &str, grace: Option<Duration>) -> Result<()> {
+        let fut = async {
+            validate::container_ref(id)?;
+            // The engine waits up to the grace before killing: allow for it.
+            let limit = self.call_timeout + grace.unwrap_or(DEFAULT_STOP_GRACE);
+            within(limit, Operation::Stop, self.engine.stop(id, grace)).await
+        };
+        self.run(Operation::Stop, id, fut).await
+    }
+
+    async fn kill(&self, id: &str, signal: Signal) -> Result<()> {
+        let fut = async {
+            validate::container_ref(id)?;
+            self.call(Operation::Kill, self.engine.kill(id, signal))
+                .await
+        };
+        self.run(Operation::Kill, id, fut).await
+    }
+
+    async fn remove(&self, id: &str, force: bool) -> Result<()> {
+        let fut = async {
+            validate::container_ref(id)?;
+            match self
+                .call(Operation::Remove, self.engine.remove(id, force))
+                .await
+            {
+                Ok(Removal::Removed) => Ok(()),
+                // Another caller is removing it: done once it is gone.
+                Ok(Removal::InProgress) => self.removal_done(id).await,
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            }
+        };
+        self.run(Operation::Remove, id, fut).await
+    }
+
+    async fn inspect(&self, id: &str) -> Result<ContainerInfo> {
+        let fut = async {
+            validate::container_ref(id)?;
+            self.idempotent(Operation::Inspect, || self.engine.inspect(id))
+                .await
+        };
+        self.run(Operation::Inspect, id, fut).await
+    }
+
+    async fn wait(&self, id: &str) -> Result<i64> {
+        let fut = async {
+            validate::container_ref(id)?;
+            // No deadline: a wait waits.
+            if let Some(code) = self.engine.wait(id).await? {
+                return Ok(code);
+            }
+            let info = self
+                .idempotent(Operation::Inspect, || self.engine.inspect(id))
+                .await?;
+            match info.state {
+                ContainerState::Exited(code) => Ok(code),
+                other => Err(Error::new(
+                    ErrorKind::Internal,
+                    format!("the engine's wait returned but the container is {other:?}"),
+                )),
+            }
+        };
+        self.run(Operation::Wait, id, fut).await
+    }
+
+    async fn list(&self, labels: &Labels) -> Result<Vec<ContainerInfo>> {
+        let fut = async {
+            let found = self
+                .idempotent(Operation::List, || self.engine.list(labels))
+                .await?;
+            // Belt and braces: never return what does not match the selector.
+            Ok(found
+                .into_iter()
+                .filter(|c| labels.iter().all(|(k, v)| c.labels.get(k) == Some(v)))
+                .collect())
+        };
+        self.run(Operation::List, self.engine.endpoint(), fut).await
+    }
+
+    async fn logs(&self, id: &str, options: &LogOptions) -> Result<LogStream> {
+        let fut = async {
+            validate::container_ref(id)?;
+            // Fail early on a missing container instead of inside the stream.
+            self.idempotent(Operation::Inspect, || self.engine.inspect(id))
+                .await?;
+            self.call(Operation::Logs, self.engine.logs(id, options))
+                .await
+        };
+        let stream = self.run(Operation::Logs, id, fut).await?;
+        let (backend, resource) = (self.engine.backend(), id.to_string());
+        Ok(stream
+            .map_err(move |e| e.context(backend, Operation::Logs, resource.clone()))
+            .boxed())
+    }
+
+    async fn exec_stream(&self, id: &str, spec: &ExecSpec) -> Result<ExecStream> {
+        let fut = async {
+            validate::container_ref(id)?;
+            validate::exec_spec(spec)?;
+            if spec.tty && !self.engine.capabilities().tty_exec {
+                return Err(self.unsupported("tty_exec"));
+            }
+            super::exec::start(self, id, spec).await
+        };
+        self.run(Operation::Exec, id, fut).await
+    }
+
+    async fn copy_from(&self, id: &str, container_path: &str, host_dir: &Path) -> Result<()> {
+        let fut = async {
+            validate::container_ref(id)?;
+            absolute("container path", container_path)?;
+            validate::host_path(host_dir)?;
+            if !self.engine.capabilities().copy_files {
+                return Err(self.unsupported("copy_files"));
+            }
+            let body = self
+                .call(
+                    Operation::CopyFrom,
+                    self.engine.copy_from(id, container_path),
+                )
+                .await?;
+            archive::receive_and_unpack(body, host_dir, self.call_timeout).await
+        };
+        self.run(Operation::CopyFrom, id, fut).await
+    }
+
+    async fn copy_to(&self, id: &str, host_path: &Path, container_dir: &str) -> Result<()> {
+        let fut = async {
+            validate::container_ref(id)?;
+            absolute("container directory", container_dir)?;
+            if !self.engine.capabilities().copy_files {
+                return Err(self.unsupported("copy_files"));
+            }
+            let source = host_path.to_path_buf();
+            let file = tokio::task::spawn_blocking(move || archive::pack(&source))
+                .await
+                .map_err(|e| {
+                    Error::new(ErrorKind::Internal, "pack task failed").with_source(e)
+                })??;
+            self.call(
+                Operation::CopyTo,
+                self.engine.copy_to(id, container_dir, file),
+            )
+            .await
+        };
+        self.run(Operation::CopyTo, id, fut).await
+    }
+
+    async fn create_volume(&self, config: &VolumeConfig) -> Result<VolumeInfo> {
+        let name = config.name.as_str();
+        let fut = async {
+            validate::volume_config(config)?;
+            let labels = self.ownership.volume_labels(config);
+            let created = self
+                .call(
+                    Operation::CreateVolume,
+                    self.engine.create_volume(name, &labels),
+                )
+                .await;
+            let volume = match created {
+                Ok(v) => v,
+                // The name is taken: the existing volume is the result if it is ours.
+                Err(e) if e.kind() == ErrorKind::Conflict => {
+                    self.idempotent(Operation::InspectVolume, || {
+                        self.engine.inspect_volume(name)
+                    })
+                    .await?
+                }
+                Err(e) => return Err(e),
+            };
+            if !self.ownership.owns(&volume.labels) {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "a volume named {name} exists without the owner label of {}; it was \
+                         left untouched",
+                        self.ownership.owner()
+                    ),
+                ));
+            }
+            Ok(volume)
+        };
+        self.run(Operation::CreateVolume, name, fut).await
+    }
+
+    async fn inspect_volume(&self, name: &str) -> Result<VolumeInfo> {
+        let fut = async {
+            validate::volume_name(name)?;
+            self.idempotent(Operation::InspectVolume, || {
+                self.engine.inspect_volume(name)
+            })
+            .await
+        };
+        self.run(Operation::InspectVolume, name, fut).await
+    }
+
+    async fn list_volumes(&self, labels: &Labels) -> Result<Vec<VolumeInfo>> {
+        let fut = async {
+            let found = self
+                .idempotent(Operation::ListVolumes, || self.engine.list_volumes(labels))
+                .await?;
+            Ok(found
+                .into_iter()
+                .filter(|v| labels.iter().all(|(k, val)| v.labels.get(k) == Some(val)))
+                .collect())
+        };
+        self.run(Operation::ListVolumes, self.engine.endpoint(), fut)
+            .await
+    }
+
+    async fn remove_volume(&self, name: &str, force: bool) -> Result<()> {
+        let fut = async {
+            validate::volume_name(name)?;
+            let r = self
+                .call(
+                    Operation::RemoveVolume,
+                    self.engine.remove_volume(name, force),
+                )
+                .await;
+            ok_if_missing(r)
+        };
+        self.run(Operation::RemoveVolume, name, fut).await
+    }
+}

@@ -1,0 +1,463 @@
+//! Podman's libpod REST API as a [`raw::Engine`](container_core::raw::Engine): engine
+//! calls and conversion only; the contract (validation, context, timeouts, retries,
+//! idempotency) is core's [`EngineManager`].
+
+use std::fs::File;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use container_core::proctree::Proc;
+use container_core::raw::{
+    ceil_secs, ByteStream, Engine, EngineManager, ExecState, OutputStream, Progress, Removal,
+};
+use container_core::{
+    BackendKind, Capabilities, ConnectOptions, ContainerConfig, ContainerInfo, EngineInfo, Error,
+    ErrorKind, ExecSpec, ImageRef, Labels, LogOptions, RegistryAuth, Result, Signal, VolumeInfo,
+};
+use containers_api::conn::hyper::{self, Body, Method, Request};
+use containers_api::conn::Transport;
+use podman_api::opts::{
+    ContainerDeleteOpts, ContainerListFilter, ContainerListOpts, ContainerLogsOpts, ImageOpt,
+    VolumeCreateOpts, VolumeListFilter, VolumeListOpts,
+};
+use podman_api::Podman;
+use tokio::io::AsyncReadExt;
+
+use crate::convert;
+use crate::error::{map_error, not_modified_ok, removal};
+use crate::exec::PodmanExec;
+
+/// The default endpoint when neither the options nor `CONTAINER_HOST` name one.
+pub const DEFAULT_ENDPOINT: &str = "unix:///run/podman/podman.sock";
+
+/// The API version prefix of the requests this backend sends itself.
+const API_PREFIX: &str = "/v4.0.0";
+
+/// A [`ContainerManager`](container_core::ContainerManager) on a Podman service.
+pub type PodmanManager = EngineManager<PodmanEngine>;
+
+/// Connects to the service named by `options.endpoint`, else `CONTAINER_HOST` (as
+/// podman-remote), else the default root socket. `unix://` paths and plain `tcp://` /
+/// `http://` endpoints are supported.
+/// Fails with `Unavailable` if the service does not answer within the connect timeout.
+pub async fn connect(options: ConnectOptions) -> Result<PodmanManager> {
+    let endpoint = options
+        .endpoint
+        .clone()
+        .or_else(|| {
+            std::env::var("CONTAINER_HOST")
+                .ok()
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
+    EngineManager::connect(
+        BackendKind::Podman,
+        &endpoint,
+        options,
+        |endpoint, _| async move {
+            let (podman, transport) = client(&endpoint)?;
+            Ok(PodmanEngine {
+                podman,
+                transport,
+                endpoint,
+            })
+        },
+    )
+    .await
+}
+
+/// The libpod API through podman-api; see [`connect`].
+#[derive(Debug, Clone)]
+pub struct PodmanEngine {
+    podman: Podman,
+    /// The same endpoint for the requests podman-api cannot make (create with named
+    /// volumes, stop with a timeout, streamed archive upload).
+    transport: Transport,
+    endpoint: String,
+}
+
+fn client(endpoint: &str) -> Result<(Podman, Transport)> {
+    let path = endpoint
+        .strip_prefix("unix://")
+        .or_else(|| endpoint.starts_with('/').then_some(endpoint));
+    if let Some(path) = path {
+        let transport = Transport::Unix {
+            client: hyper::Client::builder().build(hyperlocal::UnixConnector),
+            path: path.into(),
+        };
+        return Ok((Podman::unix(path), transport));
+    }
+    let host = endpoint
+        .strip_prefix("tcp://")
+        .or_else(|| endpoint.strip_prefix("http://"))
+        .ok_or_else(|| {
+            Error::invalid_input(format!(
+                "endpoint {endpoint:?} must be unix://, tcp://, http:// or a socket path"
+            ))
+        })?;
+    let podman = Podman::tcp(host).map_err(map_error)?;
+    let url = url::Url::parse(&format!("http://{host}"))
+        .map_err(|e| Error::invalid_input(format!("endpoint {endpoint:?}")).with_source(e))?;
+    let transport = Transport::Tcp {
+        client: hyper::Client::builder().build(containers_api::conn::get_http_connector()),
+        host: url,
+    };
+    Ok((podman, transport))
+}
+
+impl PodmanEngine {
+    /// The podman-api client, for what this crate does not wrap.
+    pub fn client(&self) -> &Podman {
+        &self.podman
+    }
+
+    /// One request podman-api cannot make, with libpod's error body turned into the same
+    /// `Fault` podman-api raises (so [`map_error`] handles both alike).
+    async fn raw(
+        &self,
+        method: Method,
+        endpoint: &str,
+        body: Body,
+        content_type: &str,
+    ) -> std::result::Result<Bytes, podman_api::Error> {
+        let uri = self
+            .transport
+            .make_uri(&format!("{API_PREFIX}{endpoint}"))
+            .map_err(podman_api::Error::from)?;
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", content_type)
+            .body(body)
+            .map_err(|e| podman_api::Error::from(containers_api::conn::Error::from(e)))?;
+        let response = self
+            .transport
+            .request(request)
+            .await
+            .map_err(podman_api::Error::from)?;
+        let status = response.status();
+        let bytes = hyper::body::to_bytes(response.into_body())
+            .await
+            .map_err(|e| podman_api::Error::from(containers_api::conn::Error::from(e)))?;
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| text.trim().to_string());
+        Err(podman_api::Error::Fault {
+            code: status,
+            message,
+        })
+    }
+}
+
+#[async_trait]
+impl Engine for PodmanEngine {
+    type Exec = PodmanExec;
+
+    fn backend(&self) -> BackendKind {
+        BackendKind::Podman
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            init: true,
+            resource_limits: true,
+            userns_keep_id: false,
+            tty_exec: true,
+            native_exec_kill: false,
+            copy_files: true,
+        }
+    }
+
+    fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    async fn ping(&self) -> Result<()> {
+        // `version` and `info` take up to a second on Podman 4.3; ping is instant.
+        self.podman.ping().await.map(|_| ()).map_err(map_error)
+    }
+
+    async fn info(&self) -> Result<EngineInfo> {
+        let info = self.podman.info().await.map_err(map_error)?;
+        Ok(convert::engine_info(info, &self.endpoint))
+    }
+
+    async fn pull(
+        &self,
+        image: &ImageRef,
+        auth: Option<&RegistryAuth>,
+        progress: Progress<'_>,
+    ) -> Result<Option<String>> {
+        crate::pull::pull_once(&self.podman, image, auth, progress).await
+    }
+
+    async fn image_exists(&self, image: &ImageRef) -> Result<bool> {
+        let images = self.podman.images();
+        let local = image.engine_name();
+        images.get(local.as_str()).exists().await.map_err(map_error)
+    }
+
+    async fn remove_image(&self, image: &ImageRef, force: bool) -> Result<()> {
+        let local = image.engine_name();
+        let images = self.podman.images();
+        let handle = images.get(local.as_str());
+        if force {
+            return handle.remove().await.map_err(map_error);
+        }
+        // libpod merely untags an image that has other names, even when a container
+        // uses it; Docker refuses. Refuse likewise.
+        let opts = ContainerListOpts::builder()
+            .all(true)
+            .filter([ContainerListFilter::Ancestor(ImageOpt::Name(
+                local.as_str().into(),
+            ))])
+            .build();
+        let users = self
+            .podman
+            .containers()
+            .list(&opts)
+            .await
+            .map_err(map_error)?;
+        if let Some(user) = users.into_iter().next() {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "image is in use by container {}",
+                    user.id.unwrap_or_default()
+                ),
+            ));
+        }
+        handle.delete().await.map_err(map_error)
+    }
+
+    async fn create(
+        &self,
+        name: &str,
+        config: &ContainerConfig,
+        labels: &Labels,
+    ) -> Result<String> {
+        let spec = convert::create_spec(name, config, labels);
+        let body = serde_json::to_vec(&spec).map_err(|e| {
+            Error::new(ErrorKind::Internal, "cannot encode the create request").with_source(e)
+        })?;
+        let bytes = self
+            .raw(
+                Method::POST,
+                "/libpod/containers/create",
+                Body::from(body),
+                "application/json",
+            )
+            .await
+            .map_err(map_error)?;
+        convert::created_id(&bytes)
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        let containers = self.podman.containers();
+        not_modified_ok(containers.get(id).start(None).await)
+    }
+
+    async fn stop(&self, id: &str, grace: Option<Duration>) -> Result<()> {
+        // Sent by hand: podman-api sends `Timeout`, which Podman 4.3 ignores.
+        let endpoint = match grace {
+            Some(g) => format!("/libpod/containers/{id}/stop?timeout={}", ceil_secs(g)),
+            None => format!("/libpod/containers/{id}/stop"),
+        };
+        let r = self
+            .raw(Method::POST, &endpoint, Body::empty(), "application/json")
+            .await;
+        not_modified_ok(r.map(|_| ()))
+    }
+
+    async fn kill(&self, id: &str, signal: Signal) -> Result<()> {
+        let containers = self.podman.containers();
+        containers
+            .get(id)
+            .send_signal(signal.name())
+            .await
+            .map_err(map_error)
+    }
+
+    async fn remove(&self, id: &str, force: bool) -> Result<Removal> {
+        let mut opts = ContainerDeleteOpts::builder().volumes(true).force(force);
+        if force {
+            // No stop grace for a forced removal (and the parameter Podman 4.3 reads).
+            opts = opts.timeout(0);
+        }
+        let containers = self.podman.containers();
+        removal(containers.get(id).delete(&opts.build()).await)
+    }
+
+    async fn inspect(&self, id: &str) -> Result<ContainerInfo> {
+        let containers = self.podman.containers();
+        containers
+            .get(id)
+            .inspect()
+            .await
+            .map(convert::container_info)
+            .map_err(map_error)
+    }
+
+    async fn wait(&self, id: &str) -> Result<Option<i64>> {
+        // libpod's wait answers without the exit code: core reads it from inspect.
+        let containers = self.podman.containers();
+        containers
+            .get(id)
+            .wait(&Default::default())
+            .await
+            .map_err(map_error)?;
+        Ok(None)
+    }
+
+    async fn list(&self, labels: &Labels) -> Result<Vec<ContainerInfo>> {
+        let opts = ContainerListOpts::builder().all(true).filter(
+            labels
+                .iter()
+                .map(|(k, v)| ContainerListFilter::LabelKeyVal(k.clone(), v.clone())),
+        );
+        let containers = self.podman.containers();
+        let found = containers.list(&opts.build()).await.map_err(map_error)?;
+        Ok(found.into_iter().map(convert::summary_info).collect())
+    }
+
+    async fn logs(&self, id: &str, options: &LogOptions) -> Result<OutputStream> {
+        let opts = ContainerLogsOpts::builder()
+            .follow(options.follow)
+            .stdout(options.stdout)
+            .stderr(options.stderr)
+            .build();
+        let (podman, id) = (self.podman.clone(), id.to_string());
+        Ok(crate::stream::in_task(move |tx| async move {
+            let containers = podman.containers();
+            let handle = containers.get(id);
+            crate::stream::forward(handle.logs(&opts), tx).await;
+        }))
+    }
+
+    async fn exec_create(&self, container: &str, spec: &ExecSpec) -> Result<PodmanExec> {
+        crate::exec::create(&self.podman, container, spec).await
+    }
+
+    async fn exec_start(&self, exec: &PodmanExec, spec: &ExecSpec) -> Result<OutputStream> {
+        exec.start(spec).await
+    }
+
+    async fn exec_state(&self, exec: &PodmanExec) -> Result<ExecState> {
+        exec.state().await
+    }
+
+    async fn exec_processes(&self, exec: &PodmanExec, state: &ExecState) -> Result<Vec<Proc>> {
+        Ok(exec.processes(state))
+    }
+
+    async fn copy_from(&self, id: &str, path: &str) -> Result<ByteStream> {
+        let (podman, id, path) = (self.podman.clone(), id.to_string(), path.to_string());
+        Ok(crate::stream::in_task(move |tx| async move {
+            let containers = podman.containers();
+            let handle = containers.get(id);
+            crate::stream::forward_bytes(handle.copy_from(path), tx).await;
+        }))
+    }
+
+    async fn copy_to(&self, id: &str, dir: &str, archive: File) -> Result<()> {
+        // Stream the archive from its file: memory stays bounded whatever its size.
+        let (mut sender, body) = Body::channel();
+        let feeding = tokio::spawn(async move {
+            let mut file = tokio::fs::File::from_std(archive);
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match file.read(&mut buf).await {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        let data = Bytes::copy_from_slice(&buf[..n]);
+                        if sender.send_data(data).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "reading the archive failed");
+                        sender.abort();
+                        return;
+                    }
+                }
+            }
+        });
+        let endpoint = format!(
+            "/libpod/containers/{id}/archive?path={}",
+            url::form_urlencoded::byte_serialize(dir.as_bytes()).collect::<String>()
+        );
+        let r = self
+            .raw(Method::PUT, &endpoint, body, "application/x-tar")
+            .await
+            .map(|_| ())
+            .map_err(map_error);
+        feeding.abort();
+        r
+    }
+
+    async fn create_volume(&self, name: &str, labels: &Labels) -> Result<VolumeInfo> {
+        let opts = VolumeCreateOpts::builder()
+            .name(name)
+            .labels(labels.clone())
+            .build();
+        // A name in use is `Conflict` here; core then inspects the existing volume.
+        self.podman
+            .volumes()
+            .create(&opts)
+            .await
+            .map(convert::created_volume_info)
+            .map_err(map_error)
+    }
+
+    async fn inspect_volume(&self, name: &str) -> Result<VolumeInfo> {
+        let volumes = self.podman.volumes();
+        volumes
+            .get(name)
+            .inspect()
+            .await
+            .map(convert::volume_info)
+            .map_err(map_error)
+    }
+
+    async fn list_volumes(&self, labels: &Labels) -> Result<Vec<VolumeInfo>> {
+        let opts = VolumeListOpts::builder()
+            .filter(
+                labels
+                    .iter()
+                    .map(|(k, v)| VolumeListFilter::LabelKeyVal(k.clone(), v.clone())),
+            )
+            .build();
+        let found = self.podman.volumes().list(&opts).await.map_err(map_error)?;
+        Ok(found.into_iter().map(convert::volume_info).collect())
+    }
+
+    async fn remove_volume(&self, name: &str, force: bool) -> Result<()> {
+        let volumes = self.podman.volumes();
+        let handle = volumes.get(name);
+        let r = if force {
+            handle.remove().await
+        } else {
+            handle.delete().await
+        };
+        r.map_err(map_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_parsed() {
+        assert!(client("unix:///run/podman/podman.sock").is_ok());
+        assert!(client("tcp://127.0.0.1:8080").is_ok());
+        let e = client("ftp://x").expect_err("bad scheme");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    }
+}
