@@ -499,13 +499,7 @@ mod tests {
             .iter()
             .filter(|p| p.role == Role::Check)
             .all(|p| p.unsupported.is_none()));
-        let all = Capabilities {
-            init: true,
-            resource_limits: true,
-            userns_keep_id: true,
-            tty_exec: true,
-            ..Capabilities::default()
-        };
+        let all = Capabilities::oci_engine().with_userns_keep_id(true);
         assert!(plan(Some(all)).iter().all(|p| p.unsupported.is_none()));
     }
 }

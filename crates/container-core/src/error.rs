@@ -165,6 +165,94 @@ impl fmt::Display for Operation {
     }
 }
 
+/// Whether `text` (an engine's or registry's error message) names a transient network
+/// failure: worth another try. The same table for every engine.
+pub fn is_transient_text(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    [
+        "connection refused",
+        "connection reset",
+        "i/o timeout",
+        "tls handshake timeout",
+        "unexpected eof",
+        "502 bad gateway",
+        "503 service unavailable",
+        "504 gateway",
+        "server misbehaving",
+        "no route to host",
+    ]
+    .iter()
+    .any(|p| t.contains(p))
+}
+
+/// The kind for error text that engines pass on from registries, the network and the
+/// OCI runtime, the same on every engine; `None` when the text names no known cause.
+///
+/// A backend checks its own engine's state texts first (in its `error.rs`: "container
+/// state improper", "is not running", ...), then this table, so the same registry text
+/// maps to the same kind on every backend.
+pub fn kind_for_common_text(text: &str) -> Option<ErrorKind> {
+    let t = text.to_ascii_lowercase();
+    let has = |p: &str| t.contains(p);
+    let kind = if has("toomanyrequests") || has("too many requests") || has("rate limit") {
+        ErrorKind::RateLimited
+    } else if has("unauthorized") || has("authentication required") || has("no basic auth") {
+        ErrorKind::Unauthenticated
+    } else if has("manifest unknown")
+        || has("name unknown")
+        || has("repository does not exist")
+        || has("repository name not known")
+        // Docker says "pull access denied" for a repository that does not exist.
+        || has("pull access denied")
+        || has("no such")
+        || has("not found")
+        || has("does not exist")
+    {
+        ErrorKind::NotFound
+    } else if has("denied") || has("forbidden") {
+        ErrorKind::PermissionDenied
+    } else if has("invalid reference format") || has("invalid argument") {
+        ErrorKind::InvalidInput
+    } else if is_transient_text(text) {
+        ErrorKind::Unavailable
+    } else if has("context deadline exceeded") || has("timeout") {
+        ErrorKind::Timeout
+    } else {
+        return None;
+    };
+    Some(kind)
+}
+
+/// The kind for an error text: `Conflict` when it holds one of the engine's own state
+/// texts `conflicts` (lower case), else [`kind_for_common_text`], else `Internal`. Each
+/// backend passes its engine's list from its `error.rs`.
+pub fn kind_for_engine_text(text: &str, conflicts: &[&str]) -> ErrorKind {
+    let t = text.to_ascii_lowercase();
+    if conflicts.iter().any(|p| t.contains(p)) {
+        return ErrorKind::Conflict;
+    }
+    kind_for_common_text(text).unwrap_or(ErrorKind::Internal)
+}
+
+/// The kind an engine's HTTP status says, per the taxonomy
+/// (`docs/adr/0001-error-taxonomy.md`); `None` for 500, whose text says more (see
+/// [`kind_for_engine_text`]).
+pub fn kind_for_http_status(status: u16) -> Option<ErrorKind> {
+    let kind = match status {
+        400 => ErrorKind::InvalidInput,
+        401 => ErrorKind::Unauthenticated,
+        403 => ErrorKind::PermissionDenied,
+        404 => ErrorKind::NotFound,
+        409 => ErrorKind::Conflict,
+        429 => ErrorKind::RateLimited,
+        500 => return None,
+        501 => ErrorKind::Unsupported,
+        502..=504 => ErrorKind::Unavailable,
+        _ => ErrorKind::Internal,
+    };
+    Some(kind)
+}
+
 /// The boxed source error type carried in the chain.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -443,6 +531,92 @@ mod tests {
             e.to_string(),
             "not found at podman.inspect on inner: no such container"
         );
+    }
+
+    #[test]
+    fn connection_failures_are_unavailable() {
+        use std::io::ErrorKind as K;
+        for k in [
+            K::ConnectionRefused,
+            K::NotFound,
+            K::UnexpectedEof,
+            K::BrokenPipe,
+        ] {
+            assert_eq!(
+                ErrorKind::from_io(&std::io::Error::from(k)),
+                ErrorKind::Unavailable
+            );
+        }
+        assert_eq!(
+            ErrorKind::from_io(&std::io::Error::from(K::TimedOut)),
+            ErrorKind::Timeout
+        );
+    }
+
+    #[test]
+    fn http_statuses_follow_the_taxonomy() {
+        assert_eq!(kind_for_http_status(404), Some(ErrorKind::NotFound));
+        assert_eq!(kind_for_http_status(409), Some(ErrorKind::Conflict));
+        assert_eq!(kind_for_http_status(503), Some(ErrorKind::Unavailable));
+        assert_eq!(kind_for_http_status(500), None, "500 is read by its text");
+        assert_eq!(kind_for_http_status(418), Some(ErrorKind::Internal));
+        assert_eq!(
+            kind_for_engine_text("X Is Paused", &["is paused"]),
+            ErrorKind::Conflict
+        );
+        assert_eq!(
+            kind_for_engine_text("runtime exploded", &[]),
+            ErrorKind::Internal
+        );
+    }
+
+    #[test]
+    fn common_texts_map_the_same_for_every_engine() {
+        let rows = [
+            (
+                "toomanyrequests: You have reached your pull rate limit",
+                ErrorKind::RateLimited,
+            ),
+            (
+                "unauthorized: authentication required",
+                ErrorKind::Unauthenticated,
+            ),
+            (
+                "manifest for r/x:1 not found: manifest unknown",
+                ErrorKind::NotFound,
+            ),
+            (
+                "pull access denied for nope, repository does not exist",
+                ErrorKind::NotFound,
+            ),
+            (
+                "name unknown: repository name not known to registry",
+                ErrorKind::NotFound,
+            ),
+            (
+                "requested access to the resource is denied",
+                ErrorKind::PermissionDenied,
+            ),
+            ("invalid reference format", ErrorKind::InvalidInput),
+            (
+                "dial tcp 127.0.0.1:5000: connect: connection refused",
+                ErrorKind::Unavailable,
+            ),
+            (
+                "received unexpected HTTP status: 503 Service Unavailable",
+                ErrorKind::Unavailable,
+            ),
+            ("context deadline exceeded", ErrorKind::Timeout),
+        ];
+        for (text, kind) in rows {
+            assert_eq!(kind_for_common_text(text), Some(kind), "{text}");
+        }
+        assert_eq!(
+            kind_for_common_text("filesystem layer verification failed"),
+            None
+        );
+        assert!(is_transient_text("read: Connection Reset by peer"));
+        assert!(!is_transient_text("manifest unknown"));
     }
 
     #[test]

@@ -584,8 +584,10 @@ pub struct EngineInfo {
     pub endpoint: String,
 }
 
-/// What a backend can do, as data: tests and callers select on it.
+/// What a backend can do, as data: tests and callers select on it. Build one with
+/// [`Capabilities::none`] and the `with_*` setters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Capabilities {
     /// An init process as PID 1.
     pub init: bool,
@@ -599,6 +601,61 @@ pub struct Capabilities {
     pub native_exec_kill: bool,
     /// Copy files into and out of containers.
     pub copy_files: bool,
+}
+
+impl Capabilities {
+    /// Nothing optional.
+    pub fn none() -> Self {
+        Capabilities::default()
+    }
+
+    /// What a local OCI engine with the usual features offers: init, resource limits,
+    /// TTY exec and file copies (no keep-id mapping, no native exec kill).
+    pub fn oci_engine() -> Self {
+        Capabilities {
+            init: true,
+            resource_limits: true,
+            tty_exec: true,
+            copy_files: true,
+            ..Capabilities::none()
+        }
+    }
+
+    /// With or without an init process as PID 1.
+    pub fn with_init(mut self, on: bool) -> Self {
+        self.init = on;
+        self
+    }
+
+    /// With or without memory, CPU and pids limits.
+    pub fn with_resource_limits(mut self, on: bool) -> Self {
+        self.resource_limits = on;
+        self
+    }
+
+    /// With or without keep-id user-namespace mapping.
+    pub fn with_userns_keep_id(mut self, on: bool) -> Self {
+        self.userns_keep_id = on;
+        self
+    }
+
+    /// With or without TTY exec.
+    pub fn with_tty_exec(mut self, on: bool) -> Self {
+        self.tty_exec = on;
+        self
+    }
+
+    /// With or without a native exec kill.
+    pub fn with_native_exec_kill(mut self, on: bool) -> Self {
+        self.native_exec_kill = on;
+        self
+    }
+
+    /// With or without file copies.
+    pub fn with_copy_files(mut self, on: bool) -> Self {
+        self.copy_files = on;
+        self
+    }
 }
 
 /// Where and how a backend connects. Every backend takes the same options.

@@ -16,11 +16,11 @@ use bollard::query_parameters::{
 use bollard::{Docker, API_DEFAULT_VERSION};
 use container_core::proctree::Proc;
 use container_core::raw::{
-    ByteStream, Engine, EngineManager, ExecState, OutputStream, Progress, Removal,
+    ByteStream, Engine, EngineManager, ExecState, OutputStream, PullRequest, Removal,
 };
 use container_core::{
     BackendKind, Capabilities, ConnectOptions, ContainerConfig, ContainerInfo, EngineInfo, Error,
-    ErrorKind, ExecSpec, ImageRef, Labels, LogOptions, RegistryAuth, Result, Signal, VolumeInfo,
+    ErrorKind, ExecSpec, ImageRef, Labels, LogOptions, Result, Signal, VolumeInfo,
 };
 use futures::{StreamExt, TryStreamExt};
 
@@ -51,7 +51,8 @@ pub async fn connect(options: ConnectOptions) -> Result<DockerManager> {
         options,
         |endpoint, options| async move {
             // bollard's timeout covers a request up to its response headers; the manager
-            // adds its own per-call deadline on top, and streams have their own.
+            // adds its own per-call deadline on top, and streams have their own. Version
+            // negotiation is the first request: it also proves the engine answers.
             let secs = options.call_timeout.as_secs().max(1);
             let docker = client(&endpoint, secs)?
                 .negotiate_version()
@@ -128,27 +129,8 @@ impl DockerEngine {
 impl Engine for DockerEngine {
     type Exec = DockerExec;
 
-    fn backend(&self) -> BackendKind {
-        BackendKind::Docker
-    }
-
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            init: true,
-            resource_limits: true,
-            userns_keep_id: false,
-            tty_exec: true,
-            native_exec_kill: false,
-            copy_files: true,
-        }
-    }
-
-    fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
-    async fn ping(&self) -> Result<()> {
-        self.docker.ping().await.map(|_| ()).map_err(map_error)
+        Capabilities::oci_engine()
     }
 
     async fn info(&self) -> Result<EngineInfo> {
@@ -156,13 +138,8 @@ impl Engine for DockerEngine {
         Ok(convert::engine_info(v, &self.endpoint))
     }
 
-    async fn pull(
-        &self,
-        image: &ImageRef,
-        auth: Option<&RegistryAuth>,
-        progress: Progress<'_>,
-    ) -> Result<Option<String>> {
-        crate::pull::pull_once(&self.docker, image, auth, progress).await
+    async fn pull(&self, request: PullRequest<'_>) -> Result<Option<String>> {
+        crate::pull::pull_once(&self.docker, request).await
     }
 
     async fn image_exists(&self, image: &ImageRef) -> Result<bool> {

@@ -1,6 +1,7 @@
 //! Every Docker error becomes a core [`Error`] here, in one place: by HTTP status, and by
 //! text for the errors Docker sends inside a 200 stream (pull) or with a coarse status.
 
+use container_core::error::{is_transient_text, kind_for_engine_text, kind_for_http_status};
 use container_core::raw::Removal;
 use container_core::{Error, ErrorKind, Result};
 
@@ -72,79 +73,23 @@ pub(crate) fn removal(r: std::result::Result<(), bollard::errors::Error>) -> Res
     }
 }
 
-fn kind_for_status(status: u16, message: &str) -> ErrorKind {
-    match status {
-        400 => ErrorKind::InvalidInput,
-        401 => ErrorKind::Unauthenticated,
-        403 => ErrorKind::PermissionDenied,
-        404 => ErrorKind::NotFound,
-        409 => ErrorKind::Conflict,
-        429 => ErrorKind::RateLimited,
-        501 => ErrorKind::Unsupported,
-        502..=504 => ErrorKind::Unavailable,
-        500 => match kind_for_text(message) {
-            // A 500 whose text names no known cause is the engine's own failure.
-            ErrorKind::Internal => ErrorKind::Internal,
-            known => known,
-        },
-        _ => ErrorKind::Internal,
-    }
-}
+/// Docker's own texts for a state that forbids the operation.
+const CONFLICTS: &[&str] = &[
+    "is not running",
+    "is already in use",
+    "is in use",
+    "conflict",
+    "is paused",
+    "is restarting",
+];
 
-fn is_transient_text(text: &str) -> bool {
-    let t = text.to_ascii_lowercase();
-    [
-        "connection refused",
-        "connection reset",
-        "i/o timeout",
-        "tls handshake timeout",
-        "unexpected eof",
-        "502 bad gateway",
-        "503 service unavailable",
-        "504 gateway",
-        "server misbehaving",
-        "no route to host",
-    ]
-    .iter()
-    .any(|p| t.contains(p))
+fn kind_for_status(status: u16, message: &str) -> ErrorKind {
+    kind_for_http_status(status).unwrap_or_else(|| kind_for_text(message))
 }
 
 /// Kind for an error that only comes as text (pull stream errors, coarse 500s).
 fn kind_for_text(text: &str) -> ErrorKind {
-    let t = text.to_ascii_lowercase();
-    let has = |p: &str| t.contains(p);
-    if has("toomanyrequests") || has("too many requests") || has("rate limit") {
-        ErrorKind::RateLimited
-    } else if has("unauthorized") || has("authentication required") || has("no basic auth") {
-        ErrorKind::Unauthenticated
-    } else if has("manifest unknown")
-        || has("not found")
-        || has("no such")
-        || has("repository does not exist")
-        || has("pull access denied")
-        || has("name unknown")
-    {
-        // Docker says "pull access denied" for a repository that does not exist.
-        ErrorKind::NotFound
-    } else if has("denied") || has("forbidden") {
-        ErrorKind::PermissionDenied
-    } else if has("invalid reference format") || has("invalid argument") {
-        ErrorKind::InvalidInput
-    } else if has("is not running")
-        || has("is already in use")
-        || has("is in use")
-        || has("conflict")
-        || has("is paused")
-        || has("is restarting")
-    {
-        ErrorKind::Conflict
-    } else if is_transient_text(text) {
-        ErrorKind::Unavailable
-    } else if has("context deadline exceeded") || has("timeout") {
-        ErrorKind::Timeout
-    } else {
-        ErrorKind::Internal
-    }
+    kind_for_engine_text(text, CONFLICTS)
 }
 
 #[cfg(test)]
@@ -164,91 +109,49 @@ mod tests {
     }
 
     #[test]
-    fn each_status_code_maps_to_its_row() {
-        let rows = [
-            (
-                400,
-                "bind source path does not exist",
-                ErrorKind::InvalidInput,
-                false,
-            ),
-            (401, "unauthorized", ErrorKind::Unauthenticated, false),
-            (403, "forbidden", ErrorKind::PermissionDenied, false),
-            (404, "No such container: x", ErrorKind::NotFound, false),
-            (404, "pull access denied for x", ErrorKind::NotFound, false),
-            (
-                409,
-                "Conflict. The container name \"/x\" is already in use",
-                ErrorKind::Conflict,
-                false,
-            ),
-            (
-                409,
-                "Container abc is not running",
-                ErrorKind::Conflict,
-                false,
-            ),
-            (429, "toomanyrequests", ErrorKind::RateLimited, true),
-            (501, "not implemented", ErrorKind::Unsupported, false),
-            (502, "bad gateway", ErrorKind::Unavailable, true),
-            (503, "unavailable", ErrorKind::Unavailable, true),
-            (500, "something broke", ErrorKind::Internal, false),
-            (
-                500,
-                "toomanyrequests: slow down",
-                ErrorKind::RateLimited,
-                true,
-            ),
-            (
-                500,
-                "Get \"https://r/v2/\": dial tcp: connection refused",
-                ErrorKind::Unavailable,
-                true,
-            ),
-            (418, "teapot", ErrorKind::Internal, false),
-        ];
-        for (code, msg, kind, retryable) in rows {
-            let e = status(code, msg);
-            assert_eq!(e.kind(), kind, "{code} {msg}");
-            assert_eq!(e.is_retryable(), retryable, "{code} {msg}");
-            assert!(std::error::Error::source(&e).is_some());
-        }
+    fn statuses_map_with_the_engine_text() {
+        let e = status(400, "bind source path does not exist");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(std::error::Error::source(&e).is_some());
+        assert_eq!(
+            status(404, "pull access denied for x").kind(),
+            ErrorKind::NotFound
+        );
+        let name = status(409, "Conflict. The container name \"/x\" is already in use");
+        assert_eq!(name.kind(), ErrorKind::Conflict);
+        assert!(!name.is_retryable());
+        // A 500 is read by its text: Docker's own state texts, then the shared table.
+        assert_eq!(
+            status(500, "Container abc is paused").kind(),
+            ErrorKind::Conflict
+        );
+        let limited = status(500, "toomanyrequests: slow down");
+        assert_eq!(limited.kind(), ErrorKind::RateLimited);
+        assert!(limited.is_retryable());
+        assert_eq!(status(500, "something broke").kind(), ErrorKind::Internal);
+        assert!(status(503, "unavailable").is_retryable());
     }
 
     #[test]
     fn stream_errors_map_by_text() {
-        let rows = [
-            ("toomanyrequests: You have reached your pull rate limit", ErrorKind::RateLimited, true),
-            ("manifest for 127.0.0.1:5000/x:1 not found: manifest unknown", ErrorKind::NotFound, false),
-            ("pull access denied for nope, repository does not exist or may require 'docker login'", ErrorKind::NotFound, false),
-            ("unauthorized: authentication required", ErrorKind::Unauthenticated, false),
-            ("Get \"http://127.0.0.1:5000/v2/\": dial tcp 127.0.0.1:5000: connect: connection refused", ErrorKind::Unavailable, true),
-            ("received unexpected HTTP status: 503 Service Unavailable", ErrorKind::Unavailable, true),
-            ("invalid reference format", ErrorKind::InvalidInput, false),
-            ("context deadline exceeded", ErrorKind::Timeout, false),
-            ("filesystem layer verification failed", ErrorKind::Internal, false),
-        ];
-        for (msg, kind, retryable) in rows {
-            let e = stream(msg);
-            assert_eq!(e.kind(), kind, "{msg}");
-            assert_eq!(e.is_retryable(), retryable, "{msg}");
-        }
+        let missing = stream(
+            "pull access denied for nope, repository does not exist or may require 'docker login'",
+        );
+        assert_eq!(missing.kind(), ErrorKind::NotFound);
+        assert!(!missing.is_retryable());
+        let busy = stream("received unexpected HTTP status: 503 Service Unavailable");
+        assert_eq!(busy.kind(), ErrorKind::Unavailable);
+        assert!(busy.is_retryable());
+        let broken = stream("filesystem layer verification failed");
+        assert_eq!(broken.kind(), ErrorKind::Internal);
     }
 
     #[test]
     fn transport_errors_are_unavailable_and_retryable() {
-        for kind in [
-            std::io::ErrorKind::ConnectionRefused,
-            std::io::ErrorKind::NotFound,
-            std::io::ErrorKind::UnexpectedEof,
-            std::io::ErrorKind::BrokenPipe,
-        ] {
-            let e = map_error(B::IOError {
-                err: std::io::Error::from(kind),
-            });
-            assert_eq!(e.kind(), ErrorKind::Unavailable, "{kind:?}");
-            assert!(e.is_retryable());
-        }
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let e = map_error(B::IOError { err: io });
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(e.is_retryable());
         let e = map_error(B::SocketNotFoundError("/x.sock".into()));
         assert_eq!(e.kind(), ErrorKind::Unavailable);
         let e = map_error(B::RequestTimeoutError);

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::CreateImageOptions;
 use bollard::Docker;
-use container_core::raw::Progress;
+use container_core::raw::PullRequest;
 use container_core::{ImageRef, RegistryAuth, Result};
 use futures::StreamExt;
 
@@ -17,12 +17,8 @@ use crate::error::map_error;
 
 /// One pull attempt of `reference`: layer events to `progress`, errors read from inside
 /// the 200 stream; returns the manifest digest when the engine tells it.
-pub(crate) async fn pull_once(
-    docker: &Docker,
-    reference: &ImageRef,
-    auth: Option<&RegistryAuth>,
-    progress: Progress<'_>,
-) -> Result<Option<String>> {
+pub(crate) async fn pull_once(docker: &Docker, request: PullRequest<'_>) -> Result<Option<String>> {
+    let (reference, auth, progress) = (request.image, request.auth, request.progress);
     let query = CreateImageOptions {
         from_image: Some(reference.name()),
         // Never empty: an empty tag would pull every tag of the repository.

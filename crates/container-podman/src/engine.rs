@@ -9,11 +9,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use container_core::proctree::Proc;
 use container_core::raw::{
-    ceil_secs, ByteStream, Engine, EngineManager, ExecState, OutputStream, Progress, Removal,
+    ceil_secs, ByteStream, Engine, EngineManager, ExecState, OutputStream, PullRequest, Removal,
 };
 use container_core::{
     BackendKind, Capabilities, ConnectOptions, ContainerConfig, ContainerInfo, EngineInfo, Error,
-    ErrorKind, ExecSpec, ImageRef, Labels, LogOptions, RegistryAuth, Result, Signal, VolumeInfo,
+    ErrorKind, ExecSpec, ImageRef, Labels, LogOptions, Result, Signal, VolumeInfo,
 };
 use containers_api::conn::hyper::{self, Body, Method, Request};
 use containers_api::conn::Transport;
@@ -159,23 +159,8 @@ impl PodmanEngine {
 impl Engine for PodmanEngine {
     type Exec = PodmanExec;
 
-    fn backend(&self) -> BackendKind {
-        BackendKind::Podman
-    }
-
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            init: true,
-            resource_limits: true,
-            userns_keep_id: false,
-            tty_exec: true,
-            native_exec_kill: false,
-            copy_files: true,
-        }
-    }
-
-    fn endpoint(&self) -> &str {
-        &self.endpoint
+        Capabilities::oci_engine()
     }
 
     async fn ping(&self) -> Result<()> {
@@ -188,13 +173,8 @@ impl Engine for PodmanEngine {
         Ok(convert::engine_info(info, &self.endpoint))
     }
 
-    async fn pull(
-        &self,
-        image: &ImageRef,
-        auth: Option<&RegistryAuth>,
-        progress: Progress<'_>,
-    ) -> Result<Option<String>> {
-        crate::pull::pull_once(&self.podman, image, auth, progress).await
+    async fn pull(&self, request: PullRequest<'_>) -> Result<Option<String>> {
+        crate::pull::pull_once(&self.podman, request).await
     }
 
     async fn image_exists(&self, image: &ImageRef) -> Result<bool> {

@@ -2,6 +2,7 @@
 //! text for the coarse 500s libpod sends for conflicts and for the errors it reports
 //! inside a 200 pull stream.
 
+use container_core::error::{kind_for_engine_text, kind_for_http_status};
 use container_core::raw::Removal;
 use container_core::{Error, ErrorKind, Result};
 
@@ -75,83 +76,35 @@ pub(crate) fn text_error(text: &str) -> Error {
     Error::new(kind_for_text(text), text.trim().replace('\n', " "))
 }
 
+/// libpod's own texts for a state that forbids the operation (it answers most of them
+/// with a 500).
+const CONFLICTS: &[&str] = &[
+    "already in use",
+    "already exists",
+    "container state improper",
+    "can only create exec sessions on running containers",
+    "can only kill running containers",
+    "is not running",
+    "is running",
+    "is being used",
+    "in use by",
+    "image is in use",
+    "conflict",
+];
+
 /// Kind for a status code; the text refines the coarse ones (libpod answers 500 for name
 /// conflicts, "container state improper", "can only kill running containers", ...).
 fn kind_for_status(status: u16, text: &str) -> ErrorKind {
     match status {
-        400 => match kind_for_text(text) {
-            ErrorKind::NotFound => ErrorKind::NotFound,
-            _ => ErrorKind::InvalidInput,
-        },
-        401 => ErrorKind::Unauthenticated,
-        403 => ErrorKind::PermissionDenied,
-        404 => ErrorKind::NotFound,
-        409 => ErrorKind::Conflict,
-        429 => ErrorKind::RateLimited,
-        501 => ErrorKind::Unsupported,
-        502..=504 => ErrorKind::Unavailable,
-        500 => kind_for_text(text),
-        _ => ErrorKind::Internal,
+        // libpod answers 400 for some missing objects.
+        400 if kind_for_text(text) == ErrorKind::NotFound => ErrorKind::NotFound,
+        _ => kind_for_http_status(status).unwrap_or_else(|| kind_for_text(text)),
     }
-}
-
-fn is_transient_text(t: &str) -> bool {
-    [
-        "connection refused",
-        "connection reset",
-        "i/o timeout",
-        "tls handshake timeout",
-        "unexpected eof",
-        "502 bad gateway",
-        "503 service unavailable",
-        "504 gateway",
-        "server misbehaving",
-        "no route to host",
-    ]
-    .iter()
-    .any(|p| t.contains(p))
 }
 
 /// Kind for an error that only comes as text (pull reports, coarse 500s).
 fn kind_for_text(text: &str) -> ErrorKind {
-    let t = text.to_ascii_lowercase();
-    let has = |p: &str| t.contains(p);
-    if has("toomanyrequests") || has("too many requests") || has("rate limit") {
-        ErrorKind::RateLimited
-    } else if has("unauthorized") || has("authentication required") {
-        ErrorKind::Unauthenticated
-    } else if has("already in use")
-        || has("already exists")
-        || has("container state improper")
-        || has("can only create exec sessions on running containers")
-        || has("can only kill running containers")
-        || has("is not running")
-        || has("is running")
-        || has("is being used")
-        || has("in use by")
-        || has("image is in use")
-        || has("conflict")
-    {
-        ErrorKind::Conflict
-    } else if has("manifest unknown")
-        || has("name unknown")
-        || has("no such")
-        || has("not found")
-        || has("does not exist")
-        || has("repository name not known")
-    {
-        ErrorKind::NotFound
-    } else if has("denied") || has("forbidden") {
-        ErrorKind::PermissionDenied
-    } else if has("invalid reference format") || has("invalid argument") {
-        ErrorKind::InvalidInput
-    } else if is_transient_text(&t) {
-        ErrorKind::Unavailable
-    } else if has("context deadline exceeded") || has("timeout") {
-        ErrorKind::Timeout
-    } else {
-        ErrorKind::Internal
-    }
+    kind_for_engine_text(text, CONFLICTS)
 }
 
 #[cfg(test)]
@@ -167,38 +120,17 @@ mod tests {
     }
 
     #[test]
-    fn each_status_code_maps_to_its_row() {
-        let rows = [
-            (
-                400,
-                "invalid reference format",
-                ErrorKind::InvalidInput,
-                false,
-            ),
-            (400, "bad parameter", ErrorKind::InvalidInput, false),
-            (401, "unauthorized", ErrorKind::Unauthenticated, false),
-            (403, "forbidden", ErrorKind::PermissionDenied, false),
-            (404, "no such container", ErrorKind::NotFound, false),
-            (409, "volume is being used", ErrorKind::Conflict, false),
-            (
-                409,
-                "container x is not running",
-                ErrorKind::Conflict,
-                false,
-            ),
-            (429, "toomanyrequests", ErrorKind::RateLimited, true),
-            (501, "not implemented", ErrorKind::Unsupported, false),
-            (502, "bad gateway", ErrorKind::Unavailable, true),
-            (503, "unavailable", ErrorKind::Unavailable, true),
-            (500, "something broke", ErrorKind::Internal, false),
-            (418, "teapot", ErrorKind::Internal, false),
-        ];
-        for (code, msg, kind, retryable) in rows {
-            let e = status(code, msg);
-            assert_eq!(e.kind(), kind, "{code} {msg}");
-            assert_eq!(e.is_retryable(), retryable, "{code} {msg}");
-            assert!(std::error::Error::source(&e).is_some());
-        }
+    fn statuses_map_with_the_engine_text() {
+        let e = status(400, "invalid reference format");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(std::error::Error::source(&e).is_some());
+        // libpod answers 400 for some missing objects.
+        assert_eq!(status(400, "no such volume v").kind(), ErrorKind::NotFound);
+        assert_eq!(
+            status(409, "volume is being used").kind(),
+            ErrorKind::Conflict
+        );
+        assert!(status(503, "unavailable").is_retryable());
     }
 
     #[test]
@@ -223,33 +155,20 @@ mod tests {
 
     #[test]
     fn pull_report_errors_map_by_text() {
-        let rows = [
-            ("initializing source docker://127.0.0.1:5000/x:1: reading manifest 1 in 127.0.0.1:5000/x: manifest unknown: manifest unknown", ErrorKind::NotFound, false),
-            ("initializing source docker://r/x:1: reading manifest 1 in r/x: name unknown: repository name not known to registry", ErrorKind::NotFound, false),
-            ("unauthorized: authentication required", ErrorKind::Unauthenticated, false),
-            ("pinging container registry 127.0.0.1:5999: Get \"http://127.0.0.1:5999/v2/\": dial tcp 127.0.0.1:5999: connect: connection refused", ErrorKind::Unavailable, true),
-            ("toomanyrequests: You have reached your pull rate limit", ErrorKind::RateLimited, true),
-            ("invalid reference format", ErrorKind::InvalidInput, false),
-        ];
-        for (msg, kind, retryable) in rows {
-            let e = text_error(msg);
-            assert_eq!(e.kind(), kind, "{msg}");
-            assert_eq!(e.is_retryable(), retryable, "{msg}");
-        }
+        let missing = text_error("initializing source docker://r/x:1: reading manifest 1 in r/x: name unknown: repository name not known to registry");
+        assert_eq!(missing.kind(), ErrorKind::NotFound);
+        assert!(!missing.is_retryable());
+        let refused = text_error("pinging container registry 127.0.0.1:5999: Get \"http://127.0.0.1:5999/v2/\": dial tcp 127.0.0.1:5999: connect: connection refused");
+        assert_eq!(refused.kind(), ErrorKind::Unavailable);
+        assert!(refused.is_retryable());
     }
 
     #[test]
     fn transport_errors_are_unavailable_and_retryable() {
-        for kind in [
-            std::io::ErrorKind::ConnectionRefused,
-            std::io::ErrorKind::NotFound,
-            std::io::ErrorKind::UnexpectedEof,
-            std::io::ErrorKind::BrokenPipe,
-        ] {
-            let e = map_error(podman_api::Error::IO(std::io::Error::from(kind)));
-            assert_eq!(e.kind(), ErrorKind::Unavailable, "{kind:?}");
-            assert!(e.is_retryable());
-        }
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let e = map_error(podman_api::Error::IO(io));
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(e.is_retryable());
         let e = map_error(podman_api::Error::UnsupportedScheme("ftp".into()));
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
     }

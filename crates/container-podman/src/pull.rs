@@ -6,7 +6,7 @@
 //! registry's manifest and nothing is downloaded when it is current (Docker's behaviour;
 //! libpod's default `always` copies every blob again).
 
-use container_core::raw::Progress;
+use container_core::raw::PullRequest;
 use container_core::{ImageRef, RegistryAuth, Result};
 use futures::StreamExt;
 use podman_api::opts::{PullOpts, PullPolicy};
@@ -17,12 +17,8 @@ use crate::error::{map_error, text_error};
 
 /// One pull attempt of `reference`; layer events to `progress`. Returns no digest: the
 /// reports do not carry it.
-pub(crate) async fn pull_once(
-    podman: &Podman,
-    reference: &ImageRef,
-    auth: Option<&RegistryAuth>,
-    progress: Progress<'_>,
-) -> Result<Option<String>> {
+pub(crate) async fn pull_once(podman: &Podman, request: PullRequest<'_>) -> Result<Option<String>> {
+    let (reference, auth, progress) = (request.image, request.auth, request.progress);
     let local = reference.engine_name();
     let mut builder = PullOpts::builder()
         .reference(&local)

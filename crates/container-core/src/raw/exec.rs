@@ -20,6 +20,7 @@ use super::manager::{within, EngineManager};
 use super::{Engine, ExecState};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::exec::{ExecControl, ExecEvent, ExecSpec, ExecStream, KillGuard};
+use crate::manager::ContainerManager;
 use crate::proctree::{self, Proc, Signalled};
 use crate::signal::Signal;
 
@@ -55,7 +56,7 @@ pub(super) async fn start<E: Engine>(
         .call(Operation::Exec, engine.exec_start(&exec, spec))
         .await?;
     guard.disarm();
-    let backend = engine.backend();
+    let backend = manager.backend();
     let resource = container.to_string();
     let output = output.map(move |item| {
         item.map(ExecEvent::Output)

@@ -35,6 +35,8 @@ const REMOVAL_POLL: Duration = Duration::from_millis(50);
 /// (`container_docker::DockerManager` is `EngineManager<DockerEngine>`).
 pub struct EngineManager<E: Engine> {
     engine: Arc<E>,
+    backend: BackendKind,
+    endpoint: String,
     ownership: Ownership,
     call_timeout: Duration,
     retry: RetryPolicy,
@@ -43,8 +45,8 @@ pub struct EngineManager<E: Engine> {
 impl<E: Engine> std::fmt::Debug for EngineManager<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EngineManager")
-            .field("backend", &self.engine.backend())
-            .field("endpoint", &self.engine.endpoint())
+            .field("backend", &self.backend)
+            .field("endpoint", &self.endpoint)
             .field("ownership", &self.ownership)
             .field("call_timeout", &self.call_timeout)
             .finish_non_exhaustive()
@@ -55,6 +57,8 @@ impl<E: Engine> Clone for EngineManager<E> {
     fn clone(&self) -> Self {
         EngineManager {
             engine: self.engine.clone(),
+            backend: self.backend,
+            endpoint: self.endpoint.clone(),
             ownership: self.ownership.clone(),
             call_timeout: self.call_timeout,
             retry: self.retry.clone(),
@@ -63,7 +67,8 @@ impl<E: Engine> Clone for EngineManager<E> {
 }
 
 impl<E: Engine> EngineManager<E> {
-    /// Builds the engine client for `endpoint` with `build` and proves that the engine
+    /// Builds the engine client for `endpoint` (the backend has resolved it from its
+    /// options and environment) with `build` and proves that the engine
     /// answers ([`Engine::ping`]), both within `options.connect_timeout`. Every failure
     /// to reach the engine is `Unavailable`, with the same wording on every backend.
     pub async fn connect<F, Fut>(
@@ -114,6 +119,8 @@ impl<E: Engine> EngineManager<E> {
         };
         Ok(EngineManager {
             engine: Arc::new(engine),
+            backend,
+            endpoint: endpoint.to_string(),
             ownership,
             call_timeout,
             retry,
@@ -127,7 +134,7 @@ impl<E: Engine> EngineManager<E> {
 
     /// The endpoint the engine talks to.
     pub fn endpoint(&self) -> &str {
-        self.engine.endpoint()
+        &self.endpoint
     }
 
     pub(super) fn engine_arc(&self) -> Arc<E> {
@@ -145,7 +152,7 @@ impl<E: Engine> EngineManager<E> {
         resource: &str,
         fut: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        let backend = self.engine.backend();
+        let backend = self.backend;
         let span = tracing::info_span!("container", %backend, operation = op.as_str(), resource);
         fut.instrument(span)
             .await
@@ -172,7 +179,7 @@ impl<E: Engine> EngineManager<E> {
     }
 
     fn unsupported(&self, capability: &str) -> Error {
-        Error::unsupported(capability).with_backend(self.engine.backend())
+        Error::unsupported(capability).with_backend(self.backend)
     }
 
     /// `Unsupported` for what `config` asks and the engine cannot do.
@@ -255,7 +262,7 @@ fn absolute(what: &str, path: &str) -> Result<()> {
 #[async_trait]
 impl<E: Engine> ContainerManager for EngineManager<E> {
     fn backend(&self) -> BackendKind {
-        self.engine.backend()
+        self.backend
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -267,7 +274,7 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
     }
 
     async fn info(&self) -> Result<EngineInfo> {
-        let endpoint = self.engine.endpoint();
+        let endpoint = self.endpoint.as_str();
         let fut = self.idempotent(Operation::Info, || self.engine.info());
         self.run(Operation::Info, endpoint, fut).await
     }
@@ -285,10 +292,12 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
                     options.report(&PullProgress::Resolving {
                         reference: reference.to_string(),
                     });
-                    let digest = self
-                        .engine
-                        .pull(reference, options.auth.as_ref(), &progress)
-                        .await?;
+                    let request = super::PullRequest {
+                        image: reference,
+                        auth: options.auth.as_ref(),
+                        progress: &progress,
+                    };
+                    let digest = self.engine.pull(request).await?;
                     // A stream can end "successfully" without the image (a dropped
                     // connection): confirm it.
                     if !self
@@ -455,7 +464,7 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
                 .filter(|c| labels.iter().all(|(k, v)| c.labels.get(k) == Some(v)))
                 .collect())
         };
-        self.run(Operation::List, self.engine.endpoint(), fut).await
+        self.run(Operation::List, &self.endpoint, fut).await
     }
 
     async fn logs(&self, id: &str, options: &LogOptions) -> Result<LogStream> {
@@ -468,7 +477,7 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
                 .await
         };
         let stream = self.run(Operation::Logs, id, fut).await?;
-        let (backend, resource) = (self.engine.backend(), id.to_string());
+        let (backend, resource) = (self.backend, id.to_string());
         Ok(stream
             .map_err(move |e| e.context(backend, Operation::Logs, resource.clone()))
             .boxed())
@@ -585,8 +594,7 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
                 .filter(|v| labels.iter().all(|(k, val)| v.labels.get(k) == Some(val)))
                 .collect())
         };
-        self.run(Operation::ListVolumes, self.engine.endpoint(), fut)
-            .await
+        self.run(Operation::ListVolumes, &self.endpoint, fut).await
     }
 
     async fn remove_volume(&self, name: &str, force: bool) -> Result<()> {

@@ -37,8 +37,8 @@ use crate::proctree::Proc;
 use crate::reference::ImageRef;
 use crate::signal::Signal;
 use crate::types::{
-    BackendKind, Capabilities, ContainerConfig, ContainerInfo, EngineInfo, Labels, LogOptions,
-    PullProgress, RegistryAuth, VolumeInfo,
+    Capabilities, ContainerConfig, ContainerInfo, EngineInfo, Labels, LogOptions, PullProgress,
+    RegistryAuth, VolumeInfo,
 };
 
 pub use manager::EngineManager;
@@ -51,6 +51,27 @@ pub type ByteStream = BoxStream<'static, Result<Bytes>>;
 
 /// Receives pull progress events from [`Engine::pull`].
 pub type Progress<'a> = &'a (dyn Fn(&PullProgress) + Send + Sync);
+
+/// One pull attempt, as [`Engine::pull`] receives it.
+#[derive(Clone, Copy)]
+#[non_exhaustive]
+pub struct PullRequest<'a> {
+    /// The image, parsed and normalised.
+    pub image: &'a ImageRef,
+    /// Explicit credentials; backends may also read the user's engine config.
+    pub auth: Option<&'a RegistryAuth>,
+    /// Where layer events go.
+    pub progress: Progress<'a>,
+}
+
+impl std::fmt::Debug for PullRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullRequest")
+            .field("image", &self.image)
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
 
 /// `d` in whole seconds, rounded up: engines count grace periods in seconds, and a
 /// grace must never shrink.
@@ -93,30 +114,22 @@ pub trait Engine: Send + Sync + 'static {
     /// The engine's handle of one exec.
     type Exec: Send + Sync + 'static;
 
-    /// The backend family.
-    fn backend(&self) -> BackendKind;
-
     /// What this engine supports; [`EngineManager`] refuses the rest as `Unsupported`.
     fn capabilities(&self) -> Capabilities;
 
-    /// The endpoint this engine talks to, for errors and [`EngineInfo`].
-    fn endpoint(&self) -> &str;
-
-    /// The cheapest call that proves the engine answers.
-    async fn ping(&self) -> Result<()>;
+    /// The cheapest call that proves the engine answers; [`info`](Self::info) unless the
+    /// engine has something cheaper.
+    async fn ping(&self) -> Result<()> {
+        self.info().await.map(drop)
+    }
 
     /// Engine identity and version.
     async fn info(&self) -> Result<EngineInfo>;
 
-    /// One pull attempt of `image` (never retried here), sending layer events to
-    /// `progress`; returns the manifest digest when the engine tells it. Errors inside
-    /// the engine's progress stream are errors.
-    async fn pull(
-        &self,
-        image: &ImageRef,
-        auth: Option<&RegistryAuth>,
-        progress: Progress<'_>,
-    ) -> Result<Option<String>>;
+    /// One pull attempt (never retried here), sending layer events to the request's
+    /// progress; returns the manifest digest when the engine tells it. Errors inside the
+    /// engine's progress stream are errors.
+    async fn pull(&self, request: PullRequest<'_>) -> Result<Option<String>>;
 
     /// Whether `image` is present locally.
     async fn image_exists(&self, image: &ImageRef) -> Result<bool>;
