@@ -10,6 +10,7 @@ use std::time::Duration;
 use container::{
     BackendKind, Capabilities, ConnectOptions, ContainerManager, EngineInfo, Ownership,
 };
+use futures::future::BoxFuture;
 use tokio::task::JoinHandle;
 
 use crate::failure::{describe, Failure};
@@ -31,6 +32,26 @@ pub const DEFAULT_USER_IMAGE: &str = "127.0.0.1:5000/container-rs/busybox-user:2
 /// The containerd namespace the engine CLI looks in (`CONTAINERD_NAMESPACE`, else this).
 pub const DEFAULT_CONTAINERD_NAMESPACE: &str = "container-rs";
 
+/// Builds the manager under test from connect options (the suite sets ownership and
+/// timeouts; a case may set the endpoint, to reach a proxy or a socket that does not
+/// exist). See [`factory`].
+pub type Factory = Arc<
+    dyn Fn(ConnectOptions) -> BoxFuture<'static, container::Result<Arc<dyn ContainerManager>>>
+        + Send
+        + Sync,
+>;
+
+/// A [`Factory`] from an async function or closure, for example
+/// `factory(|options| container::connect_with(BackendKind::Docker, options))`.
+pub fn factory<F, Fut>(f: F) -> Factory
+where
+    F: Fn(ConnectOptions) -> Fut + Send + Sync + 'static,
+    Fut:
+        std::future::Future<Output = container::Result<Arc<dyn ContainerManager>>> + Send + 'static,
+{
+    Arc::new(move |options| Box::pin(f(options)))
+}
+
 /// Shared state of one run. Cheap to clone.
 #[derive(Clone)]
 pub struct Ctx {
@@ -38,7 +59,9 @@ pub struct Ctx {
 }
 
 struct Inner {
+    name: String,
     kind: BackendKind,
+    factory: Factory,
     manager: Arc<dyn ContainerManager>,
     engine: EngineInfo,
     image: String,
@@ -53,6 +76,7 @@ struct Inner {
 impl fmt::Debug for Ctx {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ctx")
+            .field("name", &self.inner.name)
             .field("kind", &self.inner.kind)
             .field("session", &self.ownership().session())
             .field("image", &self.inner.image)
@@ -65,31 +89,33 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Ctx {
-    /// Connects to `kind` at its default endpoint with a fresh session of [`OWNER`] and
-    /// checks the engine identity. Any failure is a failed run.
-    pub async fn connect(kind: BackendKind) -> Result<Ctx, String> {
+    /// Builds the manager under test with `factory` (a fresh session of [`OWNER`]) and
+    /// checks the engine identity: the manager, its engine and `name` (when it names a
+    /// backend) must agree. Any failure is a failed run.
+    pub async fn connect(name: &str, factory: Factory) -> Result<Ctx, String> {
         let ownership = Ownership::new(OWNER).map_err(|e| describe(&e))?;
-        let manager = container::connect_with(kind, options(ownership))
+        let manager = factory(options(ownership))
             .await
-            .map_err(|e| format!("cannot connect to the {kind} engine: {}", describe(&e)))?;
+            .map_err(|e| format!("cannot connect to the {name} engine: {}", describe(&e)))?;
+        let kind = manager.backend();
         let engine = manager
             .info()
             .await
-            .map_err(|e| format!("info() on the {kind} engine failed: {}", describe(&e)))?;
-        if engine.engine != kind || engine.backend != kind || manager.backend() != kind {
+            .map_err(|e| format!("info() on the {name} engine failed: {}", describe(&e)))?;
+        let named = name.parse::<BackendKind>().ok();
+        if engine.engine != kind || engine.backend != kind || named.is_some_and(|n| n != kind) {
             return Err(format!(
-                "engine identity mismatch: asked for {kind}, the manager is {} and {} reports \
-                 itself as {} (backend field {})",
-                manager.backend(),
-                engine.endpoint,
-                engine.engine,
-                engine.backend
+                "engine identity mismatch: the run is {name}, the manager is {kind} and {} \
+                 reports itself as {} (backend field {})",
+                engine.endpoint, engine.engine, engine.backend
             ));
         }
         let session = manager.ownership().session().to_string();
         Ok(Ctx {
             inner: Arc::new(Inner {
+                name: name.to_string(),
                 kind,
+                factory,
                 manager,
                 engine,
                 image: env_or("CONFORMANCE_IMAGE", DEFAULT_IMAGE),
@@ -103,9 +129,24 @@ impl Ctx {
         })
     }
 
-    /// The backend under test.
+    /// The backend under test, as its manager reports it.
     pub fn kind(&self) -> BackendKind {
         self.inner.kind
+    }
+
+    /// The name of the run (`docker`, or an outside backend's own name).
+    pub fn run_name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// A new manager from the run's factory with `options` (not leak-checked: prefer
+    /// [`isolated_manager`](Self::isolated_manager) for managers that create objects in
+    /// their own session).
+    pub async fn connect_with(
+        &self,
+        options: ConnectOptions,
+    ) -> container::Result<Arc<dyn ContainerManager>> {
+        (self.inner.factory)(options).await
     }
 
     /// The manager under test.
@@ -187,7 +228,7 @@ impl Ctx {
         owner: Option<&str>,
     ) -> Result<Arc<dyn ContainerManager>, Failure> {
         let ownership = Ownership::new(owner.unwrap_or(OWNER))?;
-        let manager = container::connect_with(self.kind(), options(ownership)).await?;
+        let manager = self.connect_with(options(ownership)).await?;
         lock(&self.inner.extra).push(manager.clone());
         Ok(manager)
     }

@@ -13,14 +13,34 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::cases::{Case, CaseFn, CASES};
-use crate::ctx::{Ctx, SLACK};
+use crate::ctx::{Ctx, Factory, SLACK};
 use crate::failure::{describe, Failure};
 
 /// A case that runs longer than this fails (and its objects are still cleaned up).
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Runs the whole suite against `kind` and returns the process exit code.
-pub fn run(kind: BackendKind) -> ExitCode {
+/// Runs the whole suite against the managers `factory` builds and returns the process
+/// exit code; results go to [`results_path`]`(name)`. `factory` gets connect options
+/// with the suite's ownership and timeouts (and sometimes an endpoint of a case's own)
+/// and returns the manager under test: an in-tree backend through the facade, or any
+/// outside implementation of `ContainerManager`.
+///
+/// ```no_run
+/// use container_conformance::{factory, run, BackendKind};
+/// fn main() -> std::process::ExitCode {
+///     run("docker", factory(|options| container::connect_with(BackendKind::Docker, options)))
+/// }
+/// ```
+pub fn run(name: &str, factory: Factory) -> ExitCode {
+    run_selected(name, factory, |_| true)
+}
+
+/// [`run`] with only the cases `select` picks: for an outside backend trying a part of
+/// the contract, or a smoke run. A run that leaves cases out is partial: its results go
+/// to the `.partial.json` file and never stand for the backend.
+pub fn run_selected(name: &str, factory: Factory, select: fn(&Case) -> bool) -> ExitCode {
+    let kind = name;
+    let selected_all = CASES.iter().all(select);
     let args = Arguments::from_args();
     let started = Instant::now();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -35,12 +55,13 @@ pub fn run(kind: BackendKind) -> ExitCode {
         }
     };
 
-    let ctx = match runtime.block_on(setup(kind)) {
+    let partial = is_partial(&args) || !selected_all;
+    let ctx = match runtime.block_on(setup(name, factory)) {
         Ok(ctx) => ctx,
         Err(message) => {
             if args.list {
                 // Listing needs no engine: show every trial, capabilities unknown.
-                let trials = plan(None)
+                let trials = plan(None, select)
                     .into_iter()
                     .map(|p| p.trial(|| Ok(Completion::Completed)))
                     .collect();
@@ -48,17 +69,14 @@ pub fn run(kind: BackendKind) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("\nconformance[{kind}]: FAILED before any case ran: {message}\n");
-            write_results(
-                &Report::setup_failed(kind, message, started),
-                is_partial(&args),
-            );
+            write_results(&Report::setup_failed(name, message, started), partial);
             return ExitCode::FAILURE;
         }
     };
 
     let caps = ctx.capabilities();
     let records: Records = Arc::default();
-    let plans = plan(Some(caps));
+    let plans = plan(Some(caps), select);
     let mut statuses = Vec::new();
     let mut trials = Vec::new();
     for p in plans {
@@ -114,7 +132,7 @@ pub fn run(kind: BackendKind) -> ExitCode {
         leak_error.as_deref(),
         &verdict,
     );
-    write_results(&report, is_partial(&args));
+    write_results(&report, partial);
     if verdict.is_empty() {
         println!(
             "conformance[{kind}]: passed ({executed} trials executed, {} ignored, no leftovers)",
@@ -128,8 +146,8 @@ pub fn run(kind: BackendKind) -> ExitCode {
 }
 
 /// Connects, checks the engine identity, and pulls the test images.
-async fn setup(kind: BackendKind) -> Result<Ctx, String> {
-    let ctx = Ctx::connect(kind).await?;
+async fn setup(name: &str, factory: Factory) -> Result<Ctx, String> {
+    let ctx = Ctx::connect(name, factory).await?;
     for image in [ctx.image().to_string(), ctx.user_image().to_string()] {
         ctx.manager()
             .pull(&image, &PullOptions::default())
@@ -208,9 +226,9 @@ impl Plan {
 
 /// Every trial: each case once, and each `[feature]` case's check. `caps` is `None` when
 /// the engine could not be reached (listing only).
-fn plan(caps: Option<Capabilities>) -> Vec<Plan> {
+fn plan(caps: Option<Capabilities>, select: fn(&Case) -> bool) -> Vec<Plan> {
     let mut plans = Vec::new();
-    for case in CASES {
+    for case in CASES.iter().filter(|c| select(c)) {
         let unsupported = match (&case.feature, caps) {
             (Some(f), Some(c)) if !(f.supported)(&c) => {
                 Some(format!("unsupported:{}", f.capability))
@@ -326,11 +344,11 @@ fn is_partial(args: &Arguments) -> bool {
 /// `<target>/conformance/<backend>.json` for a full run (`<backend>.partial.json` for a
 /// run that selects trials), where `<target>` is `CARGO_TARGET_DIR` (when absolute), else
 /// the target directory this test binary was built into, else the workspace's `target/`.
-pub fn results_path(kind: BackendKind, partial: bool) -> PathBuf {
+pub fn results_path(name: &str, partial: bool) -> PathBuf {
     let suffix = if partial { ".partial" } else { "" };
     target_dir()
         .join("conformance")
-        .join(format!("{}{suffix}.json", kind.as_str()))
+        .join(format!("{name}{suffix}.json"))
 }
 
 fn target_dir() -> PathBuf {
@@ -353,7 +371,8 @@ fn target_dir() -> PathBuf {
 /// The JSON results of a run.
 #[derive(Debug, Serialize)]
 struct Report {
-    backend: BackendKind,
+    backend: String,
+    kind: Option<BackendKind>,
     outcome: &'static str,
     failures: Vec<String>,
     setup_error: Option<String>,
@@ -372,13 +391,14 @@ struct Report {
 }
 
 impl Report {
-    fn base(kind: BackendKind, started: Instant) -> Report {
+    fn base(name: &str, started: Instant) -> Report {
         let started_unix = SystemTime::now()
             .checked_sub(started.elapsed())
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
         Report {
-            backend: kind,
+            backend: name.to_string(),
+            kind: None,
             outcome: "failed",
             failures: Vec::new(),
             setup_error: None,
@@ -397,8 +417,8 @@ impl Report {
         }
     }
 
-    fn setup_failed(kind: BackendKind, message: String, started: Instant) -> Report {
-        let mut r = Report::base(kind, started);
+    fn setup_failed(name: &str, message: String, started: Instant) -> Report {
+        let mut r = Report::base(name, started);
         r.failures.push(message.clone());
         r.setup_error = Some(message);
         r.totals = json!({"passed": 0, "failed": 0, "ignored": 0, "filtered": 0, "executed": 0});
@@ -414,7 +434,8 @@ impl Report {
         leak_error: Option<&str>,
         verdict: &[String],
     ) -> Report {
-        let mut r = Report::base(ctx.kind(), started);
+        let mut r = Report::base(ctx.run_name(), started);
+        r.kind = Some(ctx.kind());
         r.outcome = if verdict.is_empty() {
             "passed"
         } else {
@@ -462,7 +483,7 @@ impl Report {
 }
 
 fn write_results(report: &Report, partial: bool) {
-    let path = results_path(report.backend, partial);
+    let path = results_path(&report.backend, partial);
     let written = path
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
@@ -483,7 +504,7 @@ mod tests {
     #[test]
     fn every_case_is_planned_and_features_get_a_check() {
         let none = Capabilities::default();
-        let plans = plan(Some(none));
+        let plans = plan(Some(none), |_| true);
         assert_eq!(plans.len(), 67 + 4);
         let ignored: Vec<_> = plans.iter().filter_map(|p| p.unsupported.clone()).collect();
         assert_eq!(
@@ -500,6 +521,8 @@ mod tests {
             .filter(|p| p.role == Role::Check)
             .all(|p| p.unsupported.is_none()));
         let all = Capabilities::oci_engine().with_userns_keep_id(true);
-        assert!(plan(Some(all)).iter().all(|p| p.unsupported.is_none()));
+        assert!(plan(Some(all), |_| true)
+            .iter()
+            .all(|p| p.unsupported.is_none()));
     }
 }

@@ -2,7 +2,10 @@
 //! (`conformance.md`), written once against `&dyn ContainerManager` and run unchanged
 //! against each backend's real engine.
 //!
-//! Each backend has a `harness = false` test binary that calls [`run`]:
+//! Each backend has a `harness = false` test binary that calls [`run`] with a name and a
+//! [`Factory`] that builds its manager; a backend outside this workspace runs the suite
+//! against itself the same way (`docs/conformance.md`, "Running the suite on your own
+//! backend"):
 //!
 //! ```text
 //! cargo test -p container-conformance --features docker --test docker
@@ -27,7 +30,8 @@ pub mod failure;
 mod harness;
 pub mod support;
 
+pub use cases::{Case, Section, CASES};
 pub use container::BackendKind;
-pub use ctx::{Ctx, EngineCli, Tracker, SLACK};
+pub use ctx::{factory, Ctx, EngineCli, Factory, Tracker, SLACK};
 pub use failure::Failure;
-pub use harness::{results_path, run, CASE_TIMEOUT};
+pub use harness::{results_path, run, run_selected, CASE_TIMEOUT};

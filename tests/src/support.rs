@@ -405,7 +405,7 @@ pub async fn counted_manager(
     let proxy = CountingProxy::start(&ctx.engine().endpoint).await?;
     let mut options = ctx.options(ctx.ownership().clone());
     options.endpoint = Some(unix_endpoint(ctx.kind(), proxy.path()));
-    let manager = container::connect_with(ctx.kind(), options).await?;
+    let manager = ctx.connect_with(options).await?;
     Ok((manager, proxy))
 }
 

@@ -2,8 +2,11 @@
 
 use std::process::ExitCode;
 
-use container_conformance::BackendKind;
+use container_conformance::{factory, BackendKind};
 
 fn main() -> ExitCode {
-    container_conformance::run(BackendKind::Docker)
+    container_conformance::run(
+        "docker",
+        factory(|options| container::connect_with(BackendKind::Docker, options)),
+    )
 }

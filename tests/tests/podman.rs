@@ -2,8 +2,11 @@
 
 use std::process::ExitCode;
 
-use container_conformance::BackendKind;
+use container_conformance::{factory, BackendKind};
 
 fn main() -> ExitCode {
-    container_conformance::run(BackendKind::Podman)
+    container_conformance::run(
+        "podman",
+        factory(|options| container::connect_with(BackendKind::Podman, options)),
+    )
 }

@@ -58,7 +58,20 @@ pub(crate) fn run_suite(sh: &Shell, backend: Backend, args: &[String]) -> anyhow
     println!("conformance results: target/conformance/{name}.json");
     if backend == Backend::Docker {
         docker_tls_check(sh)?;
+        outside_backend(sh)?;
     }
+    Ok(())
+}
+
+/// A backend written outside the library's crates (`tests/tests/external.rs`), run on a
+/// part of the suite through the factory API, as any implementor would run it.
+fn outside_backend(sh: &Shell) -> anyhow::Result<()> {
+    cmd!(
+        sh,
+        "cargo test -p container-conformance --features docker --test external"
+    )
+    .run()
+    .context("the outside-backend conformance run failed")?;
     Ok(())
 }
 

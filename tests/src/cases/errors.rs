@@ -244,12 +244,9 @@ pub async fn case_55_error_context(ctx: &Ctx) -> Result<(), Failure> {
         connect_timeout: Duration::from_secs(2),
         ..ConnectOptions::default()
     };
-    let connected = tokio::time::timeout(
-        Duration::from_secs(2) + SLACK,
-        container::connect_with(ctx.kind(), options),
-    )
-    .await
-    .map_err(|_| Failure::new("connect to a missing socket hung"))?;
+    let connected = tokio::time::timeout(Duration::from_secs(2) + SLACK, ctx.connect_with(options))
+        .await
+        .map_err(|_| Failure::new("connect to a missing socket hung"))?;
     let e = expect_kind(
         connected.map(|_| ()),
         ErrorKind::Unavailable,

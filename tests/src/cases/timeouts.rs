@@ -115,11 +115,7 @@ pub async fn case_38_drop_exec_future(ctx: &Ctx) -> Result<(), Failure> {
 
 /// Connects to `endpoint` with a short connect timeout; expects a prompt, retryable
 /// `Unavailable`.
-async fn expect_unavailable(
-    kind: BackendKind,
-    endpoint: String,
-    what: &str,
-) -> Result<Error, Failure> {
+async fn expect_unavailable(ctx: &Ctx, endpoint: String, what: &str) -> Result<Error, Failure> {
     let connect_timeout = Duration::from_secs(2);
     let options = ConnectOptions {
         endpoint: Some(endpoint.clone()),
@@ -128,11 +124,8 @@ async fn expect_unavailable(
         ..ConnectOptions::default()
     };
     let started = Instant::now();
-    let outcome = tokio::time::timeout(
-        connect_timeout + SLACK + SLACK,
-        container::connect_with(kind, options),
-    )
-    .await;
+    let outcome =
+        tokio::time::timeout(connect_timeout + SLACK + SLACK, ctx.connect_with(options)).await;
     let took = started.elapsed();
     let e = match outcome {
         Err(_) => fail!("{what} ({endpoint}): connect hung for {took:?}"),
@@ -170,16 +163,12 @@ pub async fn case_39_unreachable_engine(ctx: &Ctx) -> Result<(), Failure> {
     let dir = tempfile::tempdir()?;
 
     let missing = dir.path().join("no-engine.sock");
-    expect_unavailable(kind, unix_endpoint(kind, &missing), "missing unix socket").await?;
+    expect_unavailable(ctx, unix_endpoint(kind, &missing), "missing unix socket").await?;
 
     let silent_path = dir.path().join("silent.sock");
     let silent = silent_unix(&silent_path)?;
-    let result = expect_unavailable(
-        kind,
-        unix_endpoint(kind, &silent_path),
-        "silent unix socket",
-    )
-    .await;
+    let result =
+        expect_unavailable(ctx, unix_endpoint(kind, &silent_path), "silent unix socket").await;
     silent.abort();
     result?;
 
@@ -193,13 +182,13 @@ pub async fn case_39_unreachable_engine(ctx: &Ctx) -> Result<(), Failure> {
                 held.push(conn);
             }
         });
-        let result = expect_unavailable(kind, format!("tcp://{addr}"), "silent TCP listener").await;
+        let result = expect_unavailable(ctx, format!("tcp://{addr}"), "silent TCP listener").await;
         silent.abort();
         result?;
 
         // A closed port on 127.0.0.1: connection refused.
         let closed = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
-        expect_unavailable(kind, format!("tcp://{closed}"), "refused TCP port").await?;
+        expect_unavailable(ctx, format!("tcp://{closed}"), "refused TCP port").await?;
     }
     Ok(())
 }
