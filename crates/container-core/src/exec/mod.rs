@@ -1,0 +1,26 @@
+//! Exec: the spec, the streamed output, the timeout and drop-kill logic shared by every
+//! backend, and the buffered form built on top of the stream.
+//!
+//! A backend implements only [`ContainerManager::exec_stream`](crate::ContainerManager::exec_stream):
+//! it returns the engine's output as a stream of [`ExecEvent`]s plus an [`ExecControl`]
+//! that can signal the exec's processes. [`ExecStream`] adds the rest once, for all
+//! backends: the deadline (SIGTERM to every process of the exec, SIGKILL after the grace),
+//! kill on drop, and the `exit status must come last` rule.
+
+//!
+//! The parts, one concern each: [`spec`](ExecSpec) (what to run, what comes back), the
+//! [`ExecStream`] state machine, the kill control ([`ExecControl`], [`terminate`],
+//! [`KillGuard`]) and line framing ([`Lines`]).
+
+mod control;
+mod lines;
+mod spec;
+mod stream;
+
+pub use control::{terminate, ExecControl, KillGuard};
+pub use lines::{Line, LineEvent, Lines};
+pub use spec::{
+    ExecEvent, ExecOutput, ExecSpec, OutputChunk, StreamKind, DEFAULT_KILL_GRACE,
+    DEFAULT_OUTPUT_LIMIT,
+};
+pub use stream::ExecStream;

@@ -1,0 +1,191 @@
+//! What to run and what comes back: [`ExecSpec`] with its builders, output chunks,
+//! events, and the buffered result.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::types::{RedactedEnv, User};
+
+/// Default cap of the buffered exec: 16 MiB per stream.
+pub const DEFAULT_OUTPUT_LIMIT: usize = 16 << 20;
+/// Default grace between SIGTERM and SIGKILL when an exec times out or is dropped.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// A command to run in a running container.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ExecSpec {
+    /// Argv; must not be empty.
+    pub cmd: Vec<String>,
+    /// Extra environment as `KEY=VALUE`. Values never appear in Debug output.
+    pub env: Vec<String>,
+    /// Absolute working directory; the container's when `None`.
+    pub working_dir: Option<String>,
+    /// User and group; the container's when `None`.
+    pub user: Option<User>,
+    /// Bytes written to the process's stdin, then EOF. No stdin when `None`.
+    pub stdin: Option<Bytes>,
+    /// Allocate a TTY (stdout and stderr merge into stdout).
+    pub tty: bool,
+    /// Deadline; on expiry the processes get SIGTERM, then SIGKILL after `kill_grace`,
+    /// and the exec returns [`ErrorKind::Timeout`].
+    pub timeout: Option<Duration>,
+    /// Grace between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+    /// Bytes the buffered [`exec`](crate::ContainerManager::exec) keeps per stream.
+    pub output_limit: usize,
+}
+
+impl Default for ExecSpec {
+    fn default() -> Self {
+        ExecSpec {
+            cmd: Vec::new(),
+            env: Vec::new(),
+            working_dir: None,
+            user: None,
+            stdin: None,
+            tty: false,
+            timeout: None,
+            kill_grace: DEFAULT_KILL_GRACE,
+            output_limit: DEFAULT_OUTPUT_LIMIT,
+        }
+    }
+}
+
+impl fmt::Debug for ExecSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExecSpec")
+            .field("cmd", &self.cmd)
+            .field("env", &RedactedEnv(&self.env))
+            .field("working_dir", &self.working_dir)
+            .field("user", &self.user)
+            .field("stdin", &self.stdin.as_ref().map(Bytes::len))
+            .field("tty", &self.tty)
+            .field("timeout", &self.timeout)
+            .field("kill_grace", &self.kill_grace)
+            .field("output_limit", &self.output_limit)
+            .finish()
+    }
+}
+
+impl ExecSpec {
+    /// A spec running `cmd` with defaults for everything else.
+    pub fn new<I, S>(cmd: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ExecSpec {
+            cmd: cmd.into_iter().map(Into::into).collect(),
+            ..ExecSpec::default()
+        }
+    }
+
+    /// `sh -c script`.
+    pub fn shell(script: impl Into<String>) -> Self {
+        ExecSpec::new(["sh".to_string(), "-c".to_string(), script.into()])
+    }
+
+    /// Sets the timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the user.
+    pub fn user(mut self, uid: u32, gid: u32) -> Self {
+        self.user = Some(User::new(uid, gid));
+        self
+    }
+
+    /// Adds an environment entry.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push(format!("{key}={value}"));
+        self
+    }
+
+    /// Sets the working directory.
+    pub fn working_dir(mut self, dir: impl Into<String>) -> Self {
+        self.working_dir = Some(dir.into());
+        self
+    }
+
+    /// Feeds `input` to stdin, then EOF.
+    pub fn stdin(mut self, input: impl Into<Bytes>) -> Self {
+        self.stdin = Some(input.into());
+        self
+    }
+
+    /// Sets the buffered output cap per stream.
+    pub fn output_limit(mut self, bytes: usize) -> Self {
+        self.output_limit = bytes;
+        self
+    }
+}
+
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StreamKind {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// A piece of output, exactly the bytes the process wrote (not necessarily UTF-8 or whole lines).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputChunk {
+    /// The stream it came from.
+    pub stream: StreamKind,
+    /// The bytes.
+    pub data: Bytes,
+}
+
+/// An event of an exec stream: output, then exactly one exit status at the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecEvent {
+    /// Output from the process.
+    Output(OutputChunk),
+    /// The process exited with this code; the last event.
+    Exit(i64),
+}
+
+/// The result of the buffered [`exec`](crate::ContainerManager::exec).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecOutput {
+    /// Exit code of the process (a non-zero code is a result, not an error).
+    pub exit_code: i64,
+    /// Standard output, at most the spec's `output_limit` bytes.
+    pub stdout: Vec<u8>,
+    /// Standard error, at most the spec's `output_limit` bytes.
+    pub stderr: Vec<u8>,
+    /// True when either stream was cut at the limit.
+    pub truncated: bool,
+}
+
+impl ExecOutput {
+    /// Stdout as text, lossily decoded.
+    pub fn stdout_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Stderr as text, lossily decoded.
+    pub fn stderr_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_spec_debug_redacts_env_values() {
+        let spec = ExecSpec::new(["env"]).env("TOKEN", "hunter2");
+        let text = format!("{spec:?}");
+        assert!(text.contains("TOKEN=<redacted>"), "{text}");
+        assert!(!text.contains("hunter2"));
+    }
+}
