@@ -267,10 +267,7 @@ fn env_or(key: &str, default: &str) -> String {
 }
 
 fn options(ownership: Ownership) -> ConnectOptions {
-    ConnectOptions {
-        ownership,
-        ..ConnectOptions::default()
-    }
+    ConnectOptions::default().with_ownership(ownership)
 }
 
 /// Removes, when dropped, every container and volume a case registered with it, even when
@@ -346,11 +343,6 @@ pub struct EngineCli {
 impl EngineCli {
     fn new(kind: BackendKind) -> Self {
         match kind {
-            BackendKind::Docker => EngineCli {
-                kind,
-                program: "docker",
-                base: Vec::new(),
-            },
             BackendKind::Podman => {
                 let url = env_or("CONTAINER_HOST", "unix:///run/podman/podman.sock");
                 EngineCli {
@@ -367,6 +359,12 @@ impl EngineCli {
                     base: vec!["-n".into(), ns],
                 }
             }
+            // Docker, and any other engine with a Docker-compatible CLI.
+            _ => EngineCli {
+                kind,
+                program: "docker",
+                base: Vec::new(),
+            },
         }
     }
 
@@ -408,7 +406,12 @@ impl EngineCli {
     /// Makes a running, unlabelled container `name` from `image` behind the library's back.
     pub async fn create_foreign(&self, name: &str, image: &str) -> Result<(), Failure> {
         match self.kind {
-            BackendKind::Docker | BackendKind::Podman => {
+            BackendKind::Containerd => {
+                self.run(&["images", "pull", "--plain-http", image]).await?;
+                self.run(&["run", "-d", image, name, "sleep", "3600"])
+                    .await?;
+            }
+            _ => {
                 self.run(&[
                     "run",
                     "-d",
@@ -422,11 +425,6 @@ impl EngineCli {
                 ])
                 .await?;
             }
-            BackendKind::Containerd => {
-                self.run(&["images", "pull", "--plain-http", image]).await?;
-                self.run(&["run", "-d", image, name, "sleep", "3600"])
-                    .await?;
-            }
         }
         Ok(())
     }
@@ -434,10 +432,8 @@ impl EngineCli {
     /// Whether the container `name` exists, by the CLI's own account.
     pub async fn exists(&self, name: &str) -> Result<bool, Failure> {
         let out = match self.kind {
-            BackendKind::Docker | BackendKind::Podman => {
-                self.output(&["container", "inspect", name]).await?
-            }
             BackendKind::Containerd => self.output(&["containers", "info", name]).await?,
+            _ => self.output(&["container", "inspect", name]).await?,
         };
         Ok(out.status.success())
     }
@@ -445,9 +441,6 @@ impl EngineCli {
     /// Removes the container `name` with the CLI (running or not).
     pub async fn remove(&self, name: &str) -> Result<(), Failure> {
         match self.kind {
-            BackendKind::Docker | BackendKind::Podman => {
-                self.run(&["rm", "-f", name]).await?;
-            }
             BackendKind::Containerd => {
                 // The task may already be gone; only the final delete must succeed.
                 let _ = self
@@ -455,6 +448,9 @@ impl EngineCli {
                     .await?;
                 let _ = self.output(&["tasks", "rm", "-f", name]).await?;
                 self.run(&["containers", "rm", name]).await?;
+            }
+            _ => {
+                self.run(&["rm", "-f", name]).await?;
             }
         }
         Ok(())

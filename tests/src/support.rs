@@ -264,7 +264,7 @@ pub async fn next_event(
 pub fn unix_endpoint(kind: BackendKind, path: &Path) -> String {
     match kind {
         BackendKind::Containerd => path.display().to_string(),
-        BackendKind::Docker | BackendKind::Podman => format!("unix://{}", path.display()),
+        _ => format!("unix://{}", path.display()),
     }
 }
 

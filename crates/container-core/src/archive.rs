@@ -5,13 +5,14 @@
 
 use std::fs::File;
 use std::io::{Read, Seek};
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::types::User;
 
 /// Unpacks `archive` into the existing directory `dest`, keeping modes, mtimes and symlinks
 /// (as links). An entry with an absolute path or a `..` component is refused with
@@ -19,6 +20,13 @@ use crate::error::{Error, ErrorKind, Result};
 /// through a symlink that leads outside `dest`. Ownership is not restored: files belong to
 /// the caller, which is what a build tool copying artifacts out wants.
 pub fn unpack_safely(archive: impl Read, dest: &Path) -> Result<()> {
+    unpack_safely_as(archive, dest, None)
+}
+
+/// [`unpack_safely`], then every file, directory and link the unpacking created gets
+/// `owner` (uid:gid) when one is given. What existed in `dest` before keeps its owner:
+/// the copy never chowns what it did not make (`dest` itself included).
+pub fn unpack_safely_as(archive: impl Read, dest: &Path, owner: Option<User>) -> Result<()> {
     let meta = std::fs::metadata(dest).map_err(|e| {
         Error::invalid_input(format!("destination {} is not usable", dest.display())).with_source(e)
     })?;
@@ -47,6 +55,11 @@ pub fn unpack_safely(archive: impl Read, dest: &Path) -> Result<()> {
                 check_entry_path(&link)?;
             }
         }
+        // What this entry will create (itself and missing parents), to give to `owner`.
+        let created: Vec<PathBuf> = match owner {
+            Some(_) => missing_paths(dest, &path),
+            None => Vec::new(),
+        };
         let written = entry.unpack_in(dest).map_err(io_error)?;
         if !written {
             return Err(Error::invalid_input(format!(
@@ -54,6 +67,11 @@ pub fn unpack_safely(archive: impl Read, dest: &Path) -> Result<()> {
                 path.display(),
                 dest.display()
             )));
+        }
+        if let Some(user) = owner {
+            for p in &created {
+                chown(p, user)?;
+            }
         }
         if entry.header().entry_type().is_dir() {
             if let Ok(mtime) = entry.header().mtime() {
@@ -68,6 +86,32 @@ pub fn unpack_safely(archive: impl Read, dest: &Path) -> Result<()> {
         filetime::set_symlink_file_times(&dir, t, t).map_err(io_error)?;
     }
     Ok(())
+}
+
+/// `dest/path` and each of its parents below `dest` that does not exist yet.
+fn missing_paths(dest: &Path, path: &Path) -> Vec<PathBuf> {
+    let mut missing = Vec::new();
+    let mut current = dest.to_path_buf();
+    for c in path.components() {
+        if let Component::Normal(part) = c {
+            current.push(part);
+            if std::fs::symlink_metadata(&current).is_err() {
+                missing.push(current.clone());
+            }
+        }
+    }
+    missing
+}
+
+/// Gives `path` (not what a link points to) to `user`.
+fn chown(path: &Path, user: User) -> Result<()> {
+    std::os::unix::fs::lchown(path, Some(user.uid), Some(user.gid)).map_err(|e| {
+        Error::new(
+            ErrorKind::from_io(&e),
+            format!("cannot give {} to {user}", path.display()),
+        )
+        .with_source(e)
+    })
 }
 
 fn check_entry_path(path: &Path) -> Result<()> {
@@ -92,7 +136,12 @@ fn io_error(e: std::io::Error) -> Error {
 /// Receives an engine's archive stream into a temporary file (bounded memory; a chunk
 /// that takes longer than `stall` is a `Timeout`), then unpacks it into `dest` with
 /// [`unpack_safely`] on a blocking thread. Stream errors pass through unchanged.
-pub async fn receive_and_unpack<S>(body: S, dest: &Path, stall: Duration) -> Result<()>
+pub async fn receive_and_unpack<S>(
+    body: S,
+    dest: &Path,
+    stall: Duration,
+    owner: Option<User>,
+) -> Result<()>
 where
     S: Stream<Item = Result<Bytes>>,
 {
@@ -112,7 +161,7 @@ where
     let dest = dest.to_path_buf();
     tokio::task::spawn_blocking(move || {
         file.rewind().map_err(io_error)?;
-        unpack_safely(file, &dest)
+        unpack_safely_as(file, &dest, owner)
     })
     .await
     .map_err(|e| Error::new(ErrorKind::Internal, "the unpack task failed").with_source(e))?
@@ -163,6 +212,45 @@ mod tests {
         let mut b = tar::Builder::new(Vec::new());
         b.append(&header, data).expect("append");
         b.into_inner().expect("finish")
+    }
+
+    #[test]
+    fn owner_is_given_to_what_the_copy_creates_and_nothing_else() {
+        let src_root = tempfile::tempdir().expect("tmp");
+        let src = src_root.path().join("out");
+        std::fs::create_dir_all(src.join("deep/er")).expect("mkdir");
+        std::fs::write(src.join("deep/er/image.wic"), b"img").expect("write");
+        std::os::unix::fs::symlink("er/image.wic", src.join("deep/link")).expect("link");
+        let tar = pack(&src).expect("pack");
+
+        let dest = tempfile::tempdir().expect("tmp");
+        // Already there before the copy: must keep its owner.
+        std::fs::create_dir(dest.path().join("out")).expect("mkdir");
+        let before = std::fs::metadata(dest.path().join("out")).expect("meta");
+        // As root any owner works; otherwise only one's own.
+        let me = nix::unistd::geteuid().as_raw();
+        let user = if me == 0 {
+            User::new(4242, 4343)
+        } else {
+            User::new(me, nix::unistd::getegid().as_raw())
+        };
+        unpack_safely_as(tar, dest.path(), Some(user)).expect("unpack");
+
+        for p in [
+            "out/deep",
+            "out/deep/er",
+            "out/deep/er/image.wic",
+            "out/deep/link",
+        ] {
+            let m = std::fs::symlink_metadata(dest.path().join(p)).expect(p);
+            assert_eq!((m.uid(), m.gid()), (user.uid, user.gid), "{p}");
+        }
+        let after = std::fs::metadata(dest.path().join("out")).expect("meta");
+        assert_eq!(
+            (after.uid(), after.gid()),
+            (before.uid(), before.gid()),
+            "a directory the copy did not create keeps its owner"
+        );
     }
 
     #[test]

@@ -210,14 +210,7 @@ mod tests {
     }
 
     fn info(id: &str, labels: Labels) -> ContainerInfo {
-        ContainerInfo {
-            id: id.into(),
-            name: "n".into(),
-            image: "i".into(),
-            state: crate::ContainerState::Created,
-            oom_killed: false,
-            labels,
-        }
+        ContainerInfo::new(id, "n", "i", crate::ContainerState::Created).with_labels(labels)
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use crate::labels::Ownership;
 use crate::signal::Signal;
 use crate::types::{
     BackendKind, Capabilities, CleanupReport, CleanupScope, ContainerConfig, ContainerInfo,
-    EngineInfo, Labels, LogOptions, PullOptions, VolumeConfig, VolumeInfo,
+    CopyOptions, EngineInfo, Labels, LogOptions, PullOptions, VolumeConfig, VolumeInfo,
 };
 
 /// A stream of log output.
@@ -96,8 +96,26 @@ pub trait ContainerManager: Send + Sync {
     }
 
     /// Copies `container_path` (file or directory) out of the container into the existing
-    /// host directory `host_dir`, keeping modes, mtimes and symlinks.
-    async fn copy_from(&self, id: &str, container_path: &str, host_dir: &Path) -> Result<()>;
+    /// host directory `host_dir`, keeping modes, mtimes and symlinks. What it writes
+    /// belongs to the caller; see [`copy_from_with`](Self::copy_from_with) to pick the
+    /// owner. Archive entries that would land outside `host_dir` are refused.
+    async fn copy_from(&self, id: &str, container_path: &str, host_dir: &Path) -> Result<()> {
+        self.copy_from_with(id, container_path, host_dir, &CopyOptions::default())
+            .await
+    }
+
+    /// [`copy_from`](Self::copy_from) with options: `options.owner` gives every file,
+    /// directory and link the copy creates to that uid:gid (as Docker's `CopyUIDGID`
+    /// does), for a build tool that runs as root but hands artifacts to a user. What
+    /// existed in `host_dir` before keeps its owner, `host_dir` included. Giving files
+    /// away needs root (else `PermissionDenied`).
+    async fn copy_from_with(
+        &self,
+        id: &str,
+        container_path: &str,
+        host_dir: &Path,
+        options: &CopyOptions,
+    ) -> Result<()>;
 
     /// Copies the host file or directory `host_path` into the container directory
     /// `container_dir`.

@@ -93,6 +93,24 @@ impl fmt::Display for Signal {
     }
 }
 
+impl serde::Serialize for Signal {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Signal {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for Signal {
     type Err = Error;
 
@@ -128,6 +146,17 @@ mod tests {
         assert_eq!("SIGRTMIN+3".parse::<Signal>().expect("rt").number(), 37);
         assert_eq!(Signal::KILL.name(), "SIGKILL");
         assert_eq!(Signal(37).name(), "SIGRTMIN+3");
+    }
+
+    #[test]
+    fn serialises_as_its_name() {
+        let text = serde_json::to_string(&Signal::USR1).expect("json");
+        assert_eq!(text, "\"SIGUSR1\"");
+        assert_eq!(
+            serde_json::from_str::<Signal>(&text).expect("back"),
+            Signal::USR1
+        );
+        assert!(serde_json::from_str::<Signal>("\"SIGNOPE\"").is_err());
     }
 
     #[test]

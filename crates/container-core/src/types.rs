@@ -6,12 +6,13 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
+use crate::signal::Signal;
 
 /// Labels as sorted key/value pairs, so hashes and comparisons are stable.
 pub type Labels = BTreeMap<String, String>;
@@ -19,6 +20,7 @@ pub type Labels = BTreeMap<String, String>;
 /// The engine family behind a manager.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum BackendKind {
     /// Docker Engine API.
     Docker,
@@ -84,6 +86,7 @@ impl fmt::Display for User {
 /// A filesystem made visible inside the container.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Mount {
     /// A host directory or file. The host path must exist: it is never created for you.
     Bind {
@@ -160,6 +163,7 @@ impl Mount {
 
 /// A resource limit applied with `setrlimit` to the container's processes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Ulimit {
     /// Name without the `RLIMIT_` prefix, lower case (`nofile`, `nproc`, `core`, ...).
     pub name: String,
@@ -171,6 +175,7 @@ pub struct Ulimit {
 
 /// Resource limits; `None` means the engine's default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Resources {
     /// Memory limit in bytes (> 0).
     pub memory_bytes: Option<i64>,
@@ -182,10 +187,48 @@ pub struct Resources {
     pub ulimits: Vec<Ulimit>,
 }
 
+impl Ulimit {
+    /// The limit `name` (`nofile`, `nproc`, ...) at `soft` / `hard`.
+    pub fn new(name: impl Into<String>, soft: i64, hard: i64) -> Self {
+        Ulimit {
+            name: name.into(),
+            soft,
+            hard,
+        }
+    }
+}
+
+impl Resources {
+    /// Sets the memory limit in bytes.
+    pub fn memory(mut self, bytes: i64) -> Self {
+        self.memory_bytes = Some(bytes);
+        self
+    }
+
+    /// Sets the CPU quota in cores.
+    pub fn cpus(mut self, cpus: f64) -> Self {
+        self.cpus = Some(cpus);
+        self
+    }
+
+    /// Sets the maximum number of processes.
+    pub fn pids_limit(mut self, pids: i64) -> Self {
+        self.pids_limit = Some(pids);
+        self
+    }
+
+    /// Adds a per-process limit.
+    pub fn ulimit(mut self, ulimit: Ulimit) -> Self {
+        self.ulimits.push(ulimit);
+        self
+    }
+}
+
 /// Network of the container. There are no bridge networks on the engines this library is
 /// tested with; `None` (loopback only) is the default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum NetworkMode {
     /// Only a loopback interface.
     #[default]
@@ -199,6 +242,7 @@ pub enum NetworkMode {
 /// Everything needed to create a container. Validated by
 /// [`validate::container_config`](crate::validate::container_config) before any engine call.
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ContainerConfig {
     /// Image reference, e.g. `127.0.0.1:5000/container-rs/busybox:1`.
     pub image: String,
@@ -221,7 +265,7 @@ pub struct ContainerConfig {
     /// Run an init process as PID 1 (reaps zombies, forwards signals).
     pub init: bool,
     /// Signal sent by stop; `SIGTERM` when `None`.
-    pub stop_signal: Option<String>,
+    pub stop_signal: Option<Signal>,
     /// Grace between the stop signal and SIGKILL; 10 s when `None`.
     pub stop_grace: Option<Duration>,
     /// Resource limits.
@@ -293,9 +337,55 @@ impl ContainerConfig {
         self
     }
 
-    /// Sets the stop signal.
-    pub fn stop_signal(mut self, signal: impl Into<String>) -> Self {
-        self.stop_signal = Some(signal.into());
+    /// Sets the stop signal (parse a name such as `"SIGINT"` with [`str::parse`]).
+    pub fn stop_signal(mut self, signal: Signal) -> Self {
+        self.stop_signal = Some(signal);
+        self
+    }
+
+    /// Sets the entrypoint.
+    pub fn entrypoint<I, S>(mut self, entrypoint: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.entrypoint = Some(entrypoint.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Sets the hostname.
+    pub fn hostname(mut self, hostname: impl Into<String>) -> Self {
+        self.hostname = Some(hostname.into());
+        self
+    }
+
+    /// Sets all resource limits at once.
+    pub fn resources(mut self, resources: Resources) -> Self {
+        self.resources = resources;
+        self
+    }
+
+    /// Sets the memory limit in bytes.
+    pub fn memory(mut self, bytes: i64) -> Self {
+        self.resources.memory_bytes = Some(bytes);
+        self
+    }
+
+    /// Sets the CPU quota in cores.
+    pub fn cpus(mut self, cpus: f64) -> Self {
+        self.resources.cpus = Some(cpus);
+        self
+    }
+
+    /// Sets the maximum number of processes.
+    pub fn pids_limit(mut self, pids: i64) -> Self {
+        self.resources.pids_limit = Some(pids);
+        self
+    }
+
+    /// Adds a per-process limit such as `Ulimit::new("nofile", 1024, 4096)`.
+    pub fn ulimit(mut self, ulimit: Ulimit) -> Self {
+        self.resources.ulimits.push(ulimit);
         self
     }
 
@@ -350,6 +440,7 @@ impl fmt::Debug for ContainerConfig {
 
 /// Lifecycle state of a container.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum ContainerState {
     /// Created, never started.
     Created,
@@ -378,6 +469,7 @@ impl ContainerState {
 
 /// What inspect and list report about a container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ContainerInfo {
     /// Engine id.
     pub id: String,
@@ -391,10 +483,91 @@ pub struct ContainerInfo {
     pub oom_killed: bool,
     /// All labels, including the ownership labels.
     pub labels: Labels,
+    /// The host PID of the main process while it runs (inspect only; list leaves it out).
+    pub pid: Option<u32>,
+    /// When the main process last started (inspect only).
+    pub started_at: Option<SystemTime>,
+    /// When the main process last exited (inspect only).
+    pub finished_at: Option<SystemTime>,
+    /// How often the engine restarted the container.
+    pub restart_count: u64,
+}
+
+impl ContainerInfo {
+    /// Info for container `id` named `name` from `image` in `state`; nothing else known.
+    pub fn new(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        image: impl Into<String>,
+        state: ContainerState,
+    ) -> Self {
+        ContainerInfo {
+            id: id.into(),
+            name: name.into(),
+            image: image.into(),
+            state,
+            oom_killed: false,
+            labels: Labels::new(),
+            pid: None,
+            started_at: None,
+            finished_at: None,
+            restart_count: 0,
+        }
+    }
+
+    /// With these labels.
+    pub fn with_labels(mut self, labels: Labels) -> Self {
+        self.labels = labels;
+        self
+    }
+
+    /// With the OOM-killed flag.
+    pub fn with_oom_killed(mut self, oom_killed: bool) -> Self {
+        self.oom_killed = oom_killed;
+        self
+    }
+
+    /// With the main process's PID (`None` or 0: not running).
+    pub fn with_pid(mut self, pid: Option<u32>) -> Self {
+        self.pid = pid.filter(|p| *p > 0);
+        self
+    }
+
+    /// With the last start and exit times.
+    pub fn with_times(mut self, started: Option<SystemTime>, finished: Option<SystemTime>) -> Self {
+        self.started_at = started;
+        self.finished_at = finished;
+        self
+    }
+
+    /// With the restart count.
+    pub fn with_restart_count(mut self, count: u64) -> Self {
+        self.restart_count = count;
+        self
+    }
+}
+
+/// How to copy files out of a container ([`copy_from_with`](crate::ContainerManager::copy_from_with)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CopyOptions {
+    /// uid:gid for everything the copy creates on the host; the caller's when `None`
+    /// (the archive's owners are never restored).
+    pub owner: Option<User>,
+}
+
+impl CopyOptions {
+    /// Copies whose files belong to `uid:gid`.
+    pub fn owned_by(uid: u32, gid: u32) -> Self {
+        CopyOptions {
+            owner: Some(User::new(uid, gid)),
+        }
+    }
 }
 
 /// Which processes a cleanup may remove.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CleanupScope {
     /// Objects of this manager's session only.
     Session,
@@ -404,6 +577,7 @@ pub enum CleanupScope {
 
 /// What a cleanup removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CleanupReport {
     /// Ids of the removed containers.
     pub containers: Vec<String>,
@@ -413,6 +587,7 @@ pub struct CleanupReport {
 
 /// A named volume to create.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct VolumeConfig {
     /// Volume name (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`).
     pub name: String,
@@ -428,10 +603,17 @@ impl VolumeConfig {
             labels: Labels::new(),
         }
     }
+
+    /// Adds a label.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
 }
 
 /// What the engine reports about a volume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct VolumeInfo {
     /// Volume name.
     pub name: String,
@@ -441,8 +623,27 @@ pub struct VolumeInfo {
     pub mountpoint: Option<String>,
 }
 
+impl VolumeInfo {
+    /// Info for volume `name` with `labels`.
+    pub fn new(name: impl Into<String>, labels: Labels) -> Self {
+        VolumeInfo {
+            name: name.into(),
+            labels,
+            mountpoint: None,
+        }
+    }
+
+    /// With the host path of its data (empty: not reported).
+    pub fn with_mountpoint(mut self, mountpoint: impl Into<String>) -> Self {
+        let m = mountpoint.into();
+        self.mountpoint = (!m.is_empty()).then_some(m);
+        self
+    }
+}
+
 /// Credentials for a registry. The password never appears in Debug output or logs.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RegistryAuth {
     /// User name.
     pub username: String,
@@ -450,6 +651,23 @@ pub struct RegistryAuth {
     pub password: String,
     /// Registry host; taken from the image reference when `None`.
     pub server: Option<String>,
+}
+
+impl RegistryAuth {
+    /// Credentials for the registry of the image reference.
+    pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
+        RegistryAuth {
+            username: username.into(),
+            password: password.into(),
+            server: None,
+        }
+    }
+
+    /// For this registry host instead.
+    pub fn with_server(mut self, server: impl Into<String>) -> Self {
+        self.server = Some(server.into());
+        self
+    }
 }
 
 impl fmt::Debug for RegistryAuth {
@@ -464,6 +682,7 @@ impl fmt::Debug for RegistryAuth {
 
 /// One pull progress event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum PullProgress {
     /// The manifest is being resolved.
     Resolving {
@@ -481,6 +700,12 @@ pub enum PullProgress {
         /// Bytes in total, when known.
         total: Option<u64>,
     },
+    /// The image was present before the pull and nothing was downloaded: the local copy
+    /// is current. Sent just before [`Completed`](PullProgress::Completed).
+    AlreadyPresent {
+        /// The reference pulled.
+        reference: String,
+    },
     /// The image is present locally.
     Completed {
         /// The reference pulled.
@@ -492,6 +717,7 @@ pub enum PullProgress {
 
 /// Phase of a layer during a pull.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum LayerPhase {
     /// Waiting to download.
     Waiting,
@@ -512,6 +738,7 @@ pub type ProgressFn = Arc<dyn Fn(&PullProgress) + Send + Sync>;
 
 /// How to pull an image.
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub struct PullOptions {
     /// Registry credentials; backends may also read the user's engine config.
     pub auth: Option<RegistryAuth>,
@@ -535,6 +762,33 @@ impl fmt::Debug for PullOptions {
 }
 
 impl PullOptions {
+    /// With registry credentials.
+    pub fn with_auth(mut self, auth: RegistryAuth) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// With this retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// With a deadline for the whole pull, retries included.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// With a progress callback.
+    pub fn with_progress(
+        mut self,
+        progress: impl Fn(&PullProgress) + Send + Sync + 'static,
+    ) -> Self {
+        self.progress = Some(Arc::new(progress));
+        self
+    }
+
     /// Sends `event` to the progress callback, if any.
     pub fn report(&self, event: &PullProgress) {
         if let Some(progress) = &self.progress {
@@ -545,6 +799,7 @@ impl PullOptions {
 
 /// Which log streams to read and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LogOptions {
     /// Keep the stream open and deliver new output as it arrives.
     pub follow: bool,
@@ -564,8 +819,31 @@ impl Default for LogOptions {
     }
 }
 
+impl LogOptions {
+    /// Both streams, following new output as it arrives.
+    pub fn follow() -> Self {
+        LogOptions {
+            follow: true,
+            ..LogOptions::default()
+        }
+    }
+
+    /// With or without stdout.
+    pub fn stdout(mut self, on: bool) -> Self {
+        self.stdout = on;
+        self
+    }
+
+    /// With or without stderr.
+    pub fn stderr(mut self, on: bool) -> Self {
+        self.stderr = on;
+        self
+    }
+}
+
 /// Facts about the engine a manager talks to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct EngineInfo {
     /// The backend in use.
     pub backend: BackendKind,
@@ -582,6 +860,40 @@ pub struct EngineInfo {
     pub arch: String,
     /// Endpoint the manager is connected to.
     pub endpoint: String,
+}
+
+impl EngineInfo {
+    /// Facts of an engine of family `engine` at `version`, reached through `backend` at
+    /// `endpoint`; API version, OS and architecture unknown.
+    pub fn new(
+        backend: BackendKind,
+        engine: BackendKind,
+        version: impl Into<String>,
+        endpoint: impl Into<String>,
+    ) -> Self {
+        EngineInfo {
+            backend,
+            engine,
+            version: version.into(),
+            api_version: None,
+            os: String::new(),
+            arch: String::new(),
+            endpoint: endpoint.into(),
+        }
+    }
+
+    /// With the API version.
+    pub fn with_api_version(mut self, api_version: Option<String>) -> Self {
+        self.api_version = api_version;
+        self
+    }
+
+    /// With the engine host's operating system and CPU architecture.
+    pub fn with_platform(mut self, os: impl Into<String>, arch: impl Into<String>) -> Self {
+        self.os = os.into();
+        self.arch = arch.into();
+        self
+    }
 }
 
 /// What a backend can do, as data: tests and callers select on it. Build one with
@@ -660,6 +972,7 @@ impl Capabilities {
 
 /// Where and how a backend connects. Every backend takes the same options.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConnectOptions {
     /// Engine endpoint (`unix:///var/run/docker.sock`, `tcp://127.0.0.1:2376`, a socket
     /// path for containerd); the backend's environment variable or default when `None`.
@@ -713,6 +1026,24 @@ impl ConnectOptions {
     /// The same options with this endpoint.
     pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// The same options with this connect timeout.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The same options with this per-call timeout.
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// The same options with this retry policy for idempotent calls.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
         self
     }
 }

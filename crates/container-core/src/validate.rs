@@ -8,7 +8,6 @@ use crate::error::{Error, Result};
 use crate::exec::ExecSpec;
 use crate::labels::check_user_labels;
 use crate::reference::ImageRef;
-use crate::signal::Signal;
 use crate::types::{ContainerConfig, Mount, NetworkMode, Resources, VolumeConfig};
 
 /// Docker's rule for container and volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, here also
@@ -217,9 +216,6 @@ fn check(c: &ContainerConfig) -> Result<()> {
     }
     mounts(&c.mounts)?;
     check_user_labels(&c.labels)?;
-    if let Some(sig) = &c.stop_signal {
-        sig.parse::<Signal>()?;
-    }
     resources(&c.resources)?;
     if let NetworkMode::Named(n) = &c.network {
         if !is_object_name(n) {
@@ -262,6 +258,7 @@ mod tests {
     use super::*;
     use crate::types::Ulimit;
     use crate::ErrorKind;
+    use crate::Signal;
     use proptest::prelude::*;
 
     const IMG: &str = "127.0.0.1:5000/container-rs/busybox:1";
@@ -291,7 +288,7 @@ mod tests {
             .mount(Mount::volume("sstate", "/sstate"))
             .mount(Mount::tmpfs("/tmp"))
             .label("app", "yocto")
-            .stop_signal("SIGINT")
+            .stop_signal(Signal::INT)
             .init(true);
         c.resources.memory_bytes = Some(1 << 30);
         c.resources.cpus = Some(1.5);
@@ -339,7 +336,6 @@ mod tests {
             hard: 5,
         });
         invalid(&c);
-        invalid(&ContainerConfig::new(IMG).stop_signal("SIGNOPE"));
         invalid(&ContainerConfig::new(IMG).working_dir("relative"));
     }
 

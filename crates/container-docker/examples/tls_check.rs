@@ -4,7 +4,7 @@
 //! `cargo xtask engines up` configures. Exits non-zero on any failure.
 
 use container_core::{
-    CleanupScope, ConnectOptions, ContainerConfig, ContainerManager, ErrorKind, ExecSpec, Ownership,
+    CleanupScope, ConnectOptions, ContainerConfig, ContainerManager, ErrorKind, ExecSpec,
 };
 
 const IMAGE: &str = "127.0.0.1:5000/container-rs/busybox:1";
@@ -15,10 +15,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !host.starts_with("tcp://") || std::env::var_os("DOCKER_CERT_PATH").is_none() {
         return Err("set DOCKER_HOST=tcp://... and DOCKER_CERT_PATH".into());
     }
-    let options = ConnectOptions {
-        ownership: Ownership::new("container-rs-tls-check")?,
-        ..ConnectOptions::default()
-    };
+    let options = ConnectOptions::owned_by("container-rs-tls-check")?;
     let docker = container_docker::connect(options).await?;
     let info = docker.info().await?;
     println!(

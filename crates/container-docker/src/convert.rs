@@ -1,22 +1,34 @@
 //! Core types to Docker requests, Docker responses to core types. Pure functions.
 
 use std::collections::HashMap;
+use std::time::SystemTime;
 
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary,
-    ContainerSummaryStateEnum, CreateImageInfo, HostConfig, HostConfigLogConfig, Mount as DMount,
-    MountTmpfsOptions, MountType, ResourcesUlimits, Volume,
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, CreateImageInfo, HostConfig,
+    HostConfigLogConfig, Mount as DMount, MountTmpfsOptions, MountType, ResourcesUlimits, Volume,
 };
 use container_core::{
-    BackendKind, ContainerConfig, ContainerInfo, ContainerState, EngineInfo, Labels, LayerPhase,
-    Mount, NetworkMode, OutputChunk, PullProgress, StreamKind, VolumeInfo,
+    BackendKind, ContainerConfig, ContainerInfo, ContainerState, EngineInfo, Error, Labels,
+    LayerPhase, Mount, NetworkMode, OutputChunk, PullProgress, Result, StreamKind, VolumeInfo,
 };
 
 /// The create request for a validated `config` carrying `labels` (user + ownership).
-pub(crate) fn create_body(config: &ContainerConfig, labels: Labels) -> ContainerCreateBody {
+/// A mount or network kind this backend does not know is `Unsupported`.
+pub(crate) fn create_body(config: &ContainerConfig, labels: Labels) -> Result<ContainerCreateBody> {
     let r = &config.resources;
+    let mounts = config
+        .mounts
+        .iter()
+        .map(mount)
+        .collect::<Result<Vec<_>>>()?;
+    let network = match &config.network {
+        NetworkMode::None => "none".to_string(),
+        NetworkMode::Host => "host".to_string(),
+        NetworkMode::Named(n) => n.clone(),
+        other => return Err(Error::unsupported(&format!("network-{other:?}"))),
+    };
     let host = HostConfig {
-        mounts: Some(config.mounts.iter().map(mount).collect()),
+        mounts: Some(mounts),
         init: Some(config.init),
         memory: r.memory_bytes,
         // Docker wants the CPU quota in units of 1e-9 CPUs.
@@ -32,11 +44,7 @@ pub(crate) fn create_body(config: &ContainerConfig, labels: Labels) -> Container
                 })
                 .collect()
         }),
-        network_mode: Some(match &config.network {
-            NetworkMode::None => "none".to_string(),
-            NetworkMode::Host => "host".to_string(),
-            NetworkMode::Named(n) => n.clone(),
-        }),
+        network_mode: Some(network),
         auto_remove: Some(false),
         // `local`: binary-safe (json-file replaces invalid UTF-8) and rotated, so hours
         // of build output cannot fill the engine's disk. See docs/adr/0006.
@@ -46,7 +54,7 @@ pub(crate) fn create_body(config: &ContainerConfig, labels: Labels) -> Container
         }),
         ..HostConfig::default()
     };
-    ContainerCreateBody {
+    Ok(ContainerCreateBody {
         image: Some(config.image.clone()),
         cmd: config.cmd.clone(),
         entrypoint: config.entrypoint.clone(),
@@ -54,12 +62,12 @@ pub(crate) fn create_body(config: &ContainerConfig, labels: Labels) -> Container
         working_dir: config.working_dir.clone(),
         user: config.user.map(|u| u.to_string()),
         labels: Some(labels.into_iter().collect::<HashMap<_, _>>()),
-        stop_signal: config.stop_signal.clone(),
+        stop_signal: config.stop_signal.map(|s| s.name()),
         stop_timeout: config.stop_grace.map(ceil_secs),
         hostname: config.hostname.clone(),
         host_config: Some(host),
         ..ContainerCreateBody::default()
-    }
+    })
 }
 
 /// Docker counts grace periods in whole seconds: round up, never down.
@@ -69,8 +77,8 @@ pub(crate) fn ceil_secs(d: std::time::Duration) -> i64 {
         .saturating_add(i64::from(d.subsec_nanos() > 0))
 }
 
-fn mount(m: &Mount) -> DMount {
-    match m {
+fn mount(m: &Mount) -> Result<DMount> {
+    Ok(match m {
         Mount::Bind {
             source,
             target,
@@ -102,37 +110,53 @@ fn mount(m: &Mount) -> DMount {
             }),
             ..DMount::default()
         },
+        other => return Err(Error::unsupported(&format!("mount-{other:?}"))),
+    })
+}
+
+/// Docker's state text (`created`, `running`, ... as both inspect and list spell it).
+fn state(status: Option<String>, exit: i64) -> ContainerState {
+    match status.as_deref().unwrap_or_default() {
+        "created" => ContainerState::Created,
+        "running" => ContainerState::Running,
+        "paused" => ContainerState::Paused,
+        "restarting" => ContainerState::Restarting,
+        "removing" => ContainerState::Removing,
+        "exited" => ContainerState::Exited(exit),
+        "dead" => ContainerState::Dead,
+        other => ContainerState::Unknown(other.to_string()),
     }
+}
+
+/// An RFC 3339 time from inspect; Docker's zero time (`0001-01-01T00:00:00Z`) is none.
+fn time(text: Option<&str>) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(text?).ok()
 }
 
 /// Inspect response to core info.
 pub(crate) fn container_info(r: ContainerInspectResponse) -> ContainerInfo {
-    let state = r.state.unwrap_or_default();
-    let exit = state.exit_code.unwrap_or(0);
-    let status = match state.status {
-        Some(ContainerStateStatusEnum::CREATED) => ContainerState::Created,
-        Some(ContainerStateStatusEnum::RUNNING) => ContainerState::Running,
-        Some(ContainerStateStatusEnum::PAUSED) => ContainerState::Paused,
-        Some(ContainerStateStatusEnum::RESTARTING) => ContainerState::Restarting,
-        Some(ContainerStateStatusEnum::REMOVING) => ContainerState::Removing,
-        Some(ContainerStateStatusEnum::EXITED) => ContainerState::Exited(exit),
-        Some(ContainerStateStatusEnum::DEAD) => ContainerState::Dead,
-        Some(other) => ContainerState::Unknown(other.to_string()),
-        None => ContainerState::Unknown(String::new()),
-    };
+    let st = r.state.unwrap_or_default();
+    let status = state(st.status.map(|s| s.to_string()), st.exit_code.unwrap_or(0));
     let config = r.config.unwrap_or_default();
-    ContainerInfo {
-        id: r.id.unwrap_or_default(),
-        name: r
-            .name
-            .unwrap_or_default()
-            .trim_start_matches('/')
-            .to_string(),
-        image: config.image.unwrap_or_default(),
-        state: status,
-        oom_killed: state.oom_killed.unwrap_or(false),
-        labels: config.labels.unwrap_or_default().into_iter().collect(),
-    }
+    let name = r.name.unwrap_or_default();
+    ContainerInfo::new(
+        r.id.unwrap_or_default(),
+        name.trim_start_matches('/'),
+        config.image.unwrap_or_default(),
+        status,
+    )
+    .with_labels(config.labels.unwrap_or_default().into_iter().collect())
+    .with_oom_killed(st.oom_killed.unwrap_or(false))
+    .with_pid(st.pid.and_then(|p| u32::try_from(p).ok()))
+    .with_times(
+        time(st.started_at.as_deref()),
+        time(st.finished_at.as_deref()),
+    )
+    .with_restart_count(
+        r.restart_count
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0),
+    )
 }
 
 /// List entry to core info. The exit code is parsed from Docker's status text
@@ -145,52 +169,34 @@ pub(crate) fn summary_info(s: ContainerSummary) -> ContainerInfo {
         .and_then(|t| t.split(')').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    let state = match s.state {
-        Some(ContainerSummaryStateEnum::CREATED) => ContainerState::Created,
-        Some(ContainerSummaryStateEnum::RUNNING) => ContainerState::Running,
-        Some(ContainerSummaryStateEnum::PAUSED) => ContainerState::Paused,
-        Some(ContainerSummaryStateEnum::RESTARTING) => ContainerState::Restarting,
-        Some(ContainerSummaryStateEnum::REMOVING) => ContainerState::Removing,
-        Some(ContainerSummaryStateEnum::EXITED) => ContainerState::Exited(exit),
-        Some(ContainerSummaryStateEnum::DEAD) => ContainerState::Dead,
-        Some(other) => ContainerState::Unknown(other.to_string()),
-        None => ContainerState::Unknown(String::new()),
-    };
-    ContainerInfo {
-        id: s.id.unwrap_or_default(),
-        name: s
-            .names
-            .and_then(|n| n.into_iter().next())
-            .unwrap_or_default()
-            .trim_start_matches('/')
-            .to_string(),
-        image: s.image.unwrap_or_default(),
-        state,
-        oom_killed: false,
-        labels: s.labels.unwrap_or_default().into_iter().collect(),
-    }
+    let name = s
+        .names
+        .and_then(|n| n.into_iter().next())
+        .unwrap_or_default();
+    ContainerInfo::new(
+        s.id.unwrap_or_default(),
+        name.trim_start_matches('/'),
+        s.image.unwrap_or_default(),
+        state(s.state.map(|x| x.to_string()), exit),
+    )
+    .with_labels(s.labels.unwrap_or_default().into_iter().collect())
 }
 
 /// Volume to core info.
 pub(crate) fn volume_info(v: Volume) -> VolumeInfo {
-    VolumeInfo {
-        name: v.name,
-        labels: v.labels.into_iter().collect(),
-        mountpoint: (!v.mountpoint.is_empty()).then_some(v.mountpoint),
-    }
+    VolumeInfo::new(v.name, v.labels.into_iter().collect()).with_mountpoint(v.mountpoint)
 }
 
 /// The version response to core engine facts.
 pub(crate) fn engine_info(v: bollard::models::SystemVersion, endpoint: &str) -> EngineInfo {
-    EngineInfo {
-        backend: BackendKind::Docker,
-        engine: engine_kind(&v),
-        version: v.version.unwrap_or_default(),
-        api_version: v.api_version,
-        os: v.os.unwrap_or_default(),
-        arch: v.arch.unwrap_or_default(),
-        endpoint: endpoint.to_string(),
-    }
+    EngineInfo::new(
+        BackendKind::Docker,
+        engine_kind(&v),
+        v.version.clone().unwrap_or_default(),
+        endpoint,
+    )
+    .with_api_version(v.api_version)
+    .with_platform(v.os.unwrap_or_default(), v.arch.unwrap_or_default())
 }
 
 /// One frame of an attached or log stream; `None` for stdin echoes and empty frames.
@@ -201,7 +207,7 @@ pub(crate) fn output_chunk(log: bollard::container::LogOutput) -> Option<OutputC
         L::StdErr { message } => (StreamKind::Stderr, message),
         L::StdIn { .. } => return None,
     };
-    (!data.is_empty()).then_some(OutputChunk { stream, data })
+    (!data.is_empty()).then(|| OutputChunk::new(stream, data))
 }
 
 /// Which engine answers a Docker API endpoint: Podman's compatible API names itself in
@@ -271,26 +277,22 @@ mod tests {
 
     #[test]
     fn create_body_carries_every_field() {
-        let mut c = ContainerConfig::new("img:1")
+        let c = ContainerConfig::new("img:1")
             .cmd(["sleep", "1"])
             .env("A", "1")
             .user(1000, 1000)
             .working_dir("/w")
             .init(true)
-            .stop_signal("SIGINT")
+            .stop_signal(container_core::Signal::INT)
             .stop_grace(Duration::from_millis(1500))
             .mount(Mount::bind("/h", "/c").read_only())
-            .mount(Mount::tmpfs("/t"));
-        c.resources.cpus = Some(1.5);
-        c.resources.memory_bytes = Some(1 << 20);
-        c.resources.ulimits.push(Ulimit {
-            name: "nofile".into(),
-            soft: 1,
-            hard: 2,
-        });
+            .mount(Mount::tmpfs("/t"))
+            .cpus(1.5)
+            .memory(1 << 20)
+            .ulimit(Ulimit::new("nofile", 1, 2));
         let mut labels = Labels::new();
         labels.insert("k".into(), "v".into());
-        let b = create_body(&c, labels);
+        let b = create_body(&c, labels).expect("body");
         assert_eq!(b.user.as_deref(), Some("1000:1000"));
         assert_eq!(b.stop_timeout, Some(2));
         assert_eq!(b.stop_signal.as_deref(), Some("SIGINT"));
@@ -306,6 +308,34 @@ mod tests {
             b.labels.expect("labels").get("k").map(String::as_str),
             Some("v")
         );
+    }
+
+    #[test]
+    fn inspect_carries_pid_times_and_restarts() {
+        let r = ContainerInspectResponse {
+            id: Some("abc".into()),
+            name: Some("/build".into()),
+            restart_count: Some(2),
+            state: Some(bollard::models::ContainerState {
+                status: Some(bollard::models::ContainerStateStatusEnum::RUNNING),
+                pid: Some(4242),
+                started_at: Some("2026-12-01T10:00:00.123456789Z".into()),
+                finished_at: Some("0001-01-01T00:00:00Z".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let i = container_info(r);
+        assert_eq!(i.name, "build");
+        assert_eq!(i.state, ContainerState::Running);
+        assert_eq!(i.pid, Some(4242));
+        assert_eq!(i.restart_count, 2);
+        let started = i.started_at.expect("started");
+        let secs = started
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("epoch");
+        assert_eq!(secs.as_secs(), 1_796_119_200);
+        assert_eq!(i.finished_at, None, "Docker's zero time is no time");
     }
 
     #[test]
@@ -330,7 +360,7 @@ mod tests {
     #[test]
     fn exit_code_is_parsed_from_list_status() {
         let s = ContainerSummary {
-            state: Some(ContainerSummaryStateEnum::EXITED),
+            state: Some(bollard::models::ContainerSummaryStateEnum::EXITED),
             status: Some("Exited (123) 2 seconds ago".into()),
             names: Some(vec!["/n".into()]),
             ..ContainerSummary::default()
@@ -338,6 +368,7 @@ mod tests {
         let i = summary_info(s);
         assert_eq!(i.state, ContainerState::Exited(123));
         assert_eq!(i.name, "n");
+        assert_eq!(i.pid, None, "a list reports no PID");
     }
 
     #[test]

@@ -177,7 +177,7 @@ impl Engine for DockerEngine {
             name: Some(name.to_string()),
             ..Default::default()
         };
-        let body = convert::create_body(config, labels.clone());
+        let body = convert::create_body(config, labels.clone())?;
         self.docker
             .create_container(Some(options), body)
             .await

@@ -120,11 +120,7 @@ mod tests {
     #[test]
     fn explicit_credentials_win_and_default_to_the_reference_registry() {
         let r = ImageRef::parse("127.0.0.1:5000/a/b:1").expect("ref");
-        let a = RegistryAuth {
-            username: "u".into(),
-            password: "p".into(),
-            server: None,
-        };
+        let a = RegistryAuth::new("u", "p");
         let c = credentials(&r, Some(&a)).expect("creds");
         assert_eq!(c.serveraddress.as_deref(), Some("127.0.0.1:5000"));
     }

@@ -1,17 +1,19 @@
 //! Core types to libpod requests, libpod responses to core types. Pure functions.
 
 use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use container_core::{
     BackendKind, ContainerConfig, ContainerInfo, ContainerState, EngineInfo, Error, ErrorKind,
-    Labels, LayerPhase, Mount, NetworkMode, PullProgress, Result, Signal, VolumeInfo,
+    Labels, LayerPhase, Mount, NetworkMode, PullProgress, Result, VolumeInfo,
 };
 use podman_api::models::{InspectContainerData, ListContainer, Volume, VolumeConfigResponse};
 use serde_json::{json, Map, Value};
 
-/// The libpod `SpecGenerator` for a validated `config` carrying `labels` (user +
-/// ownership). Sent as raw JSON: podman-api's builder has no field for named volumes.
-pub(crate) fn create_spec(name: &str, config: &ContainerConfig, labels: &Labels) -> Value {
+/// The libpod `SpecGenerator` for a validated `config` named `name` carrying `labels`
+/// (user + ownership). Sent as raw JSON: podman-api's builder has no field for named
+/// volumes. A mount or network kind this backend does not know is `Unsupported`.
+pub(crate) fn create_spec(name: &str, config: &ContainerConfig, labels: &Labels) -> Result<Value> {
     let mut s = Map::new();
     let mut put = |k: &str, v: Value| {
         s.insert(k.to_string(), v);
@@ -45,11 +47,7 @@ pub(crate) fn create_spec(name: &str, config: &ContainerConfig, labels: &Labels)
     if config.init {
         put("init", json!(true));
     }
-    if let Some(sig) = config
-        .stop_signal
-        .as_deref()
-        .and_then(|s| s.parse::<Signal>().ok())
-    {
+    if let Some(sig) = config.stop_signal {
         put("stop_signal", json!(sig.number()));
     }
     if let Some(grace) = config.stop_grace {
@@ -62,8 +60,9 @@ pub(crate) fn create_spec(name: &str, config: &ContainerConfig, labels: &Labels)
             put("netns", json!({"nsmode": "bridge"}));
             put("Networks", json!({ n.as_str(): {} }));
         }
+        other => return Err(Error::unsupported(&format!("network-{other:?}"))),
     }
-    let (mounts, volumes) = mounts(&config.mounts);
+    let (mounts, volumes) = mounts(&config.mounts)?;
     if !mounts.is_empty() {
         put("mounts", Value::Array(mounts));
     }
@@ -103,12 +102,12 @@ pub(crate) fn create_spec(name: &str, config: &ContainerConfig, labels: &Labels)
             .collect();
         put("r_limits", Value::Array(rl));
     }
-    Value::Object(s)
+    Ok(Value::Object(s))
 }
 
 /// Binds and tmpfs become OCI mounts; named volumes become libpod named volumes (so the
 /// engine knows the volume is in use).
-fn mounts(ms: &[Mount]) -> (Vec<Value>, Vec<Value>) {
+fn mounts(ms: &[Mount]) -> Result<(Vec<Value>, Vec<Value>)> {
     let mut mounts = Vec::new();
     let mut volumes = Vec::new();
     for m in ms {
@@ -144,9 +143,94 @@ fn mounts(ms: &[Mount]) -> (Vec<Value>, Vec<Value>) {
                     "options": options,
                 }));
             }
+            other => return Err(Error::unsupported(&format!("mount-{other:?}"))),
         }
     }
-    (mounts, volumes)
+    Ok((mounts, volumes))
+}
+
+fn state(status: Option<&str>, exit: i64) -> ContainerState {
+    match status.unwrap_or_default() {
+        "created" | "configured" | "initialized" => ContainerState::Created,
+        "running" => ContainerState::Running,
+        "paused" => ContainerState::Paused,
+        "restarting" => ContainerState::Restarting,
+        "removing" => ContainerState::Removing,
+        "exited" | "stopped" => ContainerState::Exited(exit),
+        "dead" => ContainerState::Dead,
+        other => ContainerState::Unknown(other.to_string()),
+    }
+}
+
+/// A libpod time as (seconds, nanoseconds) since the epoch; its zero time
+/// (`0001-01-01`, negative seconds) is none.
+fn time(t: Option<(i64, u32)>) -> Option<SystemTime> {
+    let (secs, nanos) = t?;
+    let secs = u64::try_from(secs).ok().filter(|s| *s > 0)?;
+    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+/// Inspect response to core info.
+pub(crate) fn container_info(r: InspectContainerData) -> ContainerInfo {
+    let (image, labels) = match r.config {
+        Some(c) => (c.image, c.labels.unwrap_or_default()),
+        None => (None, HashMap::new()),
+    };
+    let st = r.state.as_ref();
+    // (seconds, nanoseconds): the times are chrono's, read through their own methods.
+    let started = st
+        .and_then(|s| s.started_at.as_ref())
+        .map(|t| (t.timestamp(), t.timestamp_subsec_nanos()));
+    let finished = st
+        .and_then(|s| s.finished_at.as_ref())
+        .map(|t| (t.timestamp(), t.timestamp_subsec_nanos()));
+    ContainerInfo::new(
+        r.id.unwrap_or_default(),
+        r.name.unwrap_or_default(),
+        r.image_name.or(image).unwrap_or_default(),
+        state(
+            st.and_then(|s| s.status.as_deref()),
+            i64::from(st.and_then(|s| s.exit_code).unwrap_or(0)),
+        ),
+    )
+    .with_labels(labels.into_iter().collect())
+    .with_oom_killed(st.and_then(|s| s.oom_killed).unwrap_or(false))
+    .with_pid(st.and_then(|s| s.pid).and_then(|p| u32::try_from(p).ok()))
+    .with_times(time(started), time(finished))
+    .with_restart_count(
+        r.restart_count
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0),
+    )
+}
+
+/// List entry to core info.
+pub(crate) fn summary_info(c: ListContainer) -> ContainerInfo {
+    let name = c
+        .names
+        .and_then(|n| n.into_iter().next())
+        .unwrap_or_default();
+    ContainerInfo::new(
+        c.id.unwrap_or_default(),
+        name,
+        c.image.unwrap_or_default(),
+        state(c.state.as_deref(), i64::from(c.exit_code.unwrap_or(0))),
+    )
+    .with_labels(c.labels.unwrap_or_default().into_iter().collect())
+}
+
+/// Volume (list, inspect) to core info.
+pub(crate) fn volume_info(v: Volume) -> VolumeInfo {
+    VolumeInfo::new(v.name, v.labels.into_iter().collect()).with_mountpoint(v.mountpoint)
+}
+
+/// Volume create response to core info.
+pub(crate) fn created_volume_info(v: VolumeConfigResponse) -> VolumeInfo {
+    VolumeInfo::new(
+        v.name.unwrap_or_default(),
+        v.labels.unwrap_or_default().into_iter().collect(),
+    )
+    .with_mountpoint(v.mountpoint.unwrap_or_default())
 }
 
 /// The id in libpod's create response; a response without one is an error, never an
@@ -174,81 +258,15 @@ pub(crate) fn engine_info(info: podman_api::models::Info, endpoint: &str) -> Eng
         Some(h) => (h.os, h.arch),
         None => (None, None),
     };
-    EngineInfo {
-        backend: BackendKind::Podman,
-        // The libpod API exists only on Podman.
-        engine: BackendKind::Podman,
-        version: version.unwrap_or_default(),
-        api_version,
-        os: os.unwrap_or_default(),
-        arch: arch.unwrap_or_default(),
-        endpoint: endpoint.to_string(),
-    }
-}
-
-fn state(status: Option<&str>, exit: i64) -> ContainerState {
-    match status.unwrap_or_default() {
-        "created" | "configured" | "initialized" => ContainerState::Created,
-        "running" => ContainerState::Running,
-        "paused" => ContainerState::Paused,
-        "restarting" => ContainerState::Restarting,
-        "removing" => ContainerState::Removing,
-        "exited" | "stopped" => ContainerState::Exited(exit),
-        "dead" => ContainerState::Dead,
-        other => ContainerState::Unknown(other.to_string()),
-    }
-}
-
-/// Inspect response to core info.
-pub(crate) fn container_info(r: InspectContainerData) -> ContainerInfo {
-    let status = r.state.as_ref().and_then(|s| s.status.as_deref());
-    let exit = r.state.as_ref().and_then(|s| s.exit_code).unwrap_or(0);
-    let oom_killed = r.state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
-    let (image, labels) = match r.config {
-        Some(c) => (c.image, c.labels.unwrap_or_default()),
-        None => (None, HashMap::new()),
-    };
-    ContainerInfo {
-        id: r.id.unwrap_or_default(),
-        name: r.name.unwrap_or_default(),
-        image: r.image_name.or(image).unwrap_or_default(),
-        state: state(status, i64::from(exit)),
-        oom_killed,
-        labels: labels.into_iter().collect(),
-    }
-}
-
-/// List entry to core info.
-pub(crate) fn summary_info(c: ListContainer) -> ContainerInfo {
-    ContainerInfo {
-        id: c.id.unwrap_or_default(),
-        name: c
-            .names
-            .and_then(|n| n.into_iter().next())
-            .unwrap_or_default(),
-        image: c.image.unwrap_or_default(),
-        state: state(c.state.as_deref(), i64::from(c.exit_code.unwrap_or(0))),
-        oom_killed: false,
-        labels: c.labels.unwrap_or_default().into_iter().collect(),
-    }
-}
-
-/// Volume (list, inspect) to core info.
-pub(crate) fn volume_info(v: Volume) -> VolumeInfo {
-    VolumeInfo {
-        name: v.name,
-        labels: v.labels.into_iter().collect(),
-        mountpoint: (!v.mountpoint.is_empty()).then_some(v.mountpoint),
-    }
-}
-
-/// Volume create response to core info.
-pub(crate) fn created_volume_info(v: VolumeConfigResponse) -> VolumeInfo {
-    VolumeInfo {
-        name: v.name.unwrap_or_default(),
-        labels: v.labels.unwrap_or_default().into_iter().collect(),
-        mountpoint: v.mountpoint.filter(|m| !m.is_empty()),
-    }
+    // The libpod API exists only on Podman.
+    EngineInfo::new(
+        BackendKind::Podman,
+        BackendKind::Podman,
+        version.unwrap_or_default(),
+        endpoint,
+    )
+    .with_api_version(api_version)
+    .with_platform(os.unwrap_or_default(), arch.unwrap_or_default())
 }
 
 /// One line of a pull report's `stream` text to a progress event. libpod reports layers
@@ -279,29 +297,25 @@ mod tests {
 
     #[test]
     fn create_spec_carries_every_field() {
-        let mut c = ContainerConfig::new("img:1")
+        let c = ContainerConfig::new("img:1")
             .name("n")
             .cmd(["sleep", "1"])
             .env("A", "1=2")
             .user(1000, 1000)
             .working_dir("/w")
             .init(true)
-            .stop_signal("SIGINT")
+            .stop_signal(container_core::Signal::INT)
             .stop_grace(Duration::from_millis(1500))
             .mount(Mount::bind("/h", "/c").read_only())
             .mount(Mount::volume("v", "/v"))
-            .mount(Mount::tmpfs("/t"));
-        c.resources.cpus = Some(1.5);
-        c.resources.memory_bytes = Some(1 << 20);
-        c.resources.pids_limit = Some(10);
-        c.resources.ulimits.push(Ulimit {
-            name: "nofile".into(),
-            soft: 1,
-            hard: 2,
-        });
+            .mount(Mount::tmpfs("/t"))
+            .cpus(1.5)
+            .memory(1 << 20)
+            .pids_limit(10)
+            .ulimit(Ulimit::new("nofile", 1, 2));
         let mut labels = Labels::new();
         labels.insert("k".into(), "v".into());
-        let s = create_spec("n", &c, &labels);
+        let s = create_spec("n", &c, &labels).expect("spec");
         assert_eq!(s["name"], "n");
         assert_eq!(s["user"], "1000:1000");
         assert_eq!(s["env"]["A"], "1=2");

@@ -222,7 +222,7 @@ impl Engine for PodmanEngine {
         config: &ContainerConfig,
         labels: &Labels,
     ) -> Result<String> {
-        let spec = convert::create_spec(name, config, labels);
+        let spec = convert::create_spec(name, config, labels)?;
         let body = serde_json::to_vec(&spec).map_err(|e| {
             Error::new(ErrorKind::Internal, "cannot encode the create request").with_source(e)
         })?;

@@ -184,19 +184,20 @@ async fn build(
     uid: u32,
     gid: u32,
 ) -> Result<u8, Box<dyn std::error::Error>> {
-    let progress = PullOptions {
-        progress: Some(Arc::new(|p: &PullProgress| match p {
-            PullProgress::Layer { id, phase, .. } => println!("pull: layer {id}: {phase:?}"),
-            PullProgress::Completed { reference, digest } => {
-                println!(
-                    "pull: {reference} ready ({})",
-                    digest.as_deref().unwrap_or("-")
-                )
-            }
-            PullProgress::Resolving { reference } => println!("pull: resolving {reference}"),
-        })),
-        ..PullOptions::default()
-    };
+    let progress = PullOptions::default().with_progress(|p: &PullProgress| match p {
+        PullProgress::Layer { id, phase, .. } => println!("pull: layer {id}: {phase:?}"),
+        PullProgress::AlreadyPresent { reference } => println!("pull: {reference} is current"),
+        PullProgress::Completed {
+            reference, digest, ..
+        } => {
+            println!(
+                "pull: {reference} ready ({})",
+                digest.as_deref().unwrap_or("-")
+            )
+        }
+        PullProgress::Resolving { reference } => println!("pull: resolving {reference}"),
+        _ => {}
+    });
     engine.pull(&args.image, &progress).await?;
 
     let name = format!("crs-demo-build-{}", std::process::id());

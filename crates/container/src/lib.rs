@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 pub use container_core::{
     BackendKind, Capabilities, CleanupReport, CleanupScope, ConnectOptions, ContainerConfig,
-    ContainerInfo, ContainerManager, ContainerState, EngineInfo, Error, ErrorKind, ExecEvent,
-    ExecOutput, ExecSpec, ExecStream, ImageRef, Labels, LayerPhase, Line, LineEvent, Lines,
-    LogOptions, LogStream, Mount, NetworkMode, Operation, OutputChunk, Ownership, ProgressFn,
-    PullOptions, PullProgress, RegistryAuth, Resources, Result, RetryPolicy, Signal, StreamKind,
-    Ulimit, User, VolumeConfig, VolumeInfo,
+    ContainerInfo, ContainerManager, ContainerState, CopyOptions, EngineInfo, Error, ErrorKind,
+    ExecEvent, ExecOutput, ExecSpec, ExecStream, ImageRef, Labels, LayerPhase, Line, LineEvent,
+    Lines, LogOptions, LogStream, Mount, NetworkMode, Operation, OutputChunk, Ownership,
+    ProgressFn, PullOptions, PullProgress, RegistryAuth, Resources, Result, RetryPolicy, Signal,
+    StreamKind, Ulimit, User, VolumeConfig, VolumeInfo,
 };
 
 /// The reserved ownership labels and their prefix.
@@ -60,10 +60,8 @@ pub async fn connect(
     kind: BackendKind,
     endpoint: Option<&str>,
 ) -> Result<Arc<dyn ContainerManager>> {
-    let options = ConnectOptions {
-        endpoint: endpoint.map(str::to_string),
-        ..ConnectOptions::default()
-    };
+    let mut options = ConnectOptions::default();
+    options.endpoint = endpoint.map(str::to_string);
     connect_with(kind, options).await
 }
 
@@ -125,10 +123,8 @@ pub async fn from_env_with(options: ConnectOptions) -> Result<Arc<dyn ContainerM
     }
     let mut last = None;
     for kind in compiled_backends() {
-        let options = ConnectOptions {
-            endpoint: None,
-            ..options.clone()
-        };
+        let mut options = options.clone();
+        options.endpoint = None;
         match connect_unchecked(*kind, options).await {
             Ok(manager) => {
                 let info = manager.info().await?;

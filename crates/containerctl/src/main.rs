@@ -207,11 +207,8 @@ async fn connect(cli: &Cli) -> container::Result<std::sync::Arc<dyn ContainerMan
             Err(_) => BackendKind::Docker,
         },
     };
-    let options = ConnectOptions {
-        endpoint: cli.endpoint.clone(),
-        ownership,
-        ..ConnectOptions::default()
-    };
+    let mut options = ConnectOptions::default().with_ownership(ownership);
+    options.endpoint = cli.endpoint.clone();
     container::connect_with(kind, options).await
 }
 
@@ -283,10 +280,8 @@ async fn run(cli: Cli) -> container::Result<ExitCode> {
             }
         }
         Cmd::Logs { id, follow } => {
-            let options = LogOptions {
-                follow,
-                ..LogOptions::default()
-            };
+            let mut options = LogOptions::default();
+            options.follow = follow;
             let mut logs = engine.logs(&id, &options).await?;
             while let Some(chunk) = logs.next().await {
                 let chunk = chunk?;
@@ -340,14 +335,11 @@ async fn run(cli: Cli) -> container::Result<ExitCode> {
 }
 
 async fn pull(engine: &dyn ContainerManager, image: &str) -> container::Result<()> {
-    let options = PullOptions {
-        progress: Some(std::sync::Arc::new(|p: &PullProgress| {
-            if let PullProgress::Layer { id, phase, .. } = p {
-                eprintln!("{id}: {phase:?}");
-            }
-        })),
-        ..PullOptions::default()
-    };
+    let options = PullOptions::default().with_progress(|p: &PullProgress| {
+        if let PullProgress::Layer { id, phase, .. } = p {
+            eprintln!("{id}: {phase:?}");
+        }
+    });
     engine.pull(image, &options).await
 }
 

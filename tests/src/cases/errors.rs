@@ -5,8 +5,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use container::validate;
 use container::{
-    ConnectOptions, ContainerConfig, Error, ErrorKind, ExecSpec, LineEvent, Operation, Ownership,
-    PullOptions, RetryPolicy, VolumeConfig,
+    ConnectOptions, ContainerConfig, Error, ErrorKind, ExecSpec, LineEvent, Operation, PullOptions,
+    RetryPolicy, VolumeConfig,
 };
 use futures::StreamExt;
 
@@ -26,39 +26,26 @@ pub async fn case_54_invalid_input(ctx: &Ctx) -> Result<(), Failure> {
             .name(ctx.name(54))
             .cmd(["sleep", "3600"])
     };
+    let with = |change: &dyn Fn(&mut ContainerConfig)| {
+        let mut c = base();
+        change(&mut c);
+        c
+    };
     let raw_env = |entry: &str| {
         let mut c = base();
         c.env.push(entry.to_string());
         c
     };
     let mut configs: Vec<(&str, ContainerConfig)> = vec![
-        (
-            "empty image",
-            ContainerConfig {
-                image: String::new(),
-                ..base()
-            },
-        ),
-        (
-            "empty command",
-            ContainerConfig {
-                cmd: Some(Vec::new()),
-                ..base()
-            },
-        ),
+        ("empty image", with(&|c| c.image = String::new())),
+        ("empty command", with(&|c| c.cmd = Some(Vec::new()))),
         (
             "empty argv[0]",
-            ContainerConfig {
-                cmd: Some(vec![String::new()]),
-                ..base()
-            },
+            with(&|c| c.cmd = Some(vec![String::new()])),
         ),
         (
             "empty entrypoint",
-            ContainerConfig {
-                entrypoint: Some(Vec::new()),
-                ..base()
-            },
+            with(&|c| c.entrypoint = Some(Vec::new())),
         ),
         ("env without =", raw_env("NOEQUALS")),
         ("env with an empty key", raw_env("=value")),
@@ -67,10 +54,7 @@ pub async fn case_54_invalid_input(ctx: &Ctx) -> Result<(), Failure> {
     for bad_name in ["bad name!", "-leading-dash", "", "a/b", &"x".repeat(200)] {
         configs.push((
             "invalid container name",
-            ContainerConfig {
-                name: Some(bad_name.to_string()),
-                ..base()
-            },
+            with(&|c| c.name = Some(bad_name.to_string())),
         ));
     }
     let mut limits = Vec::new();
@@ -217,10 +201,7 @@ pub async fn case_55_error_context(ctx: &Ctx) -> Result<(), Failure> {
 
     let (host, _) = split_image(ctx.image())?;
     let image = format!("{host}/container-rs/no-such-repo-{}:1", ctx.short_session());
-    let options = PullOptions {
-        retry: RetryPolicy::none(),
-        ..PullOptions::default()
-    };
+    let options = PullOptions::default().with_retry(RetryPolicy::none());
     let e = expect_kind(
         m.pull(&image, &options).await,
         ErrorKind::NotFound,
@@ -238,12 +219,9 @@ pub async fn case_55_error_context(ctx: &Ctx) -> Result<(), Failure> {
 
     let dir = tempfile::tempdir()?;
     let endpoint = unix_endpoint(ctx.kind(), &dir.path().join("absent.sock"));
-    let options = ConnectOptions {
-        endpoint: Some(endpoint),
-        ownership: Ownership::new(OWNER)?,
-        connect_timeout: Duration::from_secs(2),
-        ..ConnectOptions::default()
-    };
+    let options = ConnectOptions::owned_by(OWNER)?
+        .with_endpoint(endpoint)
+        .with_connect_timeout(Duration::from_secs(2));
     let connected = tokio::time::timeout(Duration::from_secs(2) + SLACK, ctx.connect_with(options))
         .await
         .map_err(|_| Failure::new("connect to a missing socket hung"))?;

@@ -129,11 +129,10 @@ pub async fn case_65_resource_limits(ctx: &Ctx) -> Result<(), Failure> {
     limited.resources.memory_bytes = Some(64 << 20);
     limited.resources.cpus = Some(0.5);
     limited.resources.pids_limit = Some(64);
-    limited.resources.ulimits.push(Ulimit {
-        name: "nofile".into(),
-        soft: 1024,
-        hard: 2048,
-    });
+    limited
+        .resources
+        .ulimits
+        .push(Ulimit::new("nofile", 1024, 2048));
     let id = run_config(ctx, &mut t, &limited).await?;
     let memory = cgroup(m, &id, "memory.max", "memory/memory.limit_in_bytes").await?;
     ensure_eq!(

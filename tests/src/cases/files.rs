@@ -6,7 +6,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use container::{ContainerConfig, ErrorKind, Result as CResult};
+use container::{ContainerConfig, CopyOptions, ErrorKind, Result as CResult};
 
 use crate::ctx::{Ctx, SLACK};
 use crate::failure::{describe, expect_kind, Failure};
@@ -226,6 +226,37 @@ pub async fn case_61_copy_from(ctx: &Ctx) -> Result<(), Failure> {
         "s",
         "content of a single file"
     );
+
+    // The caller picks the owner of what the copy creates (root gives files away);
+    // the target directory itself, which the caller made, keeps its owner.
+    let owned = parent.path().join("out").join("owned");
+    fs::create_dir(&owned)?;
+    let own_before = fs::metadata(&owned)?;
+    let as_user = CopyOptions::owned_by(1000, 1000);
+    let copied = m.copy_from_with(&id, "/src/dir", &owned, &as_user).await;
+    if nix::unistd::geteuid().is_root() {
+        copied?;
+        for p in ["dir", "dir/secret"] {
+            let meta = fs::symlink_metadata(owned.join(p))?;
+            ensure_eq!(
+                (meta.uid(), meta.gid()),
+                (1000, 1000),
+                "owner of copied {p}"
+            );
+        }
+        let meta = fs::metadata(&owned)?;
+        ensure_eq!(
+            (meta.uid(), meta.gid()),
+            (own_before.uid(), own_before.gid()),
+            "owner of the target directory after an owned copy"
+        );
+    } else {
+        expect_kind(
+            copied,
+            ErrorKind::PermissionDenied,
+            "copy_from_with an owner, not root",
+        )?;
+    }
 
     // A symlink already in the target must not lead the copy outside of it.
     let trap_parent = tempfile::tempdir()?;

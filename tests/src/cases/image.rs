@@ -17,14 +17,11 @@ type Events = Arc<Mutex<Vec<PullProgress>>>;
 fn recording() -> (PullOptions, Events) {
     let events: Events = Arc::default();
     let sink = events.clone();
-    let options = PullOptions {
-        progress: Some(Arc::new(move |p: &PullProgress| {
-            sink.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(p.clone());
-        })),
-        ..PullOptions::default()
-    };
+    let options = PullOptions::default().with_progress(move |p: &PullProgress| {
+        sink.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(p.clone());
+    });
     (options, events)
 }
 
@@ -89,6 +86,20 @@ pub async fn case_01_pull_by_tag(ctx: &Ctx) -> Result<(), Failure> {
         m.image_exists(image).await?,
         "{image} missing after the second pull"
     );
+    // The progress says so: the first pull fetched, the second found the image current.
+    let already = |events: &[PullProgress]| {
+        events
+            .iter()
+            .any(|e| matches!(e, PullProgress::AlreadyPresent { .. }))
+    };
+    ensure!(
+        !already(&first_events),
+        "the first pull of an absent image reported it already present: {first_events:?}"
+    );
+    ensure!(
+        already(&second_events),
+        "the second pull did not report the image already present: {second_events:?}"
+    );
     Ok(())
 }
 
@@ -146,10 +157,7 @@ pub async fn case_02_pull_by_digest(ctx: &Ctx) -> Result<(), Failure> {
         .as_array()
         .is_some_and(|t| t.iter().any(|v| v == "latest"));
     let bare = format!("{host}/{repo}");
-    let no_retry = PullOptions {
-        retry: RetryPolicy::none(),
-        ..PullOptions::default()
-    };
+    let no_retry = PullOptions::default().with_retry(RetryPolicy::none());
     if has_latest {
         m.pull(&bare, &no_retry).await?;
         ensure!(
@@ -296,10 +304,7 @@ pub async fn case_06_pull_deadline(ctx: &Ctx) -> Result<(), Failure> {
     m.remove_image(image, true).await?;
 
     let deadline = Duration::from_millis(1);
-    let options = PullOptions {
-        timeout: Some(deadline),
-        ..PullOptions::default()
-    };
+    let options = PullOptions::default().with_timeout(deadline);
     let started = Instant::now();
     expect_kind(
         m.pull(image, &options).await,

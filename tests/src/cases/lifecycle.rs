@@ -169,7 +169,7 @@ pub async fn case_13_stop_signal(ctx: &Ctx) -> Result<(), Failure> {
             "trap 'echo got-usr1; exit 0' USR1; trap 'echo got-term; exit 0' TERM; \
              echo ready; while true; do sleep 0.1; done",
         ])
-        .stop_signal("SIGUSR1");
+        .stop_signal(container::Signal::USR1);
     let id = run_config(ctx, &mut t, &config).await?;
     wait_for_log(m, &id, "ready", Duration::from_secs(10)).await?;
     let started = Instant::now();
@@ -291,10 +291,7 @@ pub async fn case_17_logs_follow(ctx: &Ctx) -> Result<(), Failure> {
         "echo out1; echo err1 >&2; sleep 1; echo out2; echo err2 >&2; sleep 1; echo done",
     ]);
     let id = run_config(ctx, &mut t, &config).await?;
-    let options = LogOptions {
-        follow: true,
-        ..LogOptions::default()
-    };
+    let options = LogOptions::follow();
     let (out, err) = read_logs(m, &id, &options, Duration::from_secs(10) + SLACK).await?;
     ensure_eq!(
         String::from_utf8_lossy(&out),

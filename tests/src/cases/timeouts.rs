@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use container::exec::DEFAULT_KILL_GRACE;
-use container::{BackendKind, ConnectOptions, Error, ErrorKind, ExecSpec, Ownership};
+use container::{BackendKind, ConnectOptions, Error, ErrorKind, ExecSpec};
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::ctx::{Ctx, OWNER, SLACK};
@@ -117,12 +117,9 @@ pub async fn case_38_drop_exec_future(ctx: &Ctx) -> Result<(), Failure> {
 /// `Unavailable`.
 async fn expect_unavailable(ctx: &Ctx, endpoint: String, what: &str) -> Result<Error, Failure> {
     let connect_timeout = Duration::from_secs(2);
-    let options = ConnectOptions {
-        endpoint: Some(endpoint.clone()),
-        ownership: Ownership::new(OWNER)?,
-        connect_timeout,
-        ..ConnectOptions::default()
-    };
+    let options = ConnectOptions::owned_by(OWNER)?
+        .with_endpoint(endpoint.clone())
+        .with_connect_timeout(connect_timeout);
     let started = Instant::now();
     let outcome =
         tokio::time::timeout(connect_timeout + SLACK + SLACK, ctx.connect_with(options)).await;

@@ -23,18 +23,14 @@ pub async fn case_47_labels_and_filter(ctx: &Ctx) -> Result<(), Failure> {
     let mut t = ctx.tracker();
     let group = ctx.name(47);
     let (red, blue) = (ctx.name(47), ctx.name(47));
-    let red_config = VolumeConfig {
-        name: red.clone(),
-        labels: labels(&[
-            (CASE_LABEL, &group),
-            ("color", "red"),
-            ("com.example.note", "two words"),
-        ]),
-    };
-    let blue_config = VolumeConfig {
-        name: blue.clone(),
-        labels: labels(&[(CASE_LABEL, &group), ("color", "blue")]),
-    };
+    let mut red_config = VolumeConfig::new(red.clone());
+    red_config.labels = labels(&[
+        (CASE_LABEL, &group),
+        ("color", "red"),
+        ("com.example.note", "two words"),
+    ]);
+    let mut blue_config = VolumeConfig::new(blue.clone());
+    blue_config.labels = labels(&[(CASE_LABEL, &group), ("color", "blue")]);
     for c in [&red_config, &blue_config] {
         t.volume(c.name.clone());
         m.create_volume(c).await?;

@@ -43,7 +43,7 @@ pub async fn terminate(control: Arc<dyn ExecControl>, grace: Duration) {
 }
 
 /// Terminates an exec (see [`terminate`]) if dropped while armed: a backend holds one from
-/// the moment the engine knows the exec until its [`ExecStream`] exists, so a caller that
+/// the moment the engine knows the exec until its [`ExecStream`](super::ExecStream) exists, so a caller that
 /// drops the future during the setup still leaves nothing running.
 pub struct KillGuard {
     control: Option<Arc<dyn ExecControl>>,

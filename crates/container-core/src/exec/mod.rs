@@ -1,16 +1,15 @@
 //! Exec: the spec, the streamed output, the timeout and drop-kill logic shared by every
 //! backend, and the buffered form built on top of the stream.
 //!
-//! A backend implements only [`ContainerManager::exec_stream`](crate::ContainerManager::exec_stream):
-//! it returns the engine's output as a stream of [`ExecEvent`]s plus an [`ExecControl`]
-//! that can signal the exec's processes. [`ExecStream`] adds the rest once, for all
-//! backends: the deadline (SIGTERM to every process of the exec, SIGKILL after the grace),
-//! kill on drop, and the `exit status must come last` rule.
-
+//! The contract layer ([`raw::EngineManager`](crate::raw::EngineManager)) turns an
+//! engine's output into a stream of [`ExecEvent`]s plus an [`ExecControl`] that can
+//! signal the exec's processes. [`ExecStream`] adds the rest once, for all backends: the
+//! deadline (SIGTERM to every process of the exec, SIGKILL after the grace), kill on
+//! drop, and the `exit status must come last` rule.
 //!
-//! The parts, one concern each: [`spec`](ExecSpec) (what to run, what comes back), the
-//! [`ExecStream`] state machine, the kill control ([`ExecControl`], [`terminate`],
-//! [`KillGuard`]) and line framing ([`Lines`]).
+//! The parts, one concern each: `spec` (what to run, what comes back), `stream` (the
+//! [`ExecStream`] state machine), `control` (the kill: [`ExecControl`], [`terminate`],
+//! [`KillGuard`]) and `lines` (line framing, [`Lines`]).
 
 mod control;
 mod lines;

@@ -16,6 +16,7 @@ pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// A command to run in a running container.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ExecSpec {
     /// Argv; must not be empty.
     pub cmd: Vec<String>,
@@ -30,7 +31,7 @@ pub struct ExecSpec {
     /// Allocate a TTY (stdout and stderr merge into stdout).
     pub tty: bool,
     /// Deadline; on expiry the processes get SIGTERM, then SIGKILL after `kill_grace`,
-    /// and the exec returns [`ErrorKind::Timeout`].
+    /// and the exec returns [`ErrorKind::Timeout`](crate::ErrorKind::Timeout).
     pub timeout: Option<Duration>,
     /// Grace between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
@@ -118,6 +119,18 @@ impl ExecSpec {
         self
     }
 
+    /// Allocates a TTY (stdout and stderr merge into stdout) or not.
+    pub fn tty(mut self, tty: bool) -> Self {
+        self.tty = tty;
+        self
+    }
+
+    /// Sets the grace between SIGTERM and SIGKILL on timeout or drop.
+    pub fn kill_grace(mut self, grace: Duration) -> Self {
+        self.kill_grace = grace;
+        self
+    }
+
     /// Sets the buffered output cap per stream.
     pub fn output_limit(mut self, bytes: usize) -> Self {
         self.output_limit = bytes;
@@ -143,6 +156,16 @@ pub struct OutputChunk {
     pub data: Bytes,
 }
 
+impl OutputChunk {
+    /// `data` from `stream`.
+    pub fn new(stream: StreamKind, data: impl Into<Bytes>) -> Self {
+        OutputChunk {
+            stream,
+            data: data.into(),
+        }
+    }
+}
+
 /// An event of an exec stream: output, then exactly one exit status at the end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecEvent {
@@ -154,6 +177,7 @@ pub enum ExecEvent {
 
 /// The result of the buffered [`exec`](crate::ContainerManager::exec).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct ExecOutput {
     /// Exit code of the process (a non-zero code is a result, not an error).
     pub exit_code: i64,

@@ -57,12 +57,12 @@ pub(super) async fn start<E: Engine>(
         .await?;
     guard.disarm();
     let backend = manager.backend();
-    let resource = container.to_string();
+    let resource = manager.container(container);
     let output = output.map(move |item| {
         item.map(ExecEvent::Output)
             .map_err(|e| e.context(backend, Operation::Exec, resource.clone()))
     });
-    let resource = container.to_string();
+    let resource = manager.container(container);
     let exit = stream::once(async move {
         exit_code(engine.as_ref(), &exec)
             .await
@@ -70,7 +70,7 @@ pub(super) async fn start<E: Engine>(
             .map_err(|e| e.context(backend, Operation::Exec, resource))
     });
     let events: BoxStream<'static, Result<ExecEvent>> = output.chain(exit).boxed();
-    Ok(ExecStream::new(events, control, spec, container).with_backend(backend))
+    Ok(ExecStream::new(events, control, spec, manager.container(container)).with_backend(backend))
 }
 
 /// Polls the exec's state until the engine no longer reports it running; its exit code.

@@ -1,8 +1,10 @@
 //! [`EngineManager`]: the contract of [`ContainerManager`], written once over any [`Engine`].
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,7 +22,8 @@ use crate::retry::{self, RetryPolicy};
 use crate::signal::Signal;
 use crate::types::{
     BackendKind, Capabilities, ConnectOptions, ContainerConfig, ContainerInfo, ContainerState,
-    EngineInfo, Labels, LogOptions, PullOptions, PullProgress, VolumeConfig, VolumeInfo,
+    CopyOptions, EngineInfo, Labels, LayerPhase, LogOptions, PullOptions, PullProgress,
+    VolumeConfig, VolumeInfo,
 };
 use crate::validate;
 
@@ -40,7 +43,14 @@ pub struct EngineManager<E: Engine> {
     ownership: Ownership,
     call_timeout: Duration,
     retry: RetryPolicy,
+    /// Names of the containers this manager created or inspected, by id, so errors name
+    /// a container the way its user does (see [`container`](Self::container)).
+    names: Arc<Mutex<HashMap<String, String>>>,
 }
+
+/// How many container names [`EngineManager`] remembers; past it, it forgets them all
+/// (errors then show ids only until the names are seen again).
+const NAMES_KEPT: usize = 4096;
 
 impl<E: Engine> std::fmt::Debug for EngineManager<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -62,6 +72,7 @@ impl<E: Engine> Clone for EngineManager<E> {
             ownership: self.ownership.clone(),
             call_timeout: self.call_timeout,
             retry: self.retry.clone(),
+            names: self.names.clone(),
         }
     }
 }
@@ -124,6 +135,7 @@ impl<E: Engine> EngineManager<E> {
             ownership,
             call_timeout,
             retry,
+            names: Arc::default(),
         })
     }
 
@@ -143,6 +155,32 @@ impl<E: Engine> EngineManager<E> {
 
     pub(super) fn call_timeout(&self) -> Duration {
         self.call_timeout
+    }
+
+    /// How errors and spans name container `id`: `name (id)` when the name is known.
+    pub(super) fn container(&self, id: &str) -> String {
+        let names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        match names.get(id) {
+            Some(name) if name != id => format!("{name} ({id})"),
+            _ => id.to_string(),
+        }
+    }
+
+    fn remember(&self, id: &str, name: &str) {
+        if id.is_empty() || name.is_empty() {
+            return;
+        }
+        let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        if names.len() >= NAMES_KEPT {
+            names.clear();
+        }
+        names.insert(id.to_string(), name.to_string());
+    }
+
+    fn forget(&self, id: &str) {
+        let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        names.remove(id);
+        names.retain(|_, name| name != id);
     }
 
     /// One operation: its span, and its errors with backend, operation and resource.
@@ -282,9 +320,27 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
     async fn pull(&self, image: &str, options: &PullOptions) -> Result<()> {
         let fut = async {
             let reference = ImageRef::parse(image)?;
-            let progress = |event: &PullProgress| options.report(event);
+            // Whether the local copy was current: present before, and nothing fetched.
+            // An engine that cannot say whether it had the image never claims so.
+            let present_before = self
+                .call(Operation::Pull, self.engine.image_exists(&reference))
+                .await
+                .unwrap_or(false);
+            let fetched = AtomicBool::new(false);
+            let progress = |event: &PullProgress| {
+                if let PullProgress::Layer { phase, .. } = event {
+                    if matches!(
+                        phase,
+                        LayerPhase::Downloading | LayerPhase::Verifying | LayerPhase::Extracting
+                    ) {
+                        fetched.store(true, Ordering::Relaxed);
+                    }
+                }
+                options.report(event);
+            };
             let attempts = options.retry.run(|attempt| {
                 let reference = &reference;
+                let progress = &progress;
                 async move {
                     if attempt > 1 {
                         tracing::info!(image = %reference, attempt, "retrying pull");
@@ -295,7 +351,7 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
                     let request = super::PullRequest {
                         image: reference,
                         auth: options.auth.as_ref(),
-                        progress: &progress,
+                        progress,
                     };
                     let digest = self.engine.pull(request).await?;
                     // A stream can end "successfully" without the image (a dropped
@@ -309,14 +365,20 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
                             "the pull stream ended but the image is not present",
                         ));
                     }
-                    options.report(&PullProgress::Completed {
-                        reference: reference.to_string(),
-                        digest: digest.or_else(|| reference.digest().map(str::to_string)),
-                    });
-                    Ok(())
+                    Ok(digest)
                 }
             });
-            retry::with_deadline(options.timeout, "pull", attempts).await
+            let digest = retry::with_deadline(options.timeout, "pull", attempts).await?;
+            if present_before && !fetched.load(Ordering::Relaxed) {
+                options.report(&PullProgress::AlreadyPresent {
+                    reference: reference.to_string(),
+                });
+            }
+            options.report(&PullProgress::Completed {
+                reference: reference.to_string(),
+                digest: digest.or_else(|| reference.digest().map(str::to_string)),
+            });
+            Ok(())
         };
         self.run(Operation::Pull, image, fut).await
     }
@@ -371,10 +433,13 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
                 }
                 Ok(id)
             };
-            self.ownership
+            let id = self
+                .ownership
                 .create_idempotent(&name, &labels, create, || self.find(&name))
                 .await
-                .map_err(|e| e.with_resource(name.clone()))
+                .map_err(|e| e.with_resource(name.clone()))?;
+            self.remember(&id, &name);
+            Ok(id)
         };
         self.run(Operation::Create, resource, fut).await
     }
@@ -384,7 +449,7 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
             validate::container_ref(id)?;
             self.call(Operation::Start, self.engine.start(id)).await
         };
-        self.run(Operation::Start, id, fut).await
+        self.run(Operation::Start, &self.container(id), fut).await
     }
 
     async fn stop(&self, id: &str, grace: Option<Duration>) -> Result<()> {
@@ -394,7 +459,7 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
             let limit = self.call_timeout + grace.unwrap_or(DEFAULT_STOP_GRACE);
             within(limit, Operation::Stop, self.engine.stop(id, grace)).await
         };
-        self.run(Operation::Stop, id, fut).await
+        self.run(Operation::Stop, &self.container(id), fut).await
     }
 
     async fn kill(&self, id: &str, signal: Signal) -> Result<()> {
@@ -403,7 +468,7 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
             self.call(Operation::Kill, self.engine.kill(id, signal))
                 .await
         };
-        self.run(Operation::Kill, id, fut).await
+        self.run(Operation::Kill, &self.container(id), fut).await
     }
 
     async fn remove(&self, id: &str, force: bool) -> Result<()> {
@@ -420,16 +485,23 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
                 Err(e) => Err(e),
             }
         };
-        self.run(Operation::Remove, id, fut).await
+        let result = self.run(Operation::Remove, &self.container(id), fut).await;
+        if result.is_ok() {
+            self.forget(id);
+        }
+        result
     }
 
     async fn inspect(&self, id: &str) -> Result<ContainerInfo> {
         let fut = async {
             validate::container_ref(id)?;
-            self.idempotent(Operation::Inspect, || self.engine.inspect(id))
-                .await
+            let info = self
+                .idempotent(Operation::Inspect, || self.engine.inspect(id))
+                .await?;
+            self.remember(&info.id, &info.name);
+            Ok(info)
         };
-        self.run(Operation::Inspect, id, fut).await
+        self.run(Operation::Inspect, &self.container(id), fut).await
     }
 
     async fn wait(&self, id: &str) -> Result<i64> {
@@ -450,7 +522,7 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
                 )),
             }
         };
-        self.run(Operation::Wait, id, fut).await
+        self.run(Operation::Wait, &self.container(id), fut).await
     }
 
     async fn list(&self, labels: &Labels) -> Result<Vec<ContainerInfo>> {
@@ -476,8 +548,9 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
             self.call(Operation::Logs, self.engine.logs(id, options))
                 .await
         };
-        let stream = self.run(Operation::Logs, id, fut).await?;
-        let (backend, resource) = (self.backend, id.to_string());
+        let resource = self.container(id);
+        let stream = self.run(Operation::Logs, &resource, fut).await?;
+        let backend = self.backend;
         Ok(stream
             .map_err(move |e| e.context(backend, Operation::Logs, resource.clone()))
             .boxed())
@@ -492,10 +565,16 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
             }
             super::exec::start(self, id, spec).await
         };
-        self.run(Operation::Exec, id, fut).await
+        self.run(Operation::Exec, &self.container(id), fut).await
     }
 
-    async fn copy_from(&self, id: &str, container_path: &str, host_dir: &Path) -> Result<()> {
+    async fn copy_from_with(
+        &self,
+        id: &str,
+        container_path: &str,
+        host_dir: &Path,
+        options: &CopyOptions,
+    ) -> Result<()> {
         let fut = async {
             validate::container_ref(id)?;
             absolute("container path", container_path)?;
@@ -509,9 +588,10 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
                     self.engine.copy_from(id, container_path),
                 )
                 .await?;
-            archive::receive_and_unpack(body, host_dir, self.call_timeout).await
+            archive::receive_and_unpack(body, host_dir, self.call_timeout, options.owner).await
         };
-        self.run(Operation::CopyFrom, id, fut).await
+        self.run(Operation::CopyFrom, &self.container(id), fut)
+            .await
     }
 
     async fn copy_to(&self, id: &str, host_path: &Path, container_dir: &str) -> Result<()> {
@@ -533,7 +613,7 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
             )
             .await
         };
-        self.run(Operation::CopyTo, id, fut).await
+        self.run(Operation::CopyTo, &self.container(id), fut).await
     }
 
     async fn create_volume(&self, config: &VolumeConfig) -> Result<VolumeInfo> {
