@@ -23,6 +23,8 @@
 
 mod exec;
 mod manager;
+#[cfg(test)]
+mod tests;
 
 use std::fs::File;
 use std::time::Duration;

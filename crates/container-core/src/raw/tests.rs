@@ -1,0 +1,377 @@
+//! [`EngineManager`] over a scripted fake engine: the contract rules that need no real
+//! engine (the conformance suite checks the rest against real ones).
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::error::{Error, ErrorKind, Operation};
+use crate::exec::ExecSpec;
+use crate::labels::Ownership;
+use crate::manager::ContainerManager;
+use crate::retry::RetryPolicy;
+use crate::types::{
+    BackendKind, ConnectOptions, ContainerConfig, ContainerInfo, ContainerState, EngineInfo,
+    LogOptions, VolumeConfig,
+};
+
+/// An engine whose answers the test scripts; every call is recorded by name.
+#[derive(Default)]
+struct Fake {
+    caps: Capabilities,
+    calls: Mutex<Vec<&'static str>>,
+    /// Answers of `inspect`, in order; `NotFound` once they run out.
+    inspect: Mutex<VecDeque<Result<ContainerInfo>>>,
+    /// Answers of `remove`, in order; `Removed` once they run out.
+    remove: Mutex<VecDeque<Result<Removal>>>,
+    /// The id `create` returns.
+    created_id: String,
+    /// `start` never answers.
+    hang_start: bool,
+    /// What `wait` says.
+    wait: Option<i64>,
+    /// Labels of every volume the engine reports.
+    volume_labels: Labels,
+}
+
+impl Fake {
+    fn record(&self, call: &'static str) {
+        self.calls.lock().expect("calls").push(call);
+    }
+
+    fn calls(&self) -> Vec<&'static str> {
+        self.calls.lock().expect("calls").clone()
+    }
+}
+
+fn missing() -> Error {
+    Error::new(ErrorKind::NotFound, "no such container")
+}
+
+fn info(id: &str, name: &str, state: ContainerState) -> ContainerInfo {
+    ContainerInfo::new(id, name, "img", state)
+}
+
+#[async_trait]
+impl Engine for Arc<Fake> {
+    type Exec = ();
+
+    fn capabilities(&self) -> Capabilities {
+        self.caps
+    }
+    async fn info(&self) -> Result<EngineInfo> {
+        self.record("info");
+        Ok(EngineInfo::new(
+            BackendKind::Docker,
+            BackendKind::Docker,
+            "1",
+            "fake",
+        ))
+    }
+    async fn pull(&self, _request: PullRequest<'_>) -> Result<Option<String>> {
+        self.record("pull");
+        Ok(None)
+    }
+    async fn image_exists(&self, _image: &ImageRef) -> Result<bool> {
+        self.record("image_exists");
+        Ok(true)
+    }
+    async fn remove_image(&self, _image: &ImageRef, _force: bool) -> Result<()> {
+        self.record("remove_image");
+        Err(missing())
+    }
+    async fn create(&self, _n: &str, _c: &ContainerConfig, _l: &Labels) -> Result<String> {
+        self.record("create");
+        Ok(self.created_id.clone())
+    }
+    async fn start(&self, _id: &str) -> Result<()> {
+        self.record("start");
+        if self.hang_start {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+    async fn stop(&self, _id: &str, _grace: Option<Duration>) -> Result<()> {
+        self.record("stop");
+        Ok(())
+    }
+    async fn kill(&self, _id: &str, _signal: Signal) -> Result<()> {
+        self.record("kill");
+        Ok(())
+    }
+    async fn remove(&self, _id: &str, _force: bool) -> Result<Removal> {
+        self.record("remove");
+        let next = self.remove.lock().expect("remove").pop_front();
+        next.unwrap_or(Ok(Removal::Removed))
+    }
+    async fn inspect(&self, _id: &str) -> Result<ContainerInfo> {
+        self.record("inspect");
+        let next = self.inspect.lock().expect("inspect").pop_front();
+        next.unwrap_or_else(|| Err(missing()))
+    }
+    async fn wait(&self, _id: &str) -> Result<Option<i64>> {
+        self.record("wait");
+        Ok(self.wait)
+    }
+    async fn list(&self, _labels: &Labels) -> Result<Vec<ContainerInfo>> {
+        self.record("list");
+        Ok(Vec::new())
+    }
+    async fn logs(&self, _id: &str, _options: &LogOptions) -> Result<OutputStream> {
+        self.record("logs");
+        Err(missing())
+    }
+    async fn exec_create(&self, _container: &str, _spec: &ExecSpec) -> Result<()> {
+        self.record("exec_create");
+        Ok(())
+    }
+    async fn exec_start(&self, _exec: &(), _spec: &ExecSpec) -> Result<OutputStream> {
+        self.record("exec_start");
+        Ok(Box::pin(futures::stream::empty()))
+    }
+    async fn exec_state(&self, _exec: &()) -> Result<ExecState> {
+        self.record("exec_state");
+        Ok(ExecState {
+            started: true,
+            ..ExecState::default()
+        })
+    }
+    async fn copy_from(&self, _id: &str, _path: &str) -> Result<ByteStream> {
+        self.record("copy_from");
+        Err(missing())
+    }
+    async fn copy_to(&self, _id: &str, _dir: &str, _archive: File) -> Result<()> {
+        self.record("copy_to");
+        Ok(())
+    }
+    async fn create_volume(&self, name: &str, _labels: &Labels) -> Result<VolumeInfo> {
+        self.record("create_volume");
+        Ok(VolumeInfo::new(name, self.volume_labels.clone()))
+    }
+    async fn inspect_volume(&self, name: &str) -> Result<VolumeInfo> {
+        self.record("inspect_volume");
+        Ok(VolumeInfo::new(name, self.volume_labels.clone()))
+    }
+    async fn list_volumes(&self, _labels: &Labels) -> Result<Vec<VolumeInfo>> {
+        self.record("list_volumes");
+        Ok(Vec::new())
+    }
+    async fn remove_volume(&self, _name: &str, _force: bool) -> Result<()> {
+        self.record("remove_volume");
+        Ok(())
+    }
+}
+
+async fn manager(fake: Fake) -> (EngineManager<Arc<Fake>>, Arc<Fake>) {
+    let fake = Arc::new(fake);
+    let options = ConnectOptions::owned_by("tester")
+        .expect("owner")
+        .with_call_timeout(Duration::from_secs(1))
+        .with_retry(RetryPolicy {
+            jitter: false,
+            ..RetryPolicy::calls()
+        });
+    let engine = fake.clone();
+    let m = EngineManager::connect(BackendKind::Docker, "fake", options, |_, _| async {
+        Ok(engine)
+    })
+    .await
+    .expect("connect");
+    fake.calls.lock().expect("calls").clear();
+    (m, fake)
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_before_any_engine_call() {
+    let (m, fake) = manager(Fake::default()).await;
+    let empty_image = m.create(&ContainerConfig::new("")).await;
+    let bad_id = m.start("bad id!").await;
+    let empty_cmd = m
+        .exec_stream("c1", &ExecSpec::new(Vec::<String>::new()))
+        .await;
+    let relative = m
+        .copy_from("c1", "relative/path", std::path::Path::new("/tmp"))
+        .await;
+    let bad_volume = m.create_volume(&VolumeConfig::new("a/b")).await;
+    for (what, r) in [
+        ("create", empty_image.map(drop)),
+        ("start", bad_id),
+        ("exec", empty_cmd.map(drop)),
+        ("copy_from", relative),
+        ("create_volume", bad_volume.map(drop)),
+    ] {
+        let e = r.expect_err(what);
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{what}: {e}");
+        assert_eq!(e.backend(), Some(BackendKind::Docker), "{what}");
+    }
+    assert!(fake.calls().is_empty(), "engine called: {:?}", fake.calls());
+}
+
+#[tokio::test]
+async fn what_the_engine_lacks_is_unsupported_before_any_engine_call() {
+    let (m, fake) = manager(Fake::default()).await;
+    let init = m.create(&ContainerConfig::new("img:1").init(true)).await;
+    let limits = m
+        .create(&ContainerConfig::new("img:1").memory(1 << 20))
+        .await;
+    let tty = m.exec_stream("c1", &ExecSpec::new(["sh"]).tty(true)).await;
+    let copy = m.copy_from("c1", "/x", std::path::Path::new("/tmp")).await;
+    for (what, r) in [
+        ("init", init.map(drop)),
+        ("resource_limits", limits.map(drop)),
+        ("tty_exec", tty.map(drop)),
+        ("copy_files", copy),
+    ] {
+        let e = r.expect_err(what);
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{what}: {e}");
+        assert!(e.message().contains(what), "{what}: {e}");
+    }
+    assert!(fake.calls().is_empty(), "engine called: {:?}", fake.calls());
+}
+
+#[tokio::test]
+async fn errors_name_the_container_by_its_name() {
+    let fake = Fake {
+        caps: Capabilities::oci_engine(),
+        created_id: "0123abcd".into(),
+        ..Fake::default()
+    };
+    let (m, _) = manager(fake).await;
+    let id = m
+        .create(&ContainerConfig::new("img:1").name("build"))
+        .await
+        .expect("create");
+    let e = m.inspect(&id).await.expect_err("missing");
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert_eq!(e.operation(), Some(Operation::Inspect));
+    assert_eq!(e.resource(), Some("build (0123abcd)"));
+    assert!(
+        e.to_string()
+            .contains("at docker.inspect on build (0123abcd)"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_id_from_the_engine_is_an_error() {
+    let (m, _) = manager(Fake::default()).await;
+    let e = m
+        .create(&ContainerConfig::new("img:1").name("n"))
+        .await
+        .expect_err("empty id");
+    assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removal_in_progress_is_waited_for() {
+    let fake = Fake {
+        remove: Mutex::new(VecDeque::from([Ok(Removal::InProgress)])),
+        inspect: Mutex::new(VecDeque::from([
+            Ok(info("c1", "n", ContainerState::Removing)),
+            Ok(info("c1", "n", ContainerState::Removing)),
+        ])),
+        ..Fake::default()
+    };
+    let (m, fake) = manager(fake).await;
+    m.remove("c1", true).await.expect("removed");
+    assert_eq!(
+        fake.calls(),
+        vec!["remove", "inspect", "inspect", "inspect"],
+        "polled until the engine said NotFound"
+    );
+}
+
+#[tokio::test]
+async fn a_wait_without_an_exit_is_an_error_not_zero() {
+    let fake = Fake {
+        inspect: Mutex::new(VecDeque::from([Ok(info(
+            "c1",
+            "n",
+            ContainerState::Running,
+        ))])),
+        ..Fake::default()
+    };
+    let (m, _) = manager(fake).await;
+    let e = m.wait("c1").await.expect_err("still running");
+    assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+
+    let fake = Fake {
+        inspect: Mutex::new(VecDeque::from([Ok(info(
+            "c1",
+            "n",
+            ContainerState::Exited(3),
+        ))])),
+        ..Fake::default()
+    };
+    let (m, _) = manager(fake).await;
+    assert_eq!(m.wait("c1").await.expect("exited"), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_call_times_out_and_idempotent_ones_are_retried() {
+    let fake = Fake {
+        hang_start: true,
+        ..Fake::default()
+    };
+    let (m, fake) = manager(fake).await;
+    let e = m.start("c1").await.expect_err("hangs");
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(e.is_retryable(), "start is idempotent");
+    assert_eq!(
+        fake.calls(),
+        vec!["start"],
+        "start is not retried by the layer"
+    );
+
+    let flaky = Fake {
+        inspect: Mutex::new(VecDeque::from([
+            Err(Error::new(ErrorKind::Unavailable, "reset")),
+            Err(Error::new(ErrorKind::Unavailable, "reset")),
+            Ok(info("c1", "n", ContainerState::Running)),
+        ])),
+        ..Fake::default()
+    };
+    let (m, fake) = manager(flaky).await;
+    let i = m.inspect("c1").await.expect("third time");
+    assert_eq!(i.state, ContainerState::Running);
+    assert_eq!(fake.calls(), vec!["inspect", "inspect", "inspect"]);
+}
+
+#[tokio::test]
+async fn a_volume_without_our_owner_label_is_never_adopted() {
+    let (m, _) = manager(Fake::default()).await;
+    let e = m
+        .create_volume(&VolumeConfig::new("cache"))
+        .await
+        .expect_err("foreign");
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+
+    let ours = Ownership::new("tester").expect("owner");
+    let fake = Fake {
+        volume_labels: ours.volume_labels(&VolumeConfig::new("cache")),
+        ..Fake::default()
+    };
+    let (m, _) = manager(fake).await;
+    m.create_volume(&VolumeConfig::new("cache"))
+        .await
+        .expect("ours");
+}
+
+#[tokio::test]
+async fn an_exec_whose_engine_gives_no_exit_code_fails() {
+    let fake = Fake {
+        caps: Capabilities::oci_engine(),
+        ..Fake::default()
+    };
+    let (m, _) = manager(fake).await;
+    let e = m
+        .exec("c1", &ExecSpec::new(["true"]))
+        .await
+        .expect_err("no exit code");
+    assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+    assert_eq!(e.operation(), Some(Operation::Exec));
+}
