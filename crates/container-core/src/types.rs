@@ -1017,6 +1017,13 @@ impl ConnectOptions {
         Ok(ConnectOptions::default().with_ownership(crate::labels::Ownership::new(owner)?))
     }
 
+    /// Default options whose objects are owned by `owner` in the session `session` (a
+    /// build id, say, so a later run can clean up exactly that build's objects).
+    pub fn owned_by_session(owner: &str, session: &str) -> Result<Self> {
+        let ownership = crate::labels::Ownership::with_session(owner, session)?;
+        Ok(ConnectOptions::default().with_ownership(ownership))
+    }
+
     /// The same options with `ownership` (owner and session) stamped on created objects.
     pub fn with_ownership(mut self, ownership: crate::labels::Ownership) -> Self {
         self.ownership = ownership;

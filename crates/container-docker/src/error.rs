@@ -3,7 +3,7 @@
 
 use container_core::error::{is_transient_text, kind_for_engine_text, kind_for_http_status};
 use container_core::raw::Removal;
-use container_core::{Error, ErrorKind, Result};
+use container_core::{Error, ErrorKind, OutputChunk, Result};
 
 /// Maps a bollard error to the core taxonomy (see `docs/adr/0001-error-taxonomy.md`).
 pub(crate) fn map_error(e: bollard::errors::Error) -> Error {
@@ -82,6 +82,24 @@ const CONFLICTS: &[&str] = &[
     "is paused",
     "is restarting",
 ];
+
+/// The exit code Docker 20.10 reports for an exec whose binary could not start.
+pub(crate) const RUNTIME_FAILED: i64 = 126;
+
+/// Docker 20.10 reports an exec whose binary cannot start as exit 126 with the runtime's
+/// message on stdout. Normalise to what a shell (and the Docker CLI) says: 127 for "not
+/// found", 126 for "not executable", message on stderr.
+pub(crate) fn runtime_failure(chunk: &OutputChunk) -> Option<i64> {
+    let text = String::from_utf8_lossy(&chunk.data);
+    if !text.starts_with("OCI runtime exec failed") {
+        return None;
+    }
+    if text.contains("no such file or directory") || text.contains("executable file not found") {
+        Some(127)
+    } else {
+        Some(RUNTIME_FAILED)
+    }
+}
 
 fn kind_for_status(status: u16, message: &str) -> ErrorKind {
     kind_for_http_status(status).unwrap_or_else(|| kind_for_text(message))
@@ -164,6 +182,29 @@ mod tests {
             uri: "ftp://x".into(),
         });
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn runtime_messages_normalise_exit_codes() {
+        let nf = "OCI runtime exec failed: exec failed: unable to start container process: \
+                  exec: \"/nonexistent\": stat /nonexistent: no such file or directory: unknown";
+        assert_eq!(
+            runtime_failure(&OutputChunk::new(container_core::StreamKind::Stdout, nf)),
+            Some(127)
+        );
+        let np = "OCI runtime exec failed: exec failed: unable to start container process: \
+                  exec: \"/etc/passwd\": permission denied: unknown";
+        assert_eq!(
+            runtime_failure(&OutputChunk::new(container_core::StreamKind::Stdout, np)),
+            Some(126)
+        );
+        assert_eq!(
+            runtime_failure(&OutputChunk::new(
+                container_core::StreamKind::Stdout,
+                "hello"
+            )),
+            None
+        );
     }
 
     #[test]

@@ -12,19 +12,16 @@ use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::Docker;
 use container_core::proctree::{self, Proc};
 use container_core::raw::{ExecState, OutputStream};
-use container_core::{Error, ErrorKind, ExecSpec, OutputChunk, Result, StreamKind};
+use container_core::{Error, ErrorKind, ExecSpec, Result, StreamKind};
 use futures::stream::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::convert::output_chunk;
-use crate::error::map_error;
+use crate::error::{map_error, runtime_failure, RUNTIME_FAILED};
 
 /// Frame buffer of the attached stream: large enough for throughput, small enough that
 /// memory per exec stays bounded.
 const OUTPUT_CAPACITY: usize = 64 * 1024;
-
-/// The exit code Docker 20.10 reports for an exec whose binary could not start.
-const RUNTIME_FAILED: i64 = 126;
 
 /// One Docker exec.
 #[derive(Debug)]
@@ -148,43 +145,9 @@ pub(crate) fn processes(state: &ExecState) -> Vec<Proc> {
     }
 }
 
-/// Docker 20.10 reports an exec whose binary cannot start as exit 126 with the runtime's
-/// message on stdout. Normalise to what a shell (and the Docker CLI) says: 127 for "not
-/// found", 126 for "not executable", message on stderr.
-fn runtime_failure(chunk: &OutputChunk) -> Option<i64> {
-    let text = String::from_utf8_lossy(&chunk.data);
-    if !text.starts_with("OCI runtime exec failed") {
-        return None;
-    }
-    if text.contains("no such file or directory") || text.contains("executable file not found") {
-        Some(127)
-    } else {
-        Some(RUNTIME_FAILED)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-
-    fn out(s: &str) -> OutputChunk {
-        OutputChunk {
-            stream: StreamKind::Stdout,
-            data: Bytes::copy_from_slice(s.as_bytes()),
-        }
-    }
-
-    #[test]
-    fn runtime_messages_normalise_exit_codes() {
-        let nf = "OCI runtime exec failed: exec failed: unable to start container process: \
-                  exec: \"/nonexistent\": stat /nonexistent: no such file or directory: unknown";
-        assert_eq!(runtime_failure(&out(nf)), Some(127));
-        let np = "OCI runtime exec failed: exec failed: unable to start container process: \
-                  exec: \"/etc/passwd\": permission denied: unknown";
-        assert_eq!(runtime_failure(&out(np)), Some(126));
-        assert_eq!(runtime_failure(&out("hello")), None);
-    }
 
     #[test]
     fn no_processes_for_an_exec_that_is_not_running() {
