@@ -152,14 +152,7 @@ impl Stream for Lines {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::OutputChunk;
-
-    fn out(stream: StreamKind, s: &[u8]) -> ExecEvent {
-        ExecEvent::Output(OutputChunk {
-            stream,
-            data: Bytes::copy_from_slice(s),
-        })
-    }
+    use crate::exec::spec::out;
 
     #[tokio::test]
     async fn lines_split_per_stream_and_cap_length() {

@@ -166,6 +166,12 @@ impl OutputChunk {
     }
 }
 
+/// An output event of `s` on `stream`, for tests.
+#[cfg(test)]
+pub(crate) fn out(stream: StreamKind, s: &[u8]) -> ExecEvent {
+    ExecEvent::Output(OutputChunk::new(stream, Bytes::copy_from_slice(s)))
+}
+
 /// An event of an exec stream: output, then exactly one exit status at the end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecEvent {

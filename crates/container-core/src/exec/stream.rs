@@ -251,17 +251,9 @@ impl Drop for ExecStream {
 mod tests {
     use super::*;
     use crate::exec::control::tests::fake;
-    use crate::exec::OutputChunk;
+    use crate::exec::spec::out;
     use crate::signal::Signal;
-    use bytes::Bytes;
     use std::sync::atomic::Ordering;
-
-    fn out(stream: StreamKind, s: &[u8]) -> ExecEvent {
-        ExecEvent::Output(OutputChunk {
-            stream,
-            data: Bytes::copy_from_slice(s),
-        })
-    }
 
     #[tokio::test]
     async fn collect_caps_and_flags_truncation_but_keeps_exit_code() {
