@@ -107,13 +107,6 @@ impl Engine for Relay {
     async fn exec_state(&self, exec: &Exec) -> Result<ExecState> {
         self.inner().exec_state(exec).await
     }
-    async fn exec_processes(
-        &self,
-        exec: &Exec,
-        state: &ExecState,
-    ) -> Result<Vec<container::raw::proctree::Proc>> {
-        self.inner().exec_processes(exec, state).await
-    }
     async fn copy_from(&self, id: &str, path: &str) -> Result<ByteStream> {
         self.inner().copy_from(id, path).await
     }

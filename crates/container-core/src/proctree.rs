@@ -1,181 +1,254 @@
-//! Reading `/proc` to find and signal an exec's process tree, for backends whose engine
-//! has no exec-kill API (Docker, Podman; see `docs/adr/0003-exec-kill.md`). Written by
-//! hand: no maintained crate offers "descendants of a PID with start times" and the reads
-//! are small. Linux only in effect: elsewhere `/proc` is missing and nothing is found.
+//! Finding and signalling an exec's processes on this host, for engines without an
+//! exec-kill API (Docker, Podman; see `docs/adr/0003-exec-kill.md`).
+//!
+//! Only processes proven to be the exec's are ever signalled:
+//! - candidates come from the container's own cgroup (`cgroup.procs`, v1 or v2), found
+//!   from the container's main process, never from a scan of the host;
+//! - the container's main process is never a candidate;
+//! - the exec is the tree under the PID the engine reports for it, within the cgroup;
+//! - each process is pinned with a pidfd (`pidfd_open`) before its facts are read and
+//!   signalled through it (`pidfd_send_signal`), so a PID reused by another process is
+//!   never signalled. On a kernel without pidfds the PID and its start time are checked
+//!   right before `kill`, which narrows the reuse window to microseconds.
+//!
+//! Everything here reads `/proc` and `/sys/fs/cgroup` synchronously: call it from
+//! `spawn_blocking`. The parsing is the `procfs` crate's; pidfds are `rustix`'s.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
-use nix::errno::Errno;
-use nix::sys::signal::{kill, Signal as NixSignal};
-use nix::unistd::Pid;
+use procfs::process::Process;
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags};
 
 use crate::signal::Signal;
 
-/// A host process: PID and start time (to tell a reused PID apart).
-pub type Proc = (i32, u64);
+/// A host process pinned for signalling: PID, start time, and a pidfd where the kernel
+/// has them.
+pub struct Pinned {
+    pid: i32,
+    start: u64,
+    fd: Option<OwnedFd>,
+}
 
-/// `(ppid, starttime)` of a PID from `/proc/<pid>/stat`; `None` for a zombie.
-fn stat(pid: i32) -> Option<(i32, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: split after the last ')'.
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ppid = fields.get(1)?.parse().ok()?;
-    let start = fields.get(19)?.parse().ok()?;
-    // A zombie has already exited: nothing left to signal.
-    if fields.first() == Some(&"Z") {
-        return None;
+impl fmt::Debug for Pinned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pinned")
+            .field("pid", &self.pid)
+            .field("start", &self.start)
+            .field("pidfd", &self.fd.is_some())
+            .finish()
     }
-    Some((ppid, start))
 }
 
-/// True while the process still exists and is the same one (same start time).
-pub fn alive((pid, start): Proc) -> bool {
-    stat(pid).is_some_and(|(_, s)| s == start)
-}
-
-/// The command name (`/proc/<pid>/comm`) of `pid`'s parent, if both are visible.
-pub fn parent_comm(pid: i32) -> Option<String> {
-    let (ppid, _) = stat(pid)?;
-    let comm = std::fs::read_to_string(format!("/proc/{ppid}/comm")).ok()?;
-    Some(comm.trim_end().to_string())
-}
-
-/// Whether `pid` is visible here and its cgroup names `container_id` (so a reused PID
-/// outside the container is never taken for one of the container's processes).
-pub fn in_container(pid: i32, container_id: &str) -> bool {
-    !container_id.is_empty()
-        && std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .is_ok_and(|cgroup| cgroup.contains(container_id))
-}
-
-/// Every visible process whose environment holds exactly the entry `marker`
-/// (`KEY=VALUE`), with start times. A backend that puts a unique marker into an exec's
-/// environment finds the exec's processes this way even when the engine has lost track
-/// of them (children inherit the environment). Needs permission to read
-/// `/proc/<pid>/environ` (root, or the processes' own user).
-pub fn with_env_marker(marker: &str) -> Vec<Proc> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let needle = marker.as_bytes();
-    dir.flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|e| e == needle))
-        })
-        .filter_map(|pid| stat(pid).map(|(_, start)| (pid, start)))
-        .collect()
-}
-
-/// `root` and all its descendants, if `root` is visible and its cgroup names
-/// `container_id` (see [`in_container`]).
-pub fn tree_in_container(root: i32, container_id: &str) -> Option<Vec<Proc>> {
-    if !in_container(root, container_id) {
-        return None;
-    }
-    tree(root)
-}
-
-/// `root` and all its descendants (ppid links from `/proc/*/stat`), with start times;
-/// `None` if `root` is not visible. The caller checks that `root` is the right process.
-pub fn tree(root: i32) -> Option<Vec<Proc>> {
-    let (_, root_start) = stat(root)?;
-    let mut children: HashMap<i32, Vec<Proc>> = HashMap::new();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
+impl Pinned {
+    /// Pins `pid`; `None` when it is gone (or not ours to see).
+    fn open(pid: i32) -> Option<(Pinned, i32)> {
+        let fd = match Pid::from_raw(pid).map(|p| pidfd_open(p, PidfdFlags::empty())) {
+            Some(Ok(fd)) => Some(fd),
+            // No pidfds on this kernel: fall back to PID + start time.
+            Some(Err(Errno::NOSYS)) => None,
+            _ => return None,
         };
-        if let Some((ppid, start)) = stat(pid) {
-            children.entry(ppid).or_default().push((pid, start));
+        let stat = Process::new(pid).ok()?.stat().ok()?;
+        let pinned = Pinned {
+            pid,
+            start: stat.starttime,
+            fd,
+        };
+        // The facts read above are this process's only if it had not exited before the
+        // read (a PID is reused only after its process is gone).
+        (stat.state != 'Z' && pinned.alive()).then_some((pinned, stat.ppid))
+    }
+
+    /// The PID.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Whether the process still runs (a zombie does not).
+    pub fn alive(&self) -> bool {
+        match &self.fd {
+            // A pidfd becomes readable when its process exits.
+            Some(fd) => {
+                let mut fds = [PollFd::new(fd, PollFlags::IN)];
+                let now = Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                matches!(poll(&mut fds, Some(&now)), Ok(0))
+            }
+            None => Process::new(self.pid)
+                .and_then(|p| p.stat())
+                .is_ok_and(|s| s.starttime == self.start && s.state != 'Z'),
         }
     }
-    let mut out = vec![(root, root_start)];
-    let mut i = 0;
-    while i < out.len() {
-        if let Some(kids) = children.get(&out[i].0) {
-            out.extend(kids.iter().copied());
+
+    /// Sends `signal`; `Err(EPERM)` when the host refuses.
+    fn signal(&self, signal: Signal) -> Result<(), Errno> {
+        if !self.alive() {
+            return Ok(());
         }
-        i += 1;
+        let named = rustix::process::Signal::from_named_raw(signal.number());
+        let sent = match (&self.fd, named) {
+            (Some(fd), Some(sig)) => pidfd_send_signal(fd, sig),
+            // No pidfd, or a signal rustix has no name for: plain kill right after the
+            // liveness check above.
+            _ => nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid),
+                nix::sys::signal::Signal::try_from(signal.number()).ok(),
+            )
+            .map_err(|e| Errno::from_raw_os_error(e as i32)),
+        };
+        match sent {
+            Err(Errno::SRCH) => Ok(()),
+            other => other,
+        }
     }
-    Some(out)
 }
 
-/// Signals each process that is still alive; returns those the host refused (EPERM).
-pub fn signal_all(procs: &[Proc], signal: Signal) -> Vec<Proc> {
-    let Ok(sig) = NixSignal::try_from(signal.number()) else {
-        return Vec::new();
-    };
-    let mut refused = Vec::new();
-    for &p in procs {
-        if !alive(p) {
-            continue;
-        }
-        match kill(Pid::from_raw(p.0), sig) {
-            Ok(()) | Err(Errno::ESRCH) => {}
-            Err(Errno::EPERM) => refused.push(p),
-            Err(e) => tracing::debug!(pid = p.0, error = %e, "signal failed"),
-        }
-    }
-    refused
+/// The cgroup directory of a container on this host, found from its main process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerCgroup {
+    dir: PathBuf,
+    main_pid: i32,
 }
 
-/// The processes of one exec signalled so far, with start times, so that later rounds
-/// (SIGKILL after the grace, "is anything still running?") also cover children that were
-/// re-parented to the container's PID 1 after their parent died.
-#[derive(Debug, Default)]
-pub struct Signalled(Mutex<Vec<Proc>>);
+impl ContainerCgroup {
+    /// The cgroup of `main_pid` (the container's main process, as the engine reports it)
+    /// whose `cgroup.procs` lists it; `None` when that process is not visible from here
+    /// (a remote engine) or no cgroup directory of it can be read.
+    pub fn of_main_process(main_pid: i32) -> Option<ContainerCgroup> {
+        let groups = Process::new(main_pid).ok()?.cgroups().ok()?;
+        let mounts = Process::myself().ok()?.mountinfo().ok()?;
+        // The unified (v2) hierarchy first, then the v1 ones: any directory that lists
+        // the main process holds exactly the container's processes.
+        let mut groups = groups.0;
+        groups.sort_by_key(|g| g.hierarchy != 0);
+        groups.into_iter().find_map(|g| {
+            let mount = mounts.0.iter().find(|m| {
+                if g.hierarchy == 0 {
+                    m.fs_type == "cgroup2"
+                } else {
+                    m.fs_type == "cgroup" && g.controllers.iter().all(|c| has_controller(m, c))
+                }
+            })?;
+            let rel = Path::new(&g.pathname)
+                .strip_prefix(&mount.root)
+                .ok()?
+                .to_path_buf();
+            let dir = mount.mount_point.join(rel);
+            let cg = ContainerCgroup { dir, main_pid };
+            cg.members().contains(&main_pid).then_some(cg)
+        })
+    }
 
-impl Signalled {
-    /// The remembered processes that still run (same PID and start time).
-    pub fn alive(&self) -> Vec<Proc> {
-        self.0
-            .lock()
-            .map(|s| s.iter().copied().filter(|p| alive(*p)).collect())
+    /// The PIDs `cgroup.procs` lists.
+    fn members(&self) -> HashSet<i32> {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
             .unwrap_or_default()
     }
 
-    /// Sends `signal` to the remembered processes that still run plus `found`, and
-    /// remembers them all. `None` when there was nothing to signal; otherwise the
-    /// processes the host refused to signal (EPERM).
-    pub fn signal(
-        &self,
-        found: impl IntoIterator<Item = Proc>,
-        signal: Signal,
-    ) -> Option<Vec<Proc>> {
-        let mut procs = self.alive();
-        for p in found {
-            if !procs.contains(&p) {
-                procs.push(p);
+    /// The exec's processes: `exec_pid` and its descendants, among the cgroup's members
+    /// only, never the container's main process, each pinned. Empty when `exec_pid` is
+    /// not (or no longer) in the container.
+    pub fn exec_tree(&self, exec_pid: i32) -> Vec<Pinned> {
+        if exec_pid == self.main_pid {
+            return Vec::new();
+        }
+        let before = self.members();
+        if !before.contains(&exec_pid) {
+            return Vec::new();
+        }
+        let pinned: Vec<(Pinned, i32)> = before
+            .iter()
+            .filter(|p| **p != self.main_pid)
+            .filter_map(|p| Pinned::open(*p))
+            .collect();
+        // Still in the container after being pinned: the pinned process is the member.
+        let after = self.members();
+        let mut by_pid: HashMap<i32, (Pinned, i32)> = pinned
+            .into_iter()
+            .filter(|(p, _)| after.contains(&p.pid) && p.alive())
+            .map(|(p, ppid)| (p.pid, (p, ppid)))
+            .collect();
+        let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+        for (pid, (_, ppid)) in &by_pid {
+            children.entry(*ppid).or_default().push(*pid);
+        }
+        let mut tree = Vec::new();
+        let mut queue = vec![exec_pid];
+        while let Some(pid) = queue.pop() {
+            if let Some((p, _)) = by_pid.remove(&pid) {
+                tree.push(p);
+                queue.extend(children.get(&pid).into_iter().flatten().copied());
             }
         }
-        if procs.is_empty() {
-            return None;
-        }
-        let refused = signal_all(&procs, signal);
-        if let Ok(mut seen) = self.0.lock() {
-            *seen = procs;
-        }
-        Some(refused)
+        tree
     }
 }
 
-/// The argv of a `kill` that, run inside the container as root, sends `signal` to `procs`
-/// under their in-container PIDs (`NSpid`); `None` when none of them is visible. Backends
-/// use it when the host may not signal the processes itself (EPERM).
-pub fn kill_argv(procs: &[Proc], signal: Signal) -> Option<Vec<String>> {
-    let pids: Vec<String> = procs
+/// Whether the v1 cgroup mount `m` carries `controller` (`memory`, or `name=systemd`).
+fn has_controller(m: &procfs::process::MountInfo, controller: &str) -> bool {
+    match controller.split_once('=') {
+        Some((key, value)) => m
+            .super_options
+            .get(key)
+            .is_some_and(|v| v.as_deref() == Some(value)),
+        None => m.super_options.contains_key(controller),
+    }
+}
+
+/// The processes of one exec signalled so far, pinned, so that later rounds (SIGKILL
+/// after the grace, "is anything still running?") also cover children that were
+/// re-parented to the container's init after their parent died.
+#[derive(Debug, Default)]
+pub struct Signalled(Mutex<Vec<Pinned>>);
+
+impl Signalled {
+    /// Whether any remembered process still runs.
+    pub fn any_alive(&self) -> bool {
+        let seen = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.iter().any(Pinned::alive)
+    }
+
+    /// Sends `signal` to the remembered processes that still run plus `found`, and
+    /// remembers them all. Returns the PIDs the host refused to signal (EPERM).
+    pub fn signal(&self, found: Vec<Pinned>, signal: Signal) -> Vec<i32> {
+        let mut seen = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.retain(Pinned::alive);
+        for p in found {
+            if !seen.iter().any(|s| s.pid == p.pid && s.start == p.start) {
+                seen.push(p);
+            }
+        }
+        let mut refused = Vec::new();
+        for p in seen.iter() {
+            match p.signal(signal) {
+                Ok(()) => {}
+                Err(Errno::PERM) => refused.push(p.pid),
+                Err(e) => tracing::debug!(pid = p.pid, error = %e, "signal failed"),
+            }
+        }
+        refused
+    }
+}
+
+/// The argv of a `kill` that, run inside the container as root, sends `signal` to the
+/// host PIDs `pids` under their in-container PIDs (`NSpid`); `None` when none of them is
+/// visible. Used when the host may not signal the processes itself (EPERM).
+pub fn kill_argv(pids: &[i32], signal: Signal) -> Option<Vec<String>> {
+    let inner: Vec<String> = pids
         .iter()
-        .filter_map(|(pid, _)| ns_pid(*pid))
+        .filter_map(|pid| ns_pid(*pid))
         .map(|p| p.to_string())
         .collect();
-    if pids.is_empty() {
+    if inner.is_empty() {
         return None;
     }
     let mut argv = vec![
@@ -183,79 +256,91 @@ pub fn kill_argv(procs: &[Proc], signal: Signal) -> Option<Vec<String>> {
         "-s".to_string(),
         signal.name().trim_start_matches("SIG").to_string(),
     ];
-    argv.extend(pids);
+    argv.extend(inner);
     Some(argv)
 }
 
 /// The PID of a host process inside its own (innermost) PID namespace.
 pub fn ns_pid(pid: i32) -> Option<i32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
-    line.split_whitespace().last()?.parse().ok()
+    let status = Process::new(pid).ok()?.status().ok()?;
+    status.nspid?.last().copied()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn finds_a_child_by_its_environment_marker() {
-        let marker = format!("CONTAINER_RS_TEST_MARKER={}", std::process::id());
-        let (key, value) = marker.split_once('=').expect("marker");
-        let mut child = std::process::Command::new("sleep")
+    fn sleeper() -> std::process::Child {
+        std::process::Command::new("sleep")
             .arg("30")
-            .env(key, value)
             .spawn()
-            .expect("spawn sleep");
-        // Between fork and exec the child still shows the parent's environment: poll.
-        let mut found = Vec::new();
-        for _ in 0..200 {
-            found = with_env_marker(&marker);
-            if !found.is_empty() {
+            .expect("spawn sleep")
+    }
+
+    #[test]
+    fn a_pinned_process_is_signalled_and_then_dead() {
+        let mut child = sleeper();
+        let pid = i32::try_from(child.id()).expect("pid");
+        let (p, ppid) = Pinned::open(pid).expect("pin");
+        assert_eq!(ppid, std::process::id() as i32);
+        assert!(p.alive());
+        let signalled = Signalled::default();
+        assert!(signalled.signal(vec![p], Signal::TERM).is_empty());
+        let status = child.wait().expect("wait");
+        assert!(!status.success());
+        assert!(!signalled.any_alive(), "an exited process is not alive");
+    }
+
+    #[test]
+    fn a_reaped_pid_is_never_signalled_again() {
+        let mut child = sleeper();
+        let pid = i32::try_from(child.id()).expect("pid");
+        let (p, _) = Pinned::open(pid).expect("pin");
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+        assert!(!p.alive());
+        // Whatever has the PID now is not the pinned process: nothing is sent.
+        assert_eq!(p.signal(Signal::KILL), Ok(()));
+    }
+
+    #[test]
+    fn an_exec_tree_is_the_tree_within_the_cgroup_and_never_the_main_process() {
+        // This test process stands in for a container's main process, its children for
+        // an exec: they share its cgroup.
+        let me = std::process::id() as i32;
+        let cg = ContainerCgroup::of_main_process(me).expect("this process's cgroup");
+        let mut shell = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & sleep 30; wait"])
+            .spawn()
+            .expect("spawn sh");
+        let root = i32::try_from(shell.id()).expect("pid");
+        let mut tree = Vec::new();
+        for _ in 0..100 {
+            tree = cg.exec_tree(root);
+            if tree.len() == 3 {
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        assert_eq!(
-            found.iter().map(|p| p.0).collect::<Vec<_>>(),
-            [child.id() as i32]
-        );
-    }
-
-    #[test]
-    fn own_process_is_alive_and_has_an_ns_pid() {
-        let me = std::process::id() as i32;
-        let (_, start) = stat(me).expect("stat self");
-        assert!(alive((me, start)));
+        let mut pids: Vec<i32> = tree.iter().map(Pinned::pid).collect();
+        pids.sort_unstable();
+        assert_eq!(pids.len(), 3, "sh and its two sleeps: {pids:?}");
+        assert!(pids.contains(&root));
         assert!(
-            !alive((me, start + 1)),
-            "a different start time is another process"
+            !pids.contains(&me),
+            "the main process is never part of an exec"
         );
-        assert!(ns_pid(me).is_some());
-        assert!(parent_comm(me).is_some());
+        assert!(cg.exec_tree(me).is_empty());
+        Signalled::default().signal(tree, Signal::KILL);
+        shell.wait().expect("reap");
     }
 
     #[test]
-    fn processes_outside_the_container_are_not_touched() {
+    fn kill_argv_uses_namespace_pids() {
         let me = std::process::id() as i32;
-        assert!(tree_in_container(me, "0123456789abcdef").is_none());
-        assert!(tree_in_container(me, "").is_none());
-        assert!(!in_container(me, ""));
-    }
-
-    #[test]
-    fn tree_contains_children() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("5")
-            .spawn()
-            .expect("spawn sleep");
-        let me = std::process::id() as i32;
-        let pid = child.id() as i32;
-        let t = tree(me).expect("own tree");
-        assert!(t.iter().any(|(p, _)| *p == pid), "{t:?}");
-        let _ = child.kill();
-        let _ = child.wait();
+        let argv = kill_argv(&[me], Signal::TERM).expect("visible");
+        assert_eq!(&argv[..3], &["kill", "-s", "TERM"]);
+        assert_eq!(argv.len(), 4);
+        assert!(kill_argv(&[], Signal::TERM).is_none());
     }
 }

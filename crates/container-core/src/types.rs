@@ -986,6 +986,12 @@ pub struct ConnectOptions {
     /// Retries of idempotent engine calls (inspect, list, info, ...) that fail with a
     /// retryable error. Pulls have their own policy in [`PullOptions`].
     pub retry: RetryPolicy,
+    /// How to end an exec (timeout, drop, cancel) whose processes this host cannot see,
+    /// on a remote engine without an exec-kill API: `true` signals the container's main
+    /// process, which ends the whole container; `false` (the default) leaves the
+    /// container alone and the exec's `Timeout` says its processes could not be ended.
+    /// On a local engine only the exec's own processes are ever signalled.
+    pub remote_exec_kill: bool,
 }
 
 impl Default for ConnectOptions {
@@ -998,6 +1004,7 @@ impl Default for ConnectOptions {
             connect_timeout: Duration::from_secs(5),
             call_timeout: Duration::from_secs(120),
             retry: RetryPolicy::calls(),
+            remote_exec_kill: false,
         }
     }
 }
@@ -1045,6 +1052,12 @@ impl ConnectOptions {
     /// The same options with this per-call timeout.
     pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = timeout;
+        self
+    }
+
+    /// The same options with [`remote_exec_kill`](Self::remote_exec_kill) on or off.
+    pub fn with_remote_exec_kill(mut self, on: bool) -> Self {
+        self.remote_exec_kill = on;
         self
     }
 

@@ -14,7 +14,6 @@ use bollard::query_parameters::{
     UploadToContainerOptions, WaitContainerOptions,
 };
 use bollard::{Docker, API_DEFAULT_VERSION};
-use container_core::proctree::Proc;
 use container_core::raw::{
     ByteStream, Engine, EngineManager, ExecState, OutputStream, PullRequest, Removal,
 };
@@ -288,10 +287,6 @@ impl Engine for DockerEngine {
 
     async fn exec_state(&self, exec: &DockerExec) -> Result<ExecState> {
         exec.state(&self.docker).await
-    }
-
-    async fn exec_processes(&self, _exec: &DockerExec, state: &ExecState) -> Result<Vec<Proc>> {
-        Ok(crate::exec::processes(state))
     }
 
     async fn copy_from(&self, id: &str, path: &str) -> Result<ByteStream> {

@@ -86,19 +86,43 @@ const CONFLICTS: &[&str] = &[
 /// The exit code Docker 20.10 reports for an exec whose binary could not start.
 pub(crate) const RUNTIME_FAILED: i64 = 126;
 
+/// What the runtime's own "exec failed" message (first bytes of stdout) says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RuntimeFailure {
+    /// The binary could not start: the exit code a shell gives (127, 126).
+    Exit(i64),
+    /// The container stopped or is stopping: the exec never ran.
+    NotRunning,
+}
+
 /// Docker 20.10 reports an exec whose binary cannot start as exit 126 with the runtime's
 /// message on stdout. Normalise to what a shell (and the Docker CLI) says: 127 for "not
-/// found", 126 for "not executable", message on stderr.
-pub(crate) fn runtime_failure(chunk: &OutputChunk) -> Option<i64> {
-    let text = String::from_utf8_lossy(&chunk.data);
-    if !text.starts_with("OCI runtime exec failed") {
+/// found", 126 for "not executable", message on stderr; an exec into a container that is
+/// stopping is `Conflict`, as on every backend.
+pub(crate) fn runtime_failure(chunk: &OutputChunk) -> Option<RuntimeFailure> {
+    let text = String::from_utf8_lossy(&chunk.data).to_ascii_lowercase();
+    if !text.starts_with("oci runtime exec failed") {
         return None;
     }
-    if text.contains("no such file or directory") || text.contains("executable file not found") {
-        Some(127)
-    } else {
-        Some(RUNTIME_FAILED)
-    }
+    let has = |p: &str| text.contains(p);
+    Some(
+        if has("stopped") || has("not running") || has("container does not exist") {
+            RuntimeFailure::NotRunning
+        } else if has("no such file or directory") || has("executable file not found") {
+            RuntimeFailure::Exit(127)
+        } else {
+            RuntimeFailure::Exit(RUNTIME_FAILED)
+        },
+    )
+}
+
+/// The error of an exec into a container that stopped under it.
+pub(crate) fn not_running(chunk: &OutputChunk) -> Error {
+    let text = String::from_utf8_lossy(&chunk.data);
+    Error::new(
+        ErrorKind::Conflict,
+        format!("the container is not running: {}", text.trim()),
+    )
 }
 
 fn kind_for_status(status: u16, message: &str) -> ErrorKind {
@@ -190,13 +214,13 @@ mod tests {
                   exec: \"/nonexistent\": stat /nonexistent: no such file or directory: unknown";
         assert_eq!(
             runtime_failure(&OutputChunk::new(container_core::StreamKind::Stdout, nf)),
-            Some(127)
+            Some(RuntimeFailure::Exit(127))
         );
         let np = "OCI runtime exec failed: exec failed: unable to start container process: \
                   exec: \"/etc/passwd\": permission denied: unknown";
         assert_eq!(
             runtime_failure(&OutputChunk::new(container_core::StreamKind::Stdout, np)),
-            Some(126)
+            Some(RuntimeFailure::Exit(126))
         );
         assert_eq!(
             runtime_failure(&OutputChunk::new(
@@ -205,6 +229,15 @@ mod tests {
             )),
             None
         );
+    }
+
+    #[test]
+    fn an_exec_into_a_stopping_container_is_a_conflict() {
+        let text =
+            "OCI runtime exec failed: exec failed: cannot exec in a stopped container: unknown";
+        let chunk = OutputChunk::new(container_core::StreamKind::Stdout, text);
+        assert_eq!(runtime_failure(&chunk), Some(RuntimeFailure::NotRunning));
+        assert_eq!(not_running(&chunk).kind(), ErrorKind::Conflict);
     }
 
     #[test]

@@ -1,23 +1,18 @@
-//! Exec on Docker: create, the attached output stream, exec inspect, and the processes
-//! of an exec (Docker has no exec-kill API; core signals what this module finds, see
-//! `docs/adr/0003-exec-kill.md`).
-//!
-//! Processes: exec inspect gives the host PID of the exec's first process while it runs.
-//! Only when that PID is visible here (`/proc`, engine on this host) and its cgroup names
-//! the container is the process tree under it the exec's.
+//! Exec on Docker: create, the attached output stream, and exec inspect. Docker has no
+//! exec-kill API: core signals the tree under the PID exec inspect reports, within the
+//! container's cgroup (`docs/adr/0003-exec-kill.md`).
 
 use std::sync::{Arc, OnceLock};
 
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::Docker;
-use container_core::proctree::{self, Proc};
 use container_core::raw::{ExecState, OutputStream};
 use container_core::{Error, ErrorKind, ExecSpec, Result, StreamKind};
 use futures::stream::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::convert::output_chunk;
-use crate::error::{map_error, runtime_failure, RUNTIME_FAILED};
+use crate::error::{map_error, not_running, runtime_failure, RuntimeFailure, RUNTIME_FAILED};
 
 /// Frame buffer of the attached stream: large enough for throughput, small enough that
 /// memory per exec stays bounded.
@@ -96,9 +91,13 @@ impl DockerExec {
             let item = match item {
                 Ok(log) => output_chunk(log).map(|mut chunk| {
                     if std::mem::take(&mut first) {
-                        if let Some(code) = runtime_failure(&chunk) {
-                            let _ = failure.set(code);
-                            chunk.stream = StreamKind::Stderr;
+                        match runtime_failure(&chunk) {
+                            Some(RuntimeFailure::Exit(code)) => {
+                                let _ = failure.set(code);
+                                chunk.stream = StreamKind::Stderr;
+                            }
+                            Some(RuntimeFailure::NotRunning) => return Err(not_running(&chunk)),
+                            None => {}
                         }
                     }
                     Ok(chunk)
@@ -132,40 +131,5 @@ impl DockerExec {
                 .filter(|p| *p > 0),
             container_id: info.container_id.unwrap_or_default(),
         })
-    }
-}
-
-/// The exec's process tree, when its first process is visible here and in the container.
-pub(crate) fn processes(state: &ExecState) -> Vec<Proc> {
-    match state.pid {
-        Some(root) if state.running => {
-            proctree::tree_in_container(root, &state.container_id).unwrap_or_default()
-        }
-        _ => Vec::new(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn no_processes_for_an_exec_that_is_not_running() {
-        let state = ExecState {
-            started: true,
-            running: false,
-            exit_code: Some(0),
-            pid: Some(std::process::id() as i32),
-            container_id: "abc".into(),
-        };
-        assert!(processes(&state).is_empty());
-        let foreign = ExecState {
-            running: true,
-            ..state
-        };
-        assert!(
-            processes(&foreign).is_empty(),
-            "a process outside the container is never the exec's"
-        );
     }
 }

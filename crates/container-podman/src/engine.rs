@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use container_core::proctree::Proc;
 use container_core::raw::{
     ceil_secs, ByteStream, Engine, EngineManager, ExecState, OutputStream, PullRequest, Removal,
 };
@@ -330,10 +329,6 @@ impl Engine for PodmanEngine {
 
     async fn exec_state(&self, exec: &PodmanExec) -> Result<ExecState> {
         exec.state().await
-    }
-
-    async fn exec_processes(&self, exec: &PodmanExec, state: &ExecState) -> Result<Vec<Proc>> {
-        Ok(exec.processes(state))
     }
 
     async fn copy_from(&self, id: &str, path: &str) -> Result<ByteStream> {

@@ -1,21 +1,15 @@
-//! Exec on Podman: create, the attached output stream, exec inspect, and the processes of
-//! an exec (libpod has no exec-kill API; core signals what this module finds, see
-//! `docs/adr/0003-exec-kill.md`).
+//! Exec on Podman: create, the attached output stream, and exec inspect (see
+//! `docs/adr/0003-exec-kill.md` for how core ends an exec).
 //!
 //! Reading: podman-api's frame decoder panics on a stream id above 2, so the attached
 //! stream is read inside its own task ([`crate::stream::in_task`]): backpressure is kept,
 //! a panic becomes an `Internal` error.
 //!
-//! Processes: exec inspect gives the host PID of the exec's first process while `Running`
-//! is true. Only then, and only when that PID is visible here (`/proc`) and either its
-//! cgroup names the container or its parent is `conmon` (the exec's monitor), is the
-//! process tree under it the exec's. Every exec also carries a unique marker in its
-//! environment, inherited by its children, that finds its processes when libpod has lost
-//! track of them (an exec whose start request is cut off is reported as exited while its
-//! process runs on).
+//! Killing: libpod has no exec-kill API; core signals the tree under the PID exec
+//! inspect reports while `Running`, within the container's cgroup only (never a process
+//! merely because its parent is `conmon`, which is true of every container's PID 1).
 
 use bytes::Bytes;
-use container_core::proctree::{self, Proc};
 use container_core::raw::{ExecState, OutputStream};
 use container_core::{Error, ErrorKind, ExecSpec, OutputChunk, Result, StreamKind};
 use futures::io::AsyncWriteExt;
@@ -28,23 +22,17 @@ use serde_json::Value;
 
 use crate::error::map_error;
 
-/// The environment variable that marks an exec's processes.
-pub(crate) const EXEC_MARKER: &str = "CONTAINER_RS_EXEC";
-
 /// One Podman exec.
 pub struct PodmanExec {
     /// Kept from `create_exec`: one from `execs().get(id)` cannot be started.
     exec: Exec,
     tty: bool,
-    /// `CONTAINER_RS_EXEC=<unique>`, in the environment of every process of this exec.
-    marker: String,
 }
 
 impl std::fmt::Debug for PodmanExec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PodmanExec")
             .field("id", &self.exec.id().to_string())
-            .field("marker", &self.marker)
             .finish_non_exhaustive()
     }
 }
@@ -55,20 +43,13 @@ pub(crate) async fn create(
     container: &str,
     spec: &ExecSpec,
 ) -> Result<PodmanExec> {
-    let marker_value = uuid::Uuid::new_v4().simple().to_string();
-    let marker = format!("{EXEC_MARKER}={marker_value}");
     let mut opts = ExecCreateOpts::builder()
         .command(spec.cmd.clone())
         .tty(spec.tty)
         .attach_stdin(spec.stdin.is_some())
         .attach_stdout(true)
         .attach_stderr(true)
-        .env(
-            spec.env
-                .iter()
-                .filter_map(|e| e.split_once('='))
-                .chain(std::iter::once((EXEC_MARKER, marker_value.as_str()))),
-        );
+        .env(spec.env.iter().filter_map(|e| e.split_once('=')));
     if let Some(dir) = &spec.working_dir {
         opts = opts.working_dir(dir);
     }
@@ -84,7 +65,6 @@ pub(crate) async fn create(
     Ok(PodmanExec {
         exec,
         tty: spec.tty,
-        marker,
     })
 }
 
@@ -123,23 +103,6 @@ impl PodmanExec {
         let v = self.exec.inspect().await.map_err(map_error)?;
         Ok(exec_state(&v))
     }
-
-    /// The processes carrying this exec's marker, plus the tree under the PID libpod
-    /// reports while the exec runs (when it is proven to be the exec's).
-    pub(crate) fn processes(&self, state: &ExecState) -> Vec<Proc> {
-        let mut found: Vec<Proc> = proctree::with_env_marker(&self.marker)
-            .into_iter()
-            .filter(|(pid, _)| {
-                state.container_id.is_empty() || proctree::in_container(*pid, &state.container_id)
-            })
-            .collect();
-        if state.running {
-            if let Some(root) = state.pid.filter(|p| belongs(*p, &state.container_id)) {
-                found.extend(proctree::tree(root).unwrap_or_default());
-            }
-        }
-        found
-    }
 }
 
 /// The fields of exec inspect this backend reads.
@@ -157,12 +120,6 @@ fn exec_state(v: &Value) -> ExecState {
         pid,
         container_id: v["ContainerID"].as_str().unwrap_or_default().to_string(),
     }
-}
-
-/// Whether `pid` (from exec inspect while running) is this exec's process.
-fn belongs(pid: i32, container_id: &str) -> bool {
-    proctree::in_container(pid, container_id)
-        || proctree::parent_comm(pid).is_some_and(|c| c == "conmon")
 }
 
 /// One attached frame as an output chunk; `None` for stdin echoes and empty frames.
@@ -201,11 +158,5 @@ mod tests {
         assert!(!stale.running);
         assert!(!stale.started, "exit code 0 without a PID is not a start");
         assert_eq!(stale.pid, None);
-    }
-
-    #[test]
-    fn foreign_processes_do_not_belong_to_an_exec() {
-        let me = std::process::id() as i32;
-        assert!(!belongs(me, "0123456789abcdef"));
     }
 }

@@ -17,6 +17,7 @@ pub mod features;
 pub mod files;
 pub mod idempotency;
 pub mod image;
+pub mod kill;
 pub mod lifecycle;
 pub mod mounts;
 pub mod ownership;
@@ -47,6 +48,7 @@ pub enum Section {
     Concurrency,
     Files,
     Features,
+    Kill,
 }
 
 impl Section {
@@ -66,6 +68,7 @@ impl Section {
             Section::Concurrency => "concurrency",
             Section::Files => "files",
             Section::Features => "features",
+            Section::Kill => "kill",
         }
     }
 }
@@ -446,6 +449,24 @@ pub static CASES: &[Case] = &[
         features::case_67_tty_exec,
         feature(tty_exec, features::check_67_tty_exec)
     ),
+    case!(
+        68,
+        Kill,
+        "build_container_survives_exec_timeouts",
+        kill::case_68_build_container_survives_exec_timeouts
+    ),
+    case!(
+        69,
+        Kill,
+        "other_containers_untouched",
+        kill::case_69_other_containers_untouched
+    ),
+    case!(
+        70,
+        Kill,
+        "exec_children_killed",
+        kill::case_70_exec_children_killed
+    ),
 ];
 
 #[cfg(test)]
@@ -455,7 +476,7 @@ mod tests {
     #[test]
     fn the_table_has_every_case_once_in_order() {
         let numbers: Vec<u32> = CASES.iter().map(|c| c.number).collect();
-        assert_eq!(numbers, (1..=67).collect::<Vec<_>>());
+        assert_eq!(numbers, (1..=70).collect::<Vec<_>>());
         let features: Vec<u32> = CASES
             .iter()
             .filter(|c| c.feature.is_some())

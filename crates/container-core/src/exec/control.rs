@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::signal::Signal;
 
 /// How a backend signals the processes of one exec. Docker and Podman have no exec-kill
@@ -22,23 +22,31 @@ pub trait ExecControl: Send + Sync + 'static {
 }
 
 /// SIGTERM to every process of the exec, SIGKILL after `grace`, then wait (bounded) until
-/// the engine says nothing runs. Errors are logged: this runs on timeout and drop paths
-/// where there is nobody to return them to.
-pub async fn terminate(control: Arc<dyn ExecControl>, grace: Duration) {
+/// the engine says nothing runs. `Ok` once the processes are gone; an error when they
+/// cannot be signalled at all (`Unsupported`: not visible from this host) or still run
+/// after SIGKILL (`Timeout`). A failed SIGTERM is not final: SIGKILL follows.
+pub async fn terminate(control: Arc<dyn ExecControl>, grace: Duration) -> Result<()> {
     const POLL: Duration = Duration::from_millis(50);
     const KILL_WAIT: Duration = Duration::from_secs(5);
 
-    if let Err(e) = control.signal(Signal::TERM).await {
-        tracing::debug!(error = %e, "SIGTERM to exec failed");
+    match control.signal(Signal::TERM).await {
+        Err(e) if e.kind() == ErrorKind::Unsupported => return Err(e),
+        Err(e) => tracing::debug!(error = %e, "SIGTERM to exec failed"),
+        Ok(()) => {}
     }
-    let gone = wait_gone(control.as_ref(), grace, POLL).await;
-    if !gone {
-        if let Err(e) = control.signal(Signal::KILL).await {
-            tracing::warn!(error = %e, "SIGKILL to exec failed");
-        }
-        if !wait_gone(control.as_ref(), KILL_WAIT, POLL).await {
-            tracing::warn!("exec processes still running after SIGKILL");
-        }
+    if wait_gone(control.as_ref(), grace, POLL).await {
+        return Ok(());
+    }
+    if let Err(e) = control.signal(Signal::KILL).await {
+        tracing::warn!(error = %e, "SIGKILL to exec failed");
+    }
+    if wait_gone(control.as_ref(), KILL_WAIT, POLL).await {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::Timeout,
+            format!("exec processes still running {KILL_WAIT:?} after SIGKILL"),
+        ))
     }
 }
 
@@ -81,7 +89,12 @@ impl Drop for KillGuard {
         };
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             tracing::debug!("exec setup abandoned, terminating");
-            handle.spawn(terminate(control, self.grace));
+            let grace = self.grace;
+            handle.spawn(async move {
+                if let Err(e) = terminate(control, grace).await {
+                    tracing::warn!(error = %e, "an abandoned exec could not be ended");
+                }
+            });
         }
     }
 }

@@ -27,7 +27,7 @@ enum State {
         deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     },
     /// The deadline passed: the processes are being terminated; then one `Timeout`.
-    Killing(BoxFuture<'static, ()>),
+    Killing(BoxFuture<'static, Result<()>>),
     /// The exit status, the timeout or the end was delivered, or the stream was
     /// cancelled: nothing is left to run or to kill.
     Done,
@@ -139,13 +139,16 @@ impl ExecStream {
     /// they are gone. Dropping the stream does the same in the background; call this when
     /// the program is about to exit (Ctrl-C) and the background task would not get to run.
     pub async fn cancel(mut self) {
-        match std::mem::replace(&mut self.state, State::Done) {
+        let ended = match std::mem::replace(&mut self.state, State::Done) {
             State::Running {
                 control: Some(control),
                 ..
             } => terminate(control, self.kill_grace).await,
             State::Killing(killing) => killing.await,
-            State::Running { control: None, .. } | State::Done => {}
+            State::Running { control: None, .. } | State::Done => Ok(()),
+        };
+        if let Err(e) = ended {
+            tracing::warn!(resource = %self.resource, error = %e, "a cancelled exec could not be ended");
         }
     }
 
@@ -176,15 +179,29 @@ impl Stream for ExecStream {
             match &mut this.state {
                 State::Done => return Poll::Ready(None),
                 State::Killing(killing) => {
-                    if killing.as_mut().poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
+                    let ended = match killing.as_mut().poll(cx) {
+                        Poll::Ready(ended) => ended,
+                        Poll::Pending => return Poll::Pending,
+                    };
                     this.state = State::Done;
                     let timeout = this.timeout;
-                    return Poll::Ready(Some(Err(this.error(
-                        ErrorKind::Timeout,
-                        format!("exec timed out after {timeout:?}; its processes were killed"),
-                    ))));
+                    let e = match ended {
+                        Ok(()) => this.error(
+                            ErrorKind::Timeout,
+                            format!("exec timed out after {timeout:?}; its processes were killed"),
+                        ),
+                        Err(cause) => this
+                            .error(
+                                ErrorKind::Timeout,
+                                format!(
+                                    "exec timed out after {timeout:?}; its processes could not \
+                                     be ended: {}",
+                                    cause.message()
+                                ),
+                            )
+                            .with_source(cause),
+                    };
+                    return Poll::Ready(Some(Err(e)));
                 }
                 State::Running { control, deadline } => {
                     if deadline
@@ -194,7 +211,7 @@ impl Stream for ExecStream {
                         tracing::debug!(resource = %this.resource, "exec deadline passed, terminating");
                         let killing = match control.take() {
                             Some(control) => terminate(control, this.kill_grace).boxed(),
-                            None => futures::future::ready(()).boxed(),
+                            None => futures::future::ready(Ok(())).boxed(),
                         };
                         this.state = State::Killing(killing);
                         continue;
@@ -237,7 +254,12 @@ impl Drop for ExecStream {
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 tracing::debug!(resource = %self.resource, "exec dropped before exit, terminating");
-                handle.spawn(terminate(control, self.kill_grace));
+                let (grace, resource) = (self.kill_grace, self.resource.clone());
+                handle.spawn(async move {
+                    if let Err(e) = terminate(control, grace).await {
+                        tracing::warn!(%resource, error = %e, "a dropped exec could not be ended");
+                    }
+                });
             }
             Err(_) => tracing::warn!(
                 resource = %self.resource,

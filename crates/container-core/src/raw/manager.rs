@@ -43,6 +43,7 @@ pub struct EngineManager<E: Engine> {
     ownership: Ownership,
     call_timeout: Duration,
     retry: RetryPolicy,
+    remote_exec_kill: bool,
     /// Names of the containers this manager created or inspected, by id, so errors name
     /// a container the way its user does (see [`container`](Self::container)).
     names: Arc<Mutex<HashMap<String, String>>>,
@@ -72,6 +73,7 @@ impl<E: Engine> Clone for EngineManager<E> {
             ownership: self.ownership.clone(),
             call_timeout: self.call_timeout,
             retry: self.retry.clone(),
+            remote_exec_kill: self.remote_exec_kill,
             names: self.names.clone(),
         }
     }
@@ -95,10 +97,11 @@ impl<E: Engine> EngineManager<E> {
         let span =
             tracing::info_span!("container", %backend, operation = "connect", resource = endpoint);
         let limit = options.connect_timeout;
-        let (ownership, call_timeout, retry) = (
+        let (ownership, call_timeout, retry, remote_exec_kill) = (
             options.ownership.clone(),
             options.call_timeout,
             options.retry.clone(),
+            options.remote_exec_kill,
         );
         let reach = async {
             let engine = build(endpoint.to_string(), options).await?;
@@ -135,6 +138,7 @@ impl<E: Engine> EngineManager<E> {
             ownership,
             call_timeout,
             retry,
+            remote_exec_kill,
             names: Arc::default(),
         })
     }
@@ -155,6 +159,10 @@ impl<E: Engine> EngineManager<E> {
 
     pub(super) fn call_timeout(&self) -> Duration {
         self.call_timeout
+    }
+
+    pub(super) fn remote_exec_kill(&self) -> bool {
+        self.remote_exec_kill
     }
 
     /// How errors and spans name container `id`: `name (id)` when the name is known.

@@ -35,7 +35,6 @@ use futures::stream::BoxStream;
 
 use crate::error::Result;
 use crate::exec::{ExecSpec, OutputChunk};
-use crate::proctree::Proc;
 use crate::reference::ImageRef;
 use crate::signal::Signal;
 use crate::types::{
@@ -180,14 +179,6 @@ pub trait Engine: Send + Sync + 'static {
 
     /// What the engine says about `exec`.
     async fn exec_state(&self, exec: &Self::Exec) -> Result<ExecState>;
-
-    /// The host processes of `exec` (with start times) that this host can see and that
-    /// are proven to be the exec's, given its `state`. Engines without a native exec
-    /// kill implement this; empty means none is visible.
-    async fn exec_processes(&self, exec: &Self::Exec, state: &ExecState) -> Result<Vec<Proc>> {
-        let _ = (exec, state);
-        Ok(Vec::new())
-    }
 
     /// Signals `exec` natively; only called when [`Capabilities::native_exec_kill`].
     async fn exec_kill(&self, exec: &Self::Exec, signal: Signal) -> Result<()> {
