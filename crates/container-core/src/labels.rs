@@ -97,11 +97,11 @@ impl Ownership {
     }
 
     /// The labels to create a container with: the user's, ownership, and the config hash.
-    pub fn container_labels(&self, config: &ContainerConfig) -> Labels {
+    pub fn container_labels(&self, config: &ContainerConfig) -> Result<Labels> {
         let mut l = config.labels.clone();
         l.extend(self.selector(CleanupScope::Session));
-        l.insert(CONFIG_HASH_LABEL.to_string(), config_hash(config));
-        l
+        l.insert(CONFIG_HASH_LABEL.to_string(), config_hash(config)?);
+        Ok(l)
     }
 
     /// The labels to create a volume with: the user's and ownership.
@@ -172,10 +172,13 @@ impl Ownership {
 ///
 /// Env values go into the hash (a changed secret is a changed config) but the hash is
 /// one-way; the values themselves are never stored in labels.
-pub fn config_hash(config: &ContainerConfig) -> String {
-    // Serialising plain data (strings, numbers, maps) cannot fail.
-    let json = serde_json::to_vec(config).unwrap_or_default();
-    hex::encode(Sha256::digest(&json))
+pub fn config_hash(config: &ContainerConfig) -> Result<String> {
+    // Plain data (strings, numbers, string maps): a failure would be a bug, and is an
+    // error rather than the hash of nothing.
+    let json = serde_json::to_vec(config).map_err(|e| {
+        Error::new(ErrorKind::Internal, "cannot encode the container config").with_source(e)
+    })?;
+    Ok(hex::encode(Sha256::digest(&json)))
 }
 
 /// `InvalidInput` when any key uses the reserved prefix or is empty.
@@ -201,11 +204,14 @@ mod tests {
     fn container_labels_carry_owner_session_and_hash() {
         let o = Ownership::with_session("smidr", "s1").expect("ownership");
         let cfg = ContainerConfig::new("busybox").label("app", "build");
-        let l = o.container_labels(&cfg);
+        let l = o.container_labels(&cfg).expect("labels");
         assert_eq!(l.get(OWNER_LABEL).map(String::as_str), Some("smidr"));
         assert_eq!(l.get(SESSION_LABEL).map(String::as_str), Some("s1"));
         assert_eq!(l.get("app").map(String::as_str), Some("build"));
-        assert_eq!(l.get(CONFIG_HASH_LABEL), Some(&config_hash(&cfg)));
+        assert_eq!(
+            l.get(CONFIG_HASH_LABEL),
+            Some(&config_hash(&cfg).expect("hash"))
+        );
         assert!(o.owns(&l));
     }
 
@@ -217,7 +223,7 @@ mod tests {
     async fn create_idempotent_returns_the_same_config_and_refuses_others() {
         let o = Ownership::with_session("me", "s").expect("ownership");
         let cfg = ContainerConfig::new("busybox").name("n");
-        let labels = o.container_labels(&cfg);
+        let labels = o.container_labels(&cfg).expect("labels");
         let taken = || async { Err(Error::new(ErrorKind::Conflict, "name in use")) };
 
         let same = labels.clone();
@@ -230,7 +236,9 @@ mod tests {
             .expect("same config");
         assert_eq!(id, "old");
 
-        let other = o.container_labels(&ContainerConfig::new("busybox").name("n").init(true));
+        let other = o
+            .container_labels(&ContainerConfig::new("busybox").name("n").init(true))
+            .expect("labels");
         let e = o
             .create_idempotent("n", &labels, taken, || {
                 let other = other.clone();
@@ -265,9 +273,10 @@ mod tests {
         let a = ContainerConfig::new("busybox").cmd(["sleep", "1"]);
         let b = ContainerConfig::new("busybox").cmd(["sleep", "1"]);
         let c = ContainerConfig::new("busybox").cmd(["sleep", "2"]);
-        assert_eq!(config_hash(&a), config_hash(&b));
-        assert_ne!(config_hash(&a), config_hash(&c));
-        assert_eq!(config_hash(&a).len(), 64);
+        let hash = |c| config_hash(c).expect("hash");
+        assert_eq!(hash(&a), hash(&b));
+        assert_ne!(hash(&a), hash(&c));
+        assert_eq!(hash(&a).len(), 64);
     }
 
     #[test]

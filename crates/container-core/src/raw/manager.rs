@@ -30,6 +30,8 @@ use crate::validate;
 /// How long a stop may take when neither the caller nor the container names a grace:
 /// the engines' own default.
 const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+/// How often `wait` looks again at a container that has not run yet.
+const WAIT_POLL: Duration = Duration::from_millis(200);
 /// How often a removal in progress is checked.
 const REMOVAL_POLL: Duration = Duration::from_millis(50);
 
@@ -421,7 +423,7 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
         let fut = async {
             validate::container_config(config)?;
             self.check_capabilities(config)?;
-            let labels = self.ownership.container_labels(config);
+            let labels = self.ownership.container_labels(config)?;
             let name = config
                 .name
                 .clone()
@@ -515,19 +517,27 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
     async fn wait(&self, id: &str) -> Result<i64> {
         let fut = async {
             validate::container_ref(id)?;
-            // No deadline: a wait waits.
-            if let Some(code) = self.engine.wait(id).await? {
-                return Ok(code);
-            }
-            let info = self
-                .idempotent(Operation::Inspect, || self.engine.inspect(id))
-                .await?;
-            match info.state {
-                ContainerState::Exited(code) => Ok(code),
-                other => Err(Error::new(
-                    ErrorKind::Internal,
-                    format!("the engine's wait returned but the container is {other:?}"),
-                )),
+            // No deadline: a wait waits. Engines answer at once for a container that was
+            // never started (Docker even with exit code 0): then wait for it to run and
+            // exit, so the code returned is always the code of a real exit.
+            loop {
+                let code = self.engine.wait(id).await?;
+                let info = self
+                    .idempotent(Operation::Inspect, || self.engine.inspect(id))
+                    .await?;
+                match info.state {
+                    ContainerState::Exited(exited) => return Ok(code.unwrap_or(exited)),
+                    ContainerState::Created
+                    | ContainerState::Running
+                    | ContainerState::Restarting
+                    | ContainerState::Paused => tokio::time::sleep(WAIT_POLL).await,
+                    other => {
+                        return Err(Error::new(
+                            ErrorKind::Conflict,
+                            format!("the container is {other:?}: it has no exit to wait for"),
+                        ))
+                    }
+                }
             }
         };
         self.run(Operation::Wait, &self.container(id), fut).await

@@ -285,30 +285,35 @@ async fn a_removal_in_progress_is_waited_for() {
     );
 }
 
-#[tokio::test]
-async fn a_wait_without_an_exit_is_an_error_not_zero() {
+#[tokio::test(start_paused = true)]
+async fn a_wait_waits_for_a_real_exit() {
+    // The engine answers at once (as it does for a container never started), the
+    // container is still created, then runs, then exits 3: the wait returns 3, never 0.
     let fake = Fake {
-        inspect: Mutex::new(VecDeque::from([Ok(info(
-            "c1",
-            "n",
-            ContainerState::Running,
-        ))])),
+        inspect: Mutex::new(VecDeque::from([
+            Ok(info("c1", "n", ContainerState::Created)),
+            Ok(info("c1", "n", ContainerState::Running)),
+            Ok(info("c1", "n", ContainerState::Exited(3))),
+        ])),
         ..Fake::default()
     };
-    let (m, _) = manager(fake).await;
-    let e = m.wait("c1").await.expect_err("still running");
-    assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+    let (m, fake) = manager(fake).await;
+    assert_eq!(m.wait("c1").await.expect("exited"), 3);
+    let waits = fake.calls().iter().filter(|c| **c == "wait").count();
+    assert_eq!(
+        waits,
+        3,
+        "waited again until the real exit: {:?}",
+        fake.calls()
+    );
 
     let fake = Fake {
-        inspect: Mutex::new(VecDeque::from([Ok(info(
-            "c1",
-            "n",
-            ContainerState::Exited(3),
-        ))])),
+        inspect: Mutex::new(VecDeque::from([Ok(info("c1", "n", ContainerState::Dead))])),
         ..Fake::default()
     };
     let (m, _) = manager(fake).await;
-    assert_eq!(m.wait("c1").await.expect("exited"), 3);
+    let e = m.wait("c1").await.expect_err("dead");
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
 }
 
 #[tokio::test(start_paused = true)]
