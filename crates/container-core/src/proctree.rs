@@ -147,6 +147,29 @@ impl ContainerCgroup {
         })
     }
 
+    /// The directory of `main_pid`'s cgroup in the v1 hierarchy of `controller`
+    /// (`memory`, ...); `None` on cgroup v2 (one hierarchy, see
+    /// [`of_main_process`](Self::of_main_process)) or when it is not visible here.
+    pub fn v1_controller_dir(main_pid: i32, controller: &str) -> Option<PathBuf> {
+        let groups = Process::new(main_pid).ok()?.cgroups().ok()?;
+        let mounts = Process::myself().ok()?.mountinfo().ok()?;
+        let group = groups
+            .0
+            .into_iter()
+            .find(|g| g.hierarchy != 0 && g.controllers.iter().any(|c| c == controller))?;
+        let mount = mounts
+            .0
+            .iter()
+            .find(|m| m.fs_type == "cgroup" && has_controller(m, controller))?;
+        let rel = Path::new(&group.pathname).strip_prefix(&mount.root).ok()?;
+        Some(mount.mount_point.join(rel))
+    }
+
+    /// The cgroup directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The PIDs `cgroup.procs` lists.
     fn members(&self) -> HashSet<i32> {
         std::fs::read_to_string(self.dir.join("cgroup.procs"))

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use container_core::{
     BackendKind, ContainerConfig, ContainerInfo, ContainerState, EngineInfo, Error, ErrorKind,
-    Labels, LayerPhase, Mount, NetworkMode, PullProgress, Result, VolumeInfo,
+    Labels, LayerPhase, Mount, NetworkMode, PullProgress, Result, Ulimit, VolumeInfo,
 };
 use podman_api::models::{InspectContainerData, ListContainer, Volume, VolumeConfigResponse};
 use serde_json::{json, Map, Value};
@@ -13,7 +13,16 @@ use serde_json::{json, Map, Value};
 /// The libpod `SpecGenerator` for a validated `config` named `name` carrying `labels`
 /// (user + ownership). Sent as raw JSON: podman-api's builder has no field for named
 /// volumes. A mount or network kind this backend does not know is `Unsupported`.
-pub(crate) fn create_spec(name: &str, config: &ContainerConfig, labels: &Labels) -> Result<Value> {
+///
+/// `defaults` are the service's default ulimits ([`default_ulimits`]): libpod 4.3 drops
+/// all of them as soon as a container names one, so the ones the caller does not name are
+/// sent along.
+pub(crate) fn create_spec(
+    name: &str,
+    config: &ContainerConfig,
+    labels: &Labels,
+    defaults: &[Ulimit],
+) -> Result<Value> {
     let mut s = Map::new();
     let mut put = |k: &str, v: Value| {
         s.insert(k.to_string(), v);
@@ -89,12 +98,19 @@ pub(crate) fn create_spec(name: &str, config: &ContainerConfig, labels: &Labels)
         put("resource_limits", Value::Object(limits));
     }
     if !r.ulimits.is_empty() {
+        let named = |d: &&Ulimit| {
+            !r.ulimits
+                .iter()
+                .any(|u| u.name.eq_ignore_ascii_case(&d.name))
+        };
         let rl: Vec<Value> = r
             .ulimits
             .iter()
+            .chain(defaults.iter().filter(named))
             .map(|u| {
                 json!({
-                    "type": format!("RLIMIT_{}", u.name.to_ascii_uppercase()),
+                    // libpod prefixes `RLIMIT_` itself on some paths (init): the bare name.
+                    "type": u.name.to_ascii_lowercase(),
                     "soft": u.soft,
                     "hard": u.hard,
                 })
@@ -233,6 +249,25 @@ pub(crate) fn created_volume_info(v: VolumeConfigResponse) -> VolumeInfo {
     .with_mountpoint(v.mountpoint.unwrap_or_default())
 }
 
+/// The ulimits libpod gave a container created without any (its service's defaults):
+/// `RLIMIT_NOFILE` becomes `nofile`.
+pub(crate) fn default_ulimits(r: &InspectContainerData) -> Vec<Ulimit> {
+    r.host_config
+        .as_ref()
+        .and_then(|h| h.ulimits.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|u| {
+            let name = u.name.as_deref()?;
+            let name = name
+                .strip_prefix("RLIMIT_")
+                .unwrap_or(name)
+                .to_ascii_lowercase();
+            Some(Ulimit::new(name, u.soft?, u.hard?))
+        })
+        .collect()
+}
+
 /// The id in libpod's create response; a response without one is an error, never an
 /// empty id.
 pub(crate) fn created_id(body: &[u8]) -> Result<String> {
@@ -315,7 +350,8 @@ mod tests {
             .ulimit(Ulimit::new("nofile", 1, 2));
         let mut labels = Labels::new();
         labels.insert("k".into(), "v".into());
-        let s = create_spec("n", &c, &labels).expect("spec");
+        let defaults = [Ulimit::new("nproc", 5, 6), Ulimit::new("nofile", 7, 8)];
+        let s = create_spec("n", &c, &labels, &defaults).expect("spec");
         assert_eq!(s["name"], "n");
         assert_eq!(s["user"], "1000:1000");
         assert_eq!(s["env"]["A"], "1=2");
@@ -333,7 +369,13 @@ mod tests {
         assert_eq!(s["resource_limits"]["cpu"]["quota"], 150_000);
         assert_eq!(s["resource_limits"]["memory"]["limit"], 1 << 20);
         assert_eq!(s["resource_limits"]["pids"]["limit"], 10);
-        assert_eq!(s["r_limits"][0]["type"], "RLIMIT_NOFILE");
+        assert_eq!(s["r_limits"][0]["type"], "nofile");
+        assert_eq!(s["r_limits"][0]["hard"], 2, "the caller's limit wins");
+        assert_eq!(
+            s["r_limits"][1]["type"], "nproc",
+            "a default the caller did not name"
+        );
+        assert_eq!(s["r_limits"].as_array().map(Vec::len), Some(2));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! idempotency) is core's [`EngineManager`].
 
 use std::fs::File;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,7 +13,7 @@ use container_core::raw::{
 };
 use container_core::{
     BackendKind, Capabilities, ConnectOptions, ContainerConfig, ContainerInfo, EngineInfo, Error,
-    ErrorKind, ExecSpec, ImageRef, Labels, LogOptions, Result, Signal, VolumeInfo,
+    ErrorKind, ExecSpec, ImageRef, Labels, LogOptions, Result, Signal, Ulimit, VolumeInfo,
 };
 use containers_api::conn::hyper::{self, Body, Method, Request};
 use containers_api::conn::Transport;
@@ -26,6 +27,7 @@ use tokio::io::AsyncReadExt;
 use crate::convert;
 use crate::error::{map_error, not_modified_ok, removal};
 use crate::exec::PodmanExec;
+use crate::oom::OomWatch;
 
 /// The default endpoint when neither the options nor `CONTAINER_HOST` name one.
 pub const DEFAULT_ENDPOINT: &str = "unix:///run/podman/podman.sock";
@@ -60,6 +62,8 @@ pub async fn connect(options: ConnectOptions) -> Result<PodmanManager> {
                 podman,
                 transport,
                 endpoint,
+                oom: OomWatch::default(),
+                ulimit_defaults: Arc::default(),
             })
         },
     )
@@ -74,6 +78,10 @@ pub struct PodmanEngine {
     /// volumes, stop with a timeout, streamed archive upload).
     transport: Transport,
     endpoint: String,
+    /// OOM kills libpod does not report (cgroup v1).
+    oom: OomWatch,
+    /// The service's default ulimits, once learned.
+    ulimit_defaults: Arc<tokio::sync::OnceCell<Vec<Ulimit>>>,
 }
 
 fn client(endpoint: &str) -> Result<(Podman, Transport)> {
@@ -106,6 +114,50 @@ fn client(endpoint: &str) -> Result<(Podman, Transport)> {
 }
 
 impl PodmanEngine {
+    /// The service's default ulimits, learned once from a probe container created (never
+    /// started) with `config`'s image and `labels`, then removed.
+    async fn default_ulimits(
+        &self,
+        config: &ContainerConfig,
+        labels: &Labels,
+    ) -> Result<Vec<Ulimit>> {
+        self.ulimit_defaults
+            .get_or_try_init(|| async {
+                let probe = format!("crs-ulimits-{}", uuid::Uuid::new_v4().simple());
+                let spec = serde_json::json!({
+                    "image": config.image,
+                    "name": probe,
+                    "command": ["true"],
+                    "labels": labels,
+                    "netns": {"nsmode": "none"},
+                });
+                let body = serde_json::to_vec(&spec).map_err(|e| {
+                    Error::new(ErrorKind::Internal, "cannot encode the probe").with_source(e)
+                })?;
+                self.raw(
+                    Method::POST,
+                    "/libpod/containers/create",
+                    Body::from(body),
+                    "application/json",
+                )
+                .await
+                .map_err(map_error)?;
+                let containers = self.podman.containers();
+                let handle = containers.get(&probe);
+                let inspected = handle.inspect().await.map_err(map_error);
+                let opts = ContainerDeleteOpts::builder()
+                    .force(true)
+                    .timeout(0)
+                    .build();
+                if let Err(e) = handle.delete(&opts).await {
+                    tracing::warn!(container = %probe, error = %map_error(e), "probe not removed");
+                }
+                Ok(convert::default_ulimits(&inspected?))
+            })
+            .await
+            .cloned()
+    }
+
     /// The podman-api client, for what this crate does not wrap.
     pub fn client(&self) -> &Podman {
         &self.podman
@@ -221,7 +273,12 @@ impl Engine for PodmanEngine {
         config: &ContainerConfig,
         labels: &Labels,
     ) -> Result<String> {
-        let spec = convert::create_spec(name, config, labels)?;
+        let defaults = if config.resources.ulimits.is_empty() {
+            Vec::new()
+        } else {
+            self.default_ulimits(config, labels).await?
+        };
+        let spec = convert::create_spec(name, config, labels, &defaults)?;
         let body = serde_json::to_vec(&spec).map_err(|e| {
             Error::new(ErrorKind::Internal, "cannot encode the create request").with_source(e)
         })?;
@@ -239,7 +296,32 @@ impl Engine for PodmanEngine {
 
     async fn start(&self, id: &str) -> Result<()> {
         let containers = self.podman.containers();
-        not_modified_ok(containers.get(id).start(None).await)
+        let handle = containers.get(id);
+        let info = handle.inspect().await.map_err(map_error)?;
+        let limited = info
+            .host_config
+            .as_ref()
+            .and_then(|h| h.memory)
+            .is_some_and(|m| m > 0);
+        let idle = matches!(
+            info.state.as_ref().and_then(|s| s.status.as_deref()),
+            Some("created" | "configured" | "exited" | "stopped")
+        );
+        if limited && idle {
+            // Create first (the cgroup exists, the process waits), arm the OOM watch,
+            // then start: see `oom`.
+            not_modified_ok(handle.init().await)?;
+            let started = handle.inspect().await.map_err(map_error)?;
+            let pid = started.state.as_ref().and_then(|s| s.pid);
+            if let (Some(id), Some(pid)) = (started.id, pid.and_then(|p| i32::try_from(p).ok())) {
+                let oom = self.oom.clone();
+                let armed = tokio::task::spawn_blocking(move || oom.arm(&id, pid))
+                    .await
+                    .unwrap_or(false);
+                tracing::debug!(armed, "OOM watch");
+            }
+        }
+        not_modified_ok(handle.start(None).await)
     }
 
     async fn stop(&self, id: &str, grace: Option<Duration>) -> Result<()> {
@@ -275,12 +357,14 @@ impl Engine for PodmanEngine {
 
     async fn inspect(&self, id: &str) -> Result<ContainerInfo> {
         let containers = self.podman.containers();
-        containers
+        let mut info = containers
             .get(id)
             .inspect()
             .await
             .map(convert::container_info)
-            .map_err(map_error)
+            .map_err(map_error)?;
+        info.oom_killed |= self.oom.killed(&info.id);
+        Ok(info)
     }
 
     async fn wait(&self, id: &str) -> Result<Option<i64>> {

@@ -5,6 +5,7 @@ mod convert;
 mod engine;
 mod error;
 mod exec;
+mod oom;
 mod pull;
 mod stream;
 

@@ -1,0 +1,87 @@
+//! OOM kills on cgroup v1, which Podman 4.3 does not report here (`OOMKilled` stays
+//! false even for its own CLI; docs/adr/0007-podman.md).
+//!
+//! The truthful signal is the kernel's: the memory cgroup's OOM notification
+//! (`cgroup.event_control` + an eventfd on `memory.oom_control`). It must be armed while
+//! the container's cgroup exists and before the main process runs, so a container with a
+//! memory limit is started in two steps: libpod `init` (runc create: the cgroup exists,
+//! the process waits), arm the watch, then `start`. A thread per such container waits on
+//! the eventfd; the kernel signals it on an OOM in the cgroup and when the cgroup is
+//! removed, which tells the two apart by whether the cgroup directory still exists.
+//! On cgroup v2 (`memory.events`) libpod's own flag is used as is.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use container_core::proctree::ContainerCgroup;
+use rustix::event::{eventfd, EventfdFlags};
+
+/// The containers the kernel OOM-killed in, by full id.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OomWatch {
+    killed: Arc<Mutex<HashSet<String>>>,
+}
+
+impl OomWatch {
+    /// Whether the kernel reported an OOM kill in container `id`.
+    pub(crate) fn killed(&self, id: &str) -> bool {
+        self.killed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(id)
+    }
+
+    /// Arms the watch on container `id`, whose (waiting) main process is `pid`. Blocking:
+    /// call it from `spawn_blocking`. `false` when there is nothing to arm (cgroup v2, not
+    /// visible from here, not root).
+    pub(crate) fn arm(&self, id: &str, pid: i32) -> bool {
+        let Some(dir) = ContainerCgroup::v1_controller_dir(pid, "memory") else {
+            return false;
+        };
+        match arm_at(&dir) {
+            Ok(wait) => {
+                let (killed, id) = (self.killed.clone(), id.to_string());
+                let spawned = std::thread::Builder::new()
+                    .name("podman-oom-watch".into())
+                    .spawn(move || {
+                        if wait() {
+                            tracing::debug!(container = %id, "kernel OOM notification");
+                            killed
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .insert(id);
+                        }
+                    });
+                spawned.is_ok()
+            }
+            Err(e) => {
+                tracing::debug!(dir = %dir.display(), error = %e, "cannot arm the OOM watch");
+                false
+            }
+        }
+    }
+}
+
+/// Registers an eventfd for OOM notifications of the memory cgroup `dir`; the returned
+/// function blocks until the kernel signals it and says whether it was an OOM (the
+/// cgroup still exists) rather than the cgroup's removal.
+fn arm_at(dir: &std::path::Path) -> std::io::Result<impl FnOnce() -> bool + Send + 'static> {
+    let control = std::fs::File::open(dir.join("memory.oom_control"))?;
+    let efd = eventfd(0, EventfdFlags::CLOEXEC)?;
+    let mut event_control = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("cgroup.event_control"))?;
+    // One write: the kernel parses each write to this file as one registration.
+    let registration = format!("{} {}", efd.as_raw_fd(), control.as_raw_fd());
+    event_control.write_all(registration.as_bytes())?;
+    let dir: PathBuf = dir.to_path_buf();
+    Ok(move || {
+        let mut buf = [0u8; 8];
+        let woke = rustix::io::read(&efd, &mut buf).is_ok();
+        drop(control);
+        woke && dir.exists()
+    })
+}
