@@ -416,6 +416,22 @@ impl Engine for PodmanEngine {
     }
 
     async fn copy_from(&self, id: &str, path: &str) -> Result<ByteStream> {
+        // libpod's archive rounds mtimes to the nearest second; a `tar` run in the
+        // container keeps them as stat says (whole seconds, as Docker's archive does).
+        let running = self
+            .podman
+            .containers()
+            .get(id)
+            .inspect()
+            .await
+            .map_err(map_error)?
+            .state
+            .is_some_and(|s| s.running == Some(true));
+        if running {
+            if let Some(archive) = crate::archive::tar_out(&self.podman, id, path).await? {
+                return Ok(archive);
+            }
+        }
         let (podman, id, path) = (self.podman.clone(), id.to_string(), path.to_string());
         Ok(crate::stream::in_task(move |tx| async move {
             let containers = podman.containers();

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod archive;
 mod convert;
 mod engine;
 mod error;
