@@ -127,11 +127,18 @@ fn conformance_steps() -> Vec<Step> {
             crate::conformance::run_suite(sh, Backend::Docker, &[])
         }),
         Step::new("containerctl smoke (docker)", crate::smoke::containerctl),
+        Step::new("demo (main job on docker)", |sh| {
+            crate::demo::run_demo(sh, Backend::Docker, &[])
+        }),
+        Step::new("conformance --backend podman", |sh| {
+            crate::conformance::run_suite(sh, Backend::Podman, &[])
+        }),
+        Step::new("demo (main job on podman)", |sh| {
+            crate::demo::run_demo(sh, Backend::Podman, &[])
+        }),
+        // After every suite: the matrix is made from their results.
         Step::new("docs --check (backends matrix)", |sh| {
             crate::docs::generate(sh, true)
-        }),
-        Step::new("demo (main job on docker)", |sh| {
-            crate::demo::run_demo(sh, &[])
         }),
     ]
 }

@@ -11,8 +11,7 @@ use crate::engines::{self, Backend, BackendArg};
 const SUITES: &[Backend] = &[Backend::Docker, Backend::Podman];
 
 /// Backends whose suite CI runs and the backends matrix shows: those that pass it.
-/// Podman joins when its two open cases pass (docs/adr/0007-podman.md).
-pub(crate) const CI_SUITES: &[Backend] = &[Backend::Docker];
+pub(crate) const CI_SUITES: &[Backend] = &[Backend::Docker, Backend::Podman];
 
 /// `cargo xtask conformance`.
 #[derive(Debug, Args)]

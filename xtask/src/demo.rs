@@ -10,24 +10,40 @@ use crate::engines::{self, Backend};
 /// `cargo xtask demo`.
 #[derive(Debug, Args)]
 pub(crate) struct Demo {
+    /// The engine to run the build on.
+    #[arg(long, value_enum, default_value = "docker")]
+    backend: DemoBackend,
     /// Arguments for the example (`--help` lists them: work folder, lines, uid/gid).
     #[arg(last = true)]
     args: Vec<String>,
 }
 
+/// The backends the demo runs on.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DemoBackend {
+    Docker,
+    Podman,
+}
+
 impl Demo {
-    /// Brings Docker and the registry up, then runs the build example.
+    /// Brings the engine and the registry up, then runs the build example.
     pub(crate) fn run(self, sh: &Shell) -> anyhow::Result<()> {
-        run_demo(sh, &self.args)
+        let backend = match self.backend {
+            DemoBackend::Docker => Backend::Docker,
+            DemoBackend::Podman => Backend::Podman,
+        };
+        run_demo(sh, backend, &self.args)
     }
 }
 
-/// Runs the example against Docker, starting the engine first when needed.
-pub(crate) fn run_demo(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
-    engines::ensure_up(sh, &[Backend::Docker])?;
+/// Runs the example against `backend`, starting the engine first when needed.
+pub(crate) fn run_demo(sh: &Shell, backend: Backend, args: &[String]) -> anyhow::Result<()> {
+    engines::ensure_up(sh, &[backend])?;
+    let name = backend.name();
+    let _backend = sh.push_env("CONTAINER_BACKEND", name);
     cmd!(
         sh,
-        "cargo run --quiet -p container --example yocto_build -- {args...}"
+        "cargo run --quiet -p container --features {name} --example yocto_build -- {args...}"
     )
     .run()?;
     Ok(())

@@ -20,8 +20,8 @@ use std::time::Instant;
 
 use clap::Parser;
 use container::{
-    CleanupScope, ContainerConfig, ContainerManager, ExecSpec, LineEvent, Mount, PullOptions,
-    PullProgress, StreamKind,
+    CleanupScope, ConnectOptions, ContainerConfig, ContainerManager, ExecSpec, LineEvent, Mount,
+    PullOptions, PullProgress, StreamKind,
 };
 use futures::StreamExt;
 
@@ -101,7 +101,7 @@ async fn run(args: Args) -> Result<u8, Box<dyn std::error::Error>> {
     let dirs = prepare_dirs(&work, uid, gid)?;
     println!("work folder: {}", work.display());
 
-    let engine = container::from_env().await?;
+    let engine = container::from_env_with(ConnectOptions::owned_by("container-rs-demo")?).await?;
     let info = engine.info().await?;
     println!(
         "engine: {} {} at {}",
