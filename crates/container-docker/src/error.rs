@@ -116,6 +116,16 @@ pub(crate) fn runtime_failure(chunk: &OutputChunk) -> Option<RuntimeFailure> {
     )
 }
 
+/// The exit code to report: the engine's, except that the runtime's own "exec failed"
+/// exit (126) becomes what a shell says (`runtime`, from [`runtime_failure`]). A process
+/// that ran and exited with any other code keeps it, whatever its output said.
+pub(crate) fn normalised_exit(engine: Option<i64>, runtime: Option<i64>) -> Option<i64> {
+    match (engine, runtime) {
+        (Some(RUNTIME_FAILED), Some(shell)) => Some(shell),
+        (engine, _) => engine,
+    }
+}
+
 /// The error of an exec into a container that stopped under it.
 pub(crate) fn not_running(chunk: &OutputChunk) -> Error {
     let text = String::from_utf8_lossy(&chunk.data);
@@ -228,6 +238,22 @@ mod tests {
                 "hello"
             )),
             None
+        );
+    }
+
+    #[test]
+    fn only_the_runtime_failure_exit_is_rewritten() {
+        assert_eq!(normalised_exit(Some(126), Some(127)), Some(127));
+        assert_eq!(
+            normalised_exit(Some(0), Some(127)),
+            Some(0),
+            "a process that printed the runtime's words and exited 0 keeps its 0"
+        );
+        assert_eq!(normalised_exit(Some(3), None), Some(3));
+        assert_eq!(
+            normalised_exit(None, Some(127)),
+            None,
+            "no exit code is not made up"
         );
     }
 

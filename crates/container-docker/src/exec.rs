@@ -12,7 +12,7 @@ use futures::stream::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::convert::output_chunk;
-use crate::error::{map_error, not_running, runtime_failure, RuntimeFailure, RUNTIME_FAILED};
+use crate::error::{map_error, normalised_exit, not_running, runtime_failure, RuntimeFailure};
 
 /// Frame buffer of the attached stream: large enough for throughput, small enough that
 /// memory per exec stays bounded.
@@ -113,13 +113,7 @@ impl DockerExec {
     pub(crate) async fn state(&self, docker: &Docker) -> Result<ExecState> {
         let info = docker.inspect_exec(&self.id).await.map_err(map_error)?;
         let running = info.running == Some(true);
-        let mut exit_code = info.exit_code;
-        // The runtime's "exec failed" exit (126) becomes what a shell says.
-        if exit_code == Some(RUNTIME_FAILED) {
-            if let Some(code) = self.runtime_failure.get() {
-                exit_code = Some(*code);
-            }
-        }
+        let exit_code = normalised_exit(info.exit_code, self.runtime_failure.get().copied());
         Ok(ExecState {
             // Created but not started: neither running nor exited.
             started: running || exit_code.is_some(),

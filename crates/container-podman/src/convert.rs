@@ -331,6 +331,18 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn a_create_response_without_an_id_is_an_error() {
+        assert_eq!(
+            created_id(br#"{"Id":"abc","Warnings":[]}"#).expect("id"),
+            "abc"
+        );
+        for body in [&br#"{"Id":""}"#[..], br#"{"Warnings":[]}"#, b"not json"] {
+            let e = created_id(body).expect_err("no id");
+            assert_eq!(e.kind(), ErrorKind::Internal);
+        }
+    }
+
+    #[test]
     fn create_spec_carries_every_field() {
         let c = ContainerConfig::new("img:1")
             .name("n")

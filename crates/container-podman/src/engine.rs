@@ -39,7 +39,8 @@ const API_PREFIX: &str = "/v4.0.0";
 pub type PodmanManager = EngineManager<PodmanEngine>;
 
 /// Connects to the service named by `options.endpoint`, else `CONTAINER_HOST` (as
-/// podman-remote), else the default root socket. `unix://` paths and plain `tcp://` /
+/// podman-remote), else the caller's rootless socket (`$XDG_RUNTIME_DIR/podman/podman.sock`,
+/// when not root and it exists), else the root socket. `unix://` paths and plain `tcp://` /
 /// `http://` endpoints are supported.
 /// Fails with `Unavailable` if the service does not answer within the connect timeout.
 pub async fn connect(options: ConnectOptions) -> Result<PodmanManager> {
@@ -51,7 +52,7 @@ pub async fn connect(options: ConnectOptions) -> Result<PodmanManager> {
                 .ok()
                 .filter(|h| !h.is_empty())
         })
-        .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
+        .unwrap_or_else(default_endpoint);
     EngineManager::connect(
         BackendKind::Podman,
         &endpoint,
@@ -68,6 +69,24 @@ pub async fn connect(options: ConnectOptions) -> Result<PodmanManager> {
         },
     )
     .await
+}
+
+/// The root socket for root; for other users their rootless service's socket
+/// (`$XDG_RUNTIME_DIR/podman/podman.sock`) when it exists.
+fn default_endpoint() -> String {
+    let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR").map(std::path::PathBuf::from);
+    endpoint_for(rustix::process::geteuid().is_root(), runtime_dir.as_deref())
+}
+
+fn endpoint_for(root: bool, runtime_dir: Option<&std::path::Path>) -> String {
+    if !root {
+        if let Some(socket) = runtime_dir.map(|d| d.join("podman/podman.sock")) {
+            if socket.exists() {
+                return format!("unix://{}", socket.display());
+            }
+        }
+    }
+    DEFAULT_ENDPOINT.to_string()
 }
 
 /// The libpod API through podman-api; see [`connect`].
@@ -527,6 +546,26 @@ impl Engine for PodmanEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rootless_users_get_their_own_socket() {
+        let dir = tempfile::tempdir().expect("tmp");
+        assert_eq!(
+            endpoint_for(false, Some(dir.path())),
+            DEFAULT_ENDPOINT,
+            "no socket yet"
+        );
+        std::fs::create_dir(dir.path().join("podman")).expect("mkdir");
+        std::fs::write(dir.path().join("podman/podman.sock"), b"").expect("touch");
+        let own = format!("unix://{}/podman/podman.sock", dir.path().display());
+        assert_eq!(endpoint_for(false, Some(dir.path())), own);
+        assert_eq!(
+            endpoint_for(true, Some(dir.path())),
+            DEFAULT_ENDPOINT,
+            "root uses the root socket"
+        );
+        assert_eq!(endpoint_for(false, None), DEFAULT_ENDPOINT);
+    }
 
     #[test]
     fn endpoints_are_parsed() {
