@@ -274,6 +274,10 @@ pub struct ContainerConfig {
     pub network: NetworkMode,
     /// Hostname inside the container.
     pub hostname: Option<String>,
+    /// Map the user running the engine to the same uid and gid inside the container
+    /// (Podman's `--userns=keep-id`), so files in bind mounts keep their owner. Rootless
+    /// engines only: `Unsupported` where [`Capabilities::userns_keep_id`] is off.
+    pub keep_id: bool,
 }
 
 impl ContainerConfig {
@@ -350,6 +354,12 @@ impl ContainerConfig {
         S: Into<String>,
     {
         self.entrypoint = Some(entrypoint.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Asks for a keep-id user namespace (see [`keep_id`](Self::keep_id)).
+    pub fn keep_id(mut self, on: bool) -> Self {
+        self.keep_id = on;
         self
     }
 
@@ -434,6 +444,7 @@ impl fmt::Debug for ContainerConfig {
             .field("resources", &self.resources)
             .field("network", &self.network)
             .field("hostname", &self.hostname)
+            .field("keep_id", &self.keep_id)
             .finish()
     }
 }

@@ -56,6 +56,9 @@ pub(crate) fn create_spec(
     if config.init {
         put("init", json!(true));
     }
+    if config.keep_id {
+        put("userns", json!({"nsmode": "keep-id"}));
+    }
     if let Some(sig) = config.stop_signal {
         put("stop_signal", json!(sig.number()));
     }

@@ -59,7 +59,9 @@ pub async fn connect(options: ConnectOptions) -> Result<PodmanManager> {
         options,
         |endpoint, _| async move {
             let (podman, transport) = client(&endpoint)?;
+            let local = matches!(transport, Transport::Unix { .. });
             Ok(PodmanEngine {
+                rootless: local && !rustix::process::geteuid().is_root(),
                 podman,
                 transport,
                 endpoint,
@@ -101,6 +103,9 @@ pub struct PodmanEngine {
     oom: OomWatch,
     /// The service's default ulimits, once learned.
     ulimit_defaults: Arc<tokio::sync::OnceCell<Vec<Ulimit>>>,
+    /// A rootless service: a local socket and a caller that is not root (Podman 4.3
+    /// refuses keep-id when rootful).
+    rootless: bool,
 }
 
 fn client(endpoint: &str) -> Result<(Podman, Transport)> {
@@ -230,7 +235,8 @@ impl Engine for PodmanEngine {
     type Exec = PodmanExec;
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::oci_engine()
+        // keep-id needs a rootless service: one on a local socket of a non-root caller.
+        Capabilities::oci_engine().with_userns_keep_id(self.rootless)
     }
 
     async fn ping(&self) -> Result<()> {

@@ -11,7 +11,7 @@ use container::{ContainerConfig, ContainerManager, ContainerState, ErrorKind, Ex
 use crate::ctx::{Ctx, SLACK};
 use crate::failure::{describe, expect_kind, Failure};
 use crate::support::{exec_ok, run_config, sh, sleeper};
-use crate::{ensure, ensure_eq, fail};
+use crate::{ensure, ensure_eq};
 
 /// Zombie processes in the container, from `/proc/<pid>/stat`.
 async fn zombies(m: &dyn ContainerManager, id: &str) -> Result<Vec<String>, Failure> {
@@ -199,27 +199,45 @@ pub async fn check_65_resource_limits(ctx: &Ctx) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Case 66: User-namespace keep-id mapping (Podman).
-///
-/// `ContainerConfig` has no field to ask for a keep-id mapping yet, so a backend that
-/// reports the capability cannot have it exercised: that is reported as a failure
-/// naming the missing API, never as a pass.
+/// Case 66: User-namespace keep-id mapping (Podman, rootless): the user running the
+/// engine is the same uid inside the container.
 pub async fn case_66_userns_keep_id(ctx: &Ctx) -> Result<(), Failure> {
-    fail!(
-        "{} reports userns_keep_id, but ContainerConfig has no way to request a keep-id \
-         mapping: the suite cannot exercise it (API gap: add a user-namespace mode to \
-         ContainerConfig)",
-        ctx.kind()
+    let m = ctx.manager();
+    let mut t = ctx.tracker();
+    let config = sleeper(ctx, &ctx.name(66)).keep_id(true);
+    let id = run_config(ctx, &mut t, &config).await?;
+    let me = nix::unistd::geteuid().as_raw();
+    let inside = sh(m, &id, "id -u").await?;
+    ensure_eq!(
+        inside.trim(),
+        me.to_string(),
+        "uid inside a keep-id container"
     );
+    Ok(())
 }
 
-/// Check for 66: there is no operation to call, so the capability must be off (a backend
-/// may not claim what no operation exposes).
+/// Check for 66: keep-id is refused as `Unsupported` exactly when the capability is off.
 pub async fn check_66_userns_keep_id(ctx: &Ctx) -> Result<(), Failure> {
-    ensure!(
-        !ctx.capabilities().userns_keep_id,
-        "userns_keep_id is claimed, but no operation of the API requests it"
-    );
+    let m = ctx.manager();
+    let mut t = ctx.tracker();
+    let name = ctx.name(66);
+    t.container(name.clone());
+    let result = m.create(&sleeper(ctx, &name).keep_id(true)).await;
+    if ctx.capabilities().userns_keep_id {
+        result.map_err(|e| {
+            Failure::new(format!(
+                "userns_keep_id is a capability, yet: {}",
+                describe(&e)
+            ))
+        })?;
+    } else {
+        expect_kind(result, ErrorKind::Unsupported, "create with keep_id: true")?;
+        expect_kind(
+            m.inspect(&name).await,
+            ErrorKind::NotFound,
+            "container after Unsupported",
+        )?;
+    }
     Ok(())
 }
 

@@ -241,6 +241,9 @@ impl<E: Engine> EngineManager<E> {
         if limited && !caps.resource_limits {
             return Err(self.unsupported("resource_limits"));
         }
+        if config.keep_id && !caps.userns_keep_id {
+            return Err(self.unsupported("userns_keep_id"));
+        }
         Ok(())
     }
 

@@ -218,11 +218,13 @@ async fn what_the_engine_lacks_is_unsupported_before_any_engine_call() {
     let limits = m
         .create(&ContainerConfig::new("img:1").memory(1 << 20))
         .await;
+    let keep_id = m.create(&ContainerConfig::new("img:1").keep_id(true)).await;
     let tty = m.exec_stream("c1", &ExecSpec::new(["sh"]).tty(true)).await;
     let copy = m.copy_from("c1", "/x", std::path::Path::new("/tmp")).await;
     for (what, r) in [
         ("init", init.map(drop)),
         ("resource_limits", limits.map(drop)),
+        ("userns_keep_id", keep_id.map(drop)),
         ("tty_exec", tty.map(drop)),
         ("copy_files", copy),
     ] {
