@@ -9,9 +9,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use container_core::raw::ByteStream;
+use container_core::raw::Engine;
 use container_core::{Error, ErrorKind, ExecSpec, Result, StreamKind};
 use futures::stream::{self, StreamExt};
-use podman_api::Podman;
+
+use crate::engine::PodmanEngine;
 
 /// How much of tar's stderr is kept for an error message.
 const STDERR_KEPT: usize = 4096;
@@ -21,7 +23,11 @@ const NOT_FOUND: i64 = 127;
 /// A tar archive of `path` in the running container `id`, named by its last component
 /// (`dir/...`, as the archive endpoint names it). `None` when the container has no `tar`:
 /// the caller falls back to the archive endpoint.
-pub(crate) async fn tar_out(podman: &Podman, id: &str, path: &str) -> Result<Option<ByteStream>> {
+pub(crate) async fn tar_out(
+    engine: &PodmanEngine,
+    id: &str,
+    path: &str,
+) -> Result<Option<ByteStream>> {
     let p = Path::new(path);
     let (parent, name) = match (p.parent(), p.file_name()) {
         (Some(parent), Some(name)) => (
@@ -31,8 +37,8 @@ pub(crate) async fn tar_out(podman: &Podman, id: &str, path: &str) -> Result<Opt
         _ => ("/".to_string(), ".".to_string()),
     };
     let spec = ExecSpec::new(["tar", "-cf", "-", "-C", parent.as_str(), name.as_str()]).user(0, 0);
-    let exec = Arc::new(crate::exec::create(podman, id, &spec).await?);
-    let mut output = exec.start(&spec).await?;
+    let exec = Arc::new(engine.exec_create(id, &spec).await?);
+    let mut output = engine.exec_start(&exec, &spec).await?;
     let stderr = Arc::new(Mutex::new(Vec::new()));
     let keep = |stderr: &Mutex<Vec<u8>>, data: &[u8]| {
         let mut kept = stderr.lock().unwrap_or_else(PoisonError::into_inner);

@@ -17,12 +17,13 @@ use container_core::{
 };
 use containers_api::conn::hyper::{self, Body, Method, Request};
 use containers_api::conn::Transport;
+use futures::StreamExt;
 use podman_api::opts::{
-    ContainerDeleteOpts, ContainerListFilter, ContainerListOpts, ContainerLogsOpts, ImageOpt,
-    VolumeCreateOpts, VolumeListFilter, VolumeListOpts,
+    ContainerDeleteOpts, ContainerListFilter, ContainerListOpts, ImageOpt, VolumeCreateOpts,
+    VolumeListFilter, VolumeListOpts,
 };
 use podman_api::Podman;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::convert;
 use crate::error::{map_error, not_modified_ok, removal};
@@ -187,23 +188,31 @@ impl PodmanEngine {
         &self.podman
     }
 
-    /// One request podman-api cannot make, with libpod's error body turned into the same
-    /// `Fault` podman-api raises (so [`map_error`] handles both alike).
-    async fn raw(
+    /// One request podman-api cannot make (or decode safely); a failure status becomes
+    /// the same `Fault` podman-api raises (so [`map_error`] handles both alike). With
+    /// `upgrade`, the connection is asked to switch to the raw attach stream.
+    async fn send(
         &self,
         method: Method,
         endpoint: &str,
         body: Body,
         content_type: &str,
-    ) -> std::result::Result<Bytes, podman_api::Error> {
+        upgrade: bool,
+    ) -> std::result::Result<hyper::Response<Body>, podman_api::Error> {
         let uri = self
             .transport
             .make_uri(&format!("{API_PREFIX}{endpoint}"))
             .map_err(podman_api::Error::from)?;
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(uri)
-            .header("content-type", content_type)
+            .header("content-type", content_type);
+        if upgrade {
+            request = request
+                .header("connection", "Upgrade")
+                .header("upgrade", "tcp");
+        }
+        let request = request
             .body(body)
             .map_err(|e| podman_api::Error::from(containers_api::conn::Error::from(e)))?;
         let response = self
@@ -212,21 +221,47 @@ impl PodmanEngine {
             .await
             .map_err(podman_api::Error::from)?;
         let status = response.status();
+        if status.is_success() || status == hyper::StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(response);
+        }
+        let bytes = hyper::body::to_bytes(response.into_body())
+            .await
+            .map_err(|e| podman_api::Error::from(containers_api::conn::Error::from(e)))?;
+        Err(fault(status, &bytes))
+    }
+
+    /// [`send`](Self::send) for a request whose whole answer is read.
+    async fn raw(
+        &self,
+        method: Method,
+        endpoint: &str,
+        body: Body,
+        content_type: &str,
+    ) -> std::result::Result<Bytes, podman_api::Error> {
+        let response = self
+            .send(method, endpoint, body, content_type, false)
+            .await?;
+        let status = response.status();
         let bytes = hyper::body::to_bytes(response.into_body())
             .await
             .map_err(|e| podman_api::Error::from(containers_api::conn::Error::from(e)))?;
         if status.is_success() {
             return Ok(bytes);
         }
-        let text = String::from_utf8_lossy(&bytes);
-        let message = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_string))
-            .unwrap_or_else(|| text.trim().to_string());
-        Err(podman_api::Error::Fault {
-            code: status,
-            message,
-        })
+        Err(fault(status, &bytes))
+    }
+}
+
+/// libpod's error body (`{"message": ...}`) as the `Fault` podman-api raises.
+fn fault(status: hyper::StatusCode, body: &[u8]) -> podman_api::Error {
+    let text = String::from_utf8_lossy(body);
+    let message = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| text.trim().to_string());
+    podman_api::Error::Fault {
+        code: status,
+        message,
     }
 }
 
@@ -415,17 +450,28 @@ impl Engine for PodmanEngine {
     }
 
     async fn logs(&self, id: &str, options: &LogOptions) -> Result<OutputStream> {
-        let opts = ContainerLogsOpts::builder()
-            .follow(options.follow)
-            .stdout(options.stdout)
-            .stderr(options.stderr)
-            .build();
-        let (podman, id) = (self.podman.clone(), id.to_string());
-        Ok(crate::stream::in_task(move |tx| async move {
-            let containers = podman.containers();
-            let handle = containers.get(id);
-            crate::stream::forward(handle.logs(&opts), tx).await;
-        }))
+        // Requested by hand and decoded by `frames`: podman-api's decoder can panic.
+        let endpoint = format!(
+            "/libpod/containers/{id}/logs?follow={}&stdout={}&stderr={}",
+            options.follow, options.stdout, options.stderr
+        );
+        let response = self
+            .send(
+                Method::GET,
+                &endpoint,
+                Body::empty(),
+                "application/json",
+                false,
+            )
+            .await
+            .map_err(map_error)?;
+        let body = response.into_body();
+        Ok(crate::frames::decode(
+            tokio_util::io::StreamReader::new(
+                body.map(|chunk| chunk.map_err(std::io::Error::other)),
+            ),
+            false,
+        ))
     }
 
     async fn exec_create(&self, container: &str, spec: &ExecSpec) -> Result<PodmanExec> {
@@ -433,7 +479,52 @@ impl Engine for PodmanEngine {
     }
 
     async fn exec_start(&self, exec: &PodmanExec, spec: &ExecSpec) -> Result<OutputStream> {
-        exec.start(spec).await
+        // Started by hand over an upgraded connection and decoded by `frames`:
+        // podman-api's decoder can panic on a frame it does not expect.
+        let body = serde_json::json!({"Detach": false, "Tty": spec.tty}).to_string();
+        let endpoint = format!("/libpod/exec/{}/start", exec.id());
+        let response = self
+            .send(
+                Method::POST,
+                &endpoint,
+                Body::from(body),
+                "application/json",
+                true,
+            )
+            .await
+            .map_err(map_error)?;
+        if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                format!(
+                    "libpod did not upgrade the exec connection ({})",
+                    response.status()
+                ),
+            ));
+        }
+        let upgraded = hyper::upgrade::on(response).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Unavailable,
+                "the exec connection was not upgraded",
+            )
+            .with_source(e)
+        })?;
+        let (reader, mut writer) = tokio::io::split(upgraded);
+        match spec.stdin.clone() {
+            // Feed stdin, then close our write half: the process sees EOF.
+            Some(data) => {
+                tokio::spawn(async move {
+                    if let Err(e) = writer.write_all(&data).await {
+                        tracing::debug!(error = %e, "writing exec stdin failed");
+                    }
+                    let _ = writer.shutdown().await;
+                });
+            }
+            None => {
+                let _ = writer.shutdown().await;
+            }
+        }
+        Ok(crate::frames::decode(reader, spec.tty))
     }
 
     async fn exec_state(&self, exec: &PodmanExec) -> Result<ExecState> {
@@ -453,7 +544,7 @@ impl Engine for PodmanEngine {
             .state
             .is_some_and(|s| s.running == Some(true));
         if running {
-            if let Some(archive) = crate::archive::tar_out(&self.podman, id, path).await? {
+            if let Some(archive) = crate::archive::tar_out(self, id, path).await? {
                 return Ok(archive);
             }
         }

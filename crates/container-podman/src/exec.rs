@@ -1,22 +1,18 @@
 //! Exec on Podman: create, the attached output stream, and exec inspect (see
 //! `docs/adr/0003-exec-kill.md` for how core ends an exec).
 //!
-//! Reading: podman-api's frame decoder panics on a stream id above 2, so the attached
-//! stream is read inside its own task ([`crate::stream::in_task`]): backpressure is kept,
-//! a panic becomes an `Internal` error.
+//! Reading: the exec is started by hand over an upgraded connection and its attach
+//! stream decoded by [`crate::frames`] (podman-api's decoder panics on a stream id it
+//! does not expect).
 //!
 //! Killing: libpod has no exec-kill API; core signals the tree under the PID exec
 //! inspect reports while `Running`, within the container's cgroup only (never a process
 //! merely because its parent is `conmon`, which is true of every container's PID 1).
 
-use bytes::Bytes;
-use container_core::raw::{ExecState, OutputStream};
-use container_core::{Error, ErrorKind, ExecSpec, OutputChunk, Result, StreamKind};
-use futures::io::AsyncWriteExt;
-use futures::stream::StreamExt;
+use container_core::raw::ExecState;
+use container_core::{ExecSpec, Result};
 use podman_api::api::Exec;
-use podman_api::conn::TtyChunk;
-use podman_api::opts::{ExecCreateOpts, ExecStartOpts, UserOpt};
+use podman_api::opts::{ExecCreateOpts, UserOpt};
 use podman_api::Podman;
 use serde_json::Value;
 
@@ -26,7 +22,6 @@ use crate::error::map_error;
 pub struct PodmanExec {
     /// Kept from `create_exec`: one from `execs().get(id)` cannot be started.
     exec: Exec,
-    tty: bool,
 }
 
 impl std::fmt::Debug for PodmanExec {
@@ -62,40 +57,13 @@ pub(crate) async fn create(
         .create_exec(&opts.build())
         .await
         .map_err(map_error)?;
-    Ok(PodmanExec {
-        exec,
-        tty: spec.tty,
-    })
+    Ok(PodmanExec { exec })
 }
 
 impl PodmanExec {
-    /// Starts the exec attached, feeds stdin, and returns its output.
-    pub(crate) async fn start(&self, spec: &ExecSpec) -> Result<OutputStream> {
-        let opts = ExecStartOpts::builder().tty(self.tty).build();
-        let started = self.exec.start(&opts).await.map_err(map_error)?;
-        let Some(multiplexer) = started else {
-            return Err(Error::new(
-                ErrorKind::Internal,
-                "engine started the exec detached",
-            ));
-        };
-        let (reader, mut writer) = multiplexer.split();
-        let stdin = spec.stdin.clone();
-        Ok(crate::stream::in_task(move |tx| async move {
-            if let Some(data) = stdin {
-                // Feed stdin, then close our write half: the process sees EOF.
-                tokio::spawn(async move {
-                    if let Err(e) = writer.write_all(&data).await {
-                        tracing::debug!(error = %e, "writing exec stdin failed");
-                    }
-                    let _ = writer.close().await;
-                });
-            } else {
-                drop(writer);
-            }
-            let frames = reader.map(|item| item.map_err(podman_api::Error::from));
-            crate::stream::forward(frames, tx).await;
-        }))
+    /// The exec's id.
+    pub(crate) fn id(&self) -> String {
+        self.exec.id().to_string()
     }
 
     /// Exec inspect.
@@ -120,19 +88,6 @@ fn exec_state(v: &Value) -> ExecState {
         pid,
         container_id: v["ContainerID"].as_str().unwrap_or_default().to_string(),
     }
-}
-
-/// One attached frame as an output chunk; `None` for stdin echoes and empty frames.
-pub(crate) fn chunk(tty: TtyChunk) -> Option<OutputChunk> {
-    let (stream, data) = match tty {
-        TtyChunk::StdOut(d) => (StreamKind::Stdout, d),
-        TtyChunk::StdErr(d) => (StreamKind::Stderr, d),
-        TtyChunk::StdIn(_) => return None,
-    };
-    (!data.is_empty()).then(|| OutputChunk {
-        stream,
-        data: Bytes::from(data),
-    })
 }
 
 #[cfg(test)]

@@ -1,14 +1,13 @@
-//! Engine streams read in their own task: podman-api's frame decoder panics on a stream
-//! id above 2 and its streams borrow their handles. The task owns what it reads from and
-//! hands items over through a one-slot channel (backpressure kept: it reads the next item
-//! only when the previous one was taken); a panic of the task becomes an `Internal` error.
+//! Engine streams read in their own task: podman-api's streams borrow their handles. The
+//! task owns what it reads from and hands items over through a one-slot channel
+//! (backpressure kept: it reads the next item only when the previous one was taken); a
+//! panic of the task becomes an `Internal` error.
 
 use std::future::Future;
 
 use bytes::Bytes;
-use container_core::{OutputChunk, Result};
+use container_core::Result;
 use futures::stream::{BoxStream, StreamExt};
-use podman_api::conn::TtyChunk;
 use tokio::sync::mpsc;
 
 use crate::error::{map_error, text_error};
@@ -38,26 +37,6 @@ where
         }
     })
     .boxed()
-}
-
-/// Sends each frame of `frames` to `tx` as an output chunk until either side ends.
-pub(crate) async fn forward<S>(frames: S, tx: Sender<OutputChunk>)
-where
-    S: futures::Stream<Item = std::result::Result<TtyChunk, podman_api::Error>>,
-{
-    let mut frames = std::pin::pin!(frames);
-    while let Some(item) = frames.next().await {
-        let item = match item {
-            Ok(frame) => match crate::exec::chunk(frame) {
-                Some(chunk) => Ok(chunk),
-                None => continue,
-            },
-            Err(e) => Err(map_error(e)),
-        };
-        if tx.send(item).await.is_err() {
-            return; // the consumer is gone
-        }
-    }
 }
 
 /// Sends each piece of `body` to `tx` as bytes until either side ends.
