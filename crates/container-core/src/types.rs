@@ -96,6 +96,9 @@ pub enum Mount {
         target: String,
         /// Mount read-only.
         read_only: bool,
+        /// SELinux relabelling of the host path (`z`/`Z`); none when `None`. A no-op on
+        /// hosts without SELinux.
+        relabel: Option<Relabel>,
     },
     /// A named volume managed by the engine.
     Volume {
@@ -115,6 +118,27 @@ pub enum Mount {
     },
 }
 
+/// How an SELinux host relabels a bind-mounted host path for the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Relabel {
+    /// `z`: shared between containers.
+    Shared,
+    /// `Z`: private to this container (other containers lose access).
+    Private,
+}
+
+impl Relabel {
+    /// The engines' option letter: `z` or `Z`.
+    pub fn option(self) -> &'static str {
+        match self {
+            Relabel::Shared => "z",
+            Relabel::Private => "Z",
+        }
+    }
+}
+
 impl Mount {
     /// A read-write bind mount of `source` at `target`.
     pub fn bind(source: impl Into<PathBuf>, target: impl Into<String>) -> Self {
@@ -122,7 +146,16 @@ impl Mount {
             source: source.into(),
             target: target.into(),
             read_only: false,
+            relabel: None,
         }
+    }
+
+    /// The same bind mount with SELinux relabelling (no effect on volumes and tmpfs).
+    pub fn relabel(mut self, how: Relabel) -> Self {
+        if let Mount::Bind { relabel, .. } = &mut self {
+            *relabel = Some(how);
+        }
+        self
     }
 
     /// A read-write named volume at `target`.

@@ -8,18 +8,29 @@ use bollard::models::{
     HostConfigLogConfig, Mount as DMount, MountTmpfsOptions, MountType, ResourcesUlimits, Volume,
 };
 use container_core::{
-    BackendKind, ContainerConfig, ContainerInfo, ContainerState, EngineInfo, Error, Labels,
-    LayerPhase, Mount, NetworkMode, OutputChunk, PullProgress, Result, StreamKind, VolumeInfo,
+    BackendKind, ContainerConfig, ContainerInfo, ContainerState, EngineInfo, Error, ErrorKind,
+    Labels, LayerPhase, Mount, NetworkMode, OutputChunk, PullProgress, Result, StreamKind,
+    VolumeInfo,
 };
 
 /// The create request for a validated `config` carrying `labels` (user + ownership).
 /// A mount or network kind this backend does not know is `Unsupported`.
 pub(crate) fn create_body(config: &ContainerConfig, labels: Labels) -> Result<ContainerCreateBody> {
     let r = &config.resources;
-    let mounts = config
-        .mounts
-        .iter()
-        .map(mount)
+    // Relabelled binds go the `Binds` way: the Mounts API has no SELinux option.
+    let (relabelled, plain): (Vec<&Mount>, Vec<&Mount>) = config.mounts.iter().partition(|m| {
+        matches!(
+            m,
+            Mount::Bind {
+                relabel: Some(_),
+                ..
+            }
+        )
+    });
+    let mounts = plain.into_iter().map(mount).collect::<Result<Vec<_>>>()?;
+    let binds = relabelled
+        .into_iter()
+        .map(bind)
         .collect::<Result<Vec<_>>>()?;
     let network = match &config.network {
         NetworkMode::None => "none".to_string(),
@@ -29,6 +40,7 @@ pub(crate) fn create_body(config: &ContainerConfig, labels: Labels) -> Result<Co
     };
     let host = HostConfig {
         mounts: Some(mounts),
+        binds: (!binds.is_empty()).then_some(binds),
         init: Some(config.init),
         memory: r.memory_bytes,
         // Docker wants the CPU quota in units of 1e-9 CPUs.
@@ -77,12 +89,37 @@ pub(crate) fn ceil_secs(d: std::time::Duration) -> i64 {
         .saturating_add(i64::from(d.subsec_nanos() > 0))
 }
 
+/// A relabelled bind in the `Binds` form: `source:target:mode,z`.
+fn bind(m: &Mount) -> Result<String> {
+    let Mount::Bind {
+        source,
+        target,
+        read_only,
+        relabel: Some(relabel),
+    } = m
+    else {
+        return Err(Error::new(
+            ErrorKind::Internal,
+            "not a relabelled bind mount",
+        ));
+    };
+    let source = source.display().to_string();
+    if source.contains(':') || target.contains(':') {
+        return Err(Error::invalid_input(format!(
+            "a relabelled bind mount cannot have ':' in its paths ({source}, {target})"
+        )));
+    }
+    let mode = if *read_only { "ro" } else { "rw" };
+    Ok(format!("{source}:{target}:{mode},{}", relabel.option()))
+}
+
 fn mount(m: &Mount) -> Result<DMount> {
     Ok(match m {
         Mount::Bind {
             source,
             target,
             read_only,
+            ..
         } => DMount {
             typ: Some(MountType::BIND),
             source: Some(source.display().to_string()),
@@ -304,10 +341,39 @@ mod tests {
         assert_eq!(m[0].typ, Some(MountType::BIND));
         assert_eq!(m[0].read_only, Some(true));
         assert_eq!(m[1].typ, Some(MountType::TMPFS));
+        assert_eq!(h.binds, None, "no relabelled bind");
         assert_eq!(
             b.labels.expect("labels").get("k").map(String::as_str),
             Some("v")
         );
+    }
+
+    #[test]
+    fn relabelled_binds_take_the_binds_form() {
+        let c = ContainerConfig::new("img:1")
+            .mount(Mount::bind("/src/a", "/a").relabel(container_core::Relabel::Private))
+            .mount(
+                Mount::bind("/src/b", "/b")
+                    .read_only()
+                    .relabel(container_core::Relabel::Shared),
+            )
+            .mount(Mount::bind("/src/c", "/c"));
+        let h = create_body(&c, Labels::new())
+            .expect("body")
+            .host_config
+            .expect("host");
+        assert_eq!(
+            h.binds,
+            Some(vec![
+                "/src/a:/a:rw,Z".to_string(),
+                "/src/b:/b:ro,z".to_string()
+            ])
+        );
+        assert_eq!(h.mounts.map(|m| m.len()), Some(1));
+        let bad = ContainerConfig::new("img:1")
+            .mount(Mount::bind("/a:b", "/a").relabel(container_core::Relabel::Shared));
+        let e = create_body(&bad, Labels::new()).expect_err("colon");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
     }
 
     #[test]

@@ -135,12 +135,17 @@ fn mounts(ms: &[Mount]) -> Result<(Vec<Value>, Vec<Value>)> {
                 source,
                 target,
                 read_only,
-            } => mounts.push(json!({
-                "type": "bind",
-                "source": source.display().to_string(),
-                "destination": target,
-                "options": ["rbind", if *read_only { "ro" } else { "rw" }],
-            })),
+                relabel,
+            } => {
+                let mut options = vec!["rbind", if *read_only { "ro" } else { "rw" }];
+                options.extend(relabel.map(|r| r.option()));
+                mounts.push(json!({
+                    "type": "bind",
+                    "source": source.display().to_string(),
+                    "destination": target,
+                    "options": options,
+                }));
+            }
             Mount::Volume {
                 name,
                 target,
@@ -356,7 +361,11 @@ mod tests {
             .init(true)
             .stop_signal(container_core::Signal::INT)
             .stop_grace(Duration::from_millis(1500))
-            .mount(Mount::bind("/h", "/c").read_only())
+            .mount(
+                Mount::bind("/h", "/c")
+                    .read_only()
+                    .relabel(container_core::Relabel::Private),
+            )
             .mount(Mount::volume("v", "/v"))
             .mount(Mount::tmpfs("/t"))
             .cpus(1.5)
@@ -378,6 +387,7 @@ mod tests {
         assert_eq!(s["labels"]["k"], "v");
         assert_eq!(s["mounts"][0]["type"], "bind");
         assert_eq!(s["mounts"][0]["options"][1], "ro");
+        assert_eq!(s["mounts"][0]["options"][2], "Z");
         assert_eq!(s["mounts"][1]["type"], "tmpfs");
         assert_eq!(s["volumes"][0]["Name"], "v");
         assert_eq!(s["volumes"][0]["Dest"], "/v");

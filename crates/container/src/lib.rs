@@ -8,8 +8,8 @@ pub use container_core::{
     ContainerInfo, ContainerManager, ContainerState, CopyOptions, EngineInfo, Error, ErrorKind,
     ExecEvent, ExecOutput, ExecSpec, ExecStream, ImageRef, Labels, LayerPhase, Line, LineEvent,
     Lines, LogOptions, LogStream, Mount, NetworkMode, Operation, OutputChunk, Ownership,
-    ProgressFn, PullOptions, PullProgress, RegistryAuth, Resources, Result, RetryPolicy, Signal,
-    StreamKind, Ulimit, User, VolumeConfig, VolumeInfo,
+    ProgressFn, PullOptions, PullProgress, RegistryAuth, Relabel, Resources, Result, RetryPolicy,
+    Signal, StreamKind, Ulimit, User, VolumeConfig, VolumeInfo,
 };
 
 /// The reserved ownership labels and their prefix.

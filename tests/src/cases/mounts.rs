@@ -4,7 +4,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
-use container::{ContainerConfig, ErrorKind, ExecSpec, Mount};
+use container::{ContainerConfig, ErrorKind, ExecSpec, Mount, Relabel};
 
 use crate::ctx::Ctx;
 use crate::failure::{expect_kind, Failure};
@@ -42,6 +42,27 @@ pub async fn case_40_bind_rw(ctx: &Ctx) -> Result<(), Failure> {
         sh(m, &id, "cat /data/from-host").await?,
         "changed on the host\n",
         "a later host change seen in the container"
+    );
+
+    // With SELinux relabelling asked for (a no-op where SELinux is off), the bind works
+    // the same both ways.
+    let relabelled = sleeper(ctx, &ctx.name(40))
+        .mount(Mount::bind(dir.path(), "/data").relabel(Relabel::Shared));
+    let id = run_config(ctx, &mut t, &relabelled).await?;
+    ensure_eq!(
+        sh(
+            m,
+            &id,
+            "cat /data/from-host; echo relabelled > /data/relabelled"
+        )
+        .await?,
+        "changed on the host\n",
+        "host file seen through a relabelled bind"
+    );
+    ensure_eq!(
+        fs::read_to_string(dir.path().join("relabelled"))?,
+        "relabelled\n",
+        "container file seen on the host through a relabelled bind"
     );
     Ok(())
 }
