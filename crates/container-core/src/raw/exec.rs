@@ -79,8 +79,9 @@ pub(super) async fn start<E: Engine>(
             .map_err(|e| e.context(backend, Operation::Exec, resource.clone()))
     });
     let resource = manager.container(container);
+    let command = spec.cmd.first().cloned().unwrap_or_default();
     let exit = stream::once(async move {
-        exit_code(engine.as_ref(), &exec)
+        exit_code(engine.as_ref(), &exec, &command)
             .await
             .map(ExecEvent::Exit)
             .map_err(|e| e.context(backend, Operation::Exec, resource))
@@ -131,7 +132,8 @@ impl Drop for StartGuard {
 }
 
 /// Polls the exec's state until the engine no longer reports it running; its exit code.
-async fn exit_code<E: Engine>(engine: &E, exec: &E::Exec) -> Result<i64> {
+/// `command` (the exec's argv\[0\]) names the exec in errors.
+async fn exit_code<E: Engine>(engine: &E, exec: &E::Exec, command: &str) -> Result<i64> {
     let deadline = tokio::time::Instant::now() + EXIT_WAIT;
     let mut delay = Duration::from_millis(2);
     loop {
@@ -140,14 +142,16 @@ async fn exit_code<E: Engine>(engine: &E, exec: &E::Exec) -> Result<i64> {
             return state.exit_code.ok_or_else(|| {
                 Error::new(
                     ErrorKind::Internal,
-                    "the engine reports the exec ended but gives no exit code",
+                    format!("the engine reports the exec `{command}` ended but gives no exit code"),
                 )
             });
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(Error::new(
                 ErrorKind::Timeout,
-                "exec output closed but the engine still reports it running",
+                format!(
+                    "the output of exec `{command}` closed but the engine still reports it running"
+                ),
             ));
         }
         tokio::time::sleep(delay).await;

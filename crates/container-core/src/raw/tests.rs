@@ -381,4 +381,5 @@ async fn an_exec_whose_engine_gives_no_exit_code_fails() {
         .expect_err("no exit code");
     assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
     assert_eq!(e.operation(), Some(Operation::Exec));
+    assert!(e.message().contains("`true`"), "names the exec: {e}");
 }
