@@ -1,0 +1,687 @@
+//! Pulling an image into containerd without any Go tool: the manifest and blobs come
+//! from the registry through oci-client, go into the content store with the labels
+//! containerd's garbage collector follows, the layers are unpacked through the Diff and
+//! Snapshots services, and the image record is created or updated; all under a lease, so
+//! a crash midway leaves nothing that is not collected (shared/notes/containerd.md).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use container_core::{Error, ErrorKind, ImageRef, LayerPhase, PullProgress, RegistryAuth, Result};
+use containerd_client::services::v1::content_client::ContentClient;
+use containerd_client::services::v1::diff_client::DiffClient;
+use containerd_client::services::v1::images_client::ImagesClient;
+use containerd_client::services::v1::leases_client::LeasesClient;
+use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
+use containerd_client::services::v1::snapshots::{
+    CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
+};
+use containerd_client::services::v1::{
+    ApplyRequest, CreateImageRequest, CreateRequest, DeleteRequest, GetImageRequest, Image, Info,
+    InfoRequest, UpdateImageRequest, UpdateRequest, WriteAction, WriteContentRequest,
+};
+use containerd_client::types::Descriptor;
+use futures::StreamExt;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::manifest::{
+    IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
+    OCI_IMAGE_MEDIA_TYPE,
+};
+use oci_client::Reference;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+use crate::client::Containerd;
+use crate::error::{map_registry, map_status};
+
+/// The snapshotter images are unpacked into.
+pub(crate) const SNAPSHOTTER: &str = "overlayfs";
+/// How much of a blob goes to the content store per message.
+const WRITE_CHUNK: usize = 1 << 20;
+/// How long a pull's lease keeps what it made if the pull dies.
+const LEASE_EXPIRY: Duration = Duration::from_secs(3600);
+
+/// One blob of the image: what the manifest says of it.
+#[derive(Debug, Clone)]
+struct Blob {
+    media_type: String,
+    digest: String,
+    size: i64,
+}
+
+impl Blob {
+    fn from_json(v: &Value) -> Result<Blob> {
+        let field = |k: &str| {
+            v[k].as_str()
+                .map(str::to_string)
+                .ok_or_else(|| bad_manifest(&format!("a descriptor has no {k}")))
+        };
+        Ok(Blob {
+            media_type: field("mediaType")?,
+            digest: field("digest")?,
+            size: v["size"]
+                .as_i64()
+                .ok_or_else(|| bad_manifest("a descriptor has no size"))?,
+        })
+    }
+
+    fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            media_type: self.media_type.clone(),
+            digest: self.digest.clone(),
+            size: self.size,
+            annotations: HashMap::new(),
+        }
+    }
+
+    fn oci(&self) -> oci_client::manifest::OciDescriptor {
+        oci_client::manifest::OciDescriptor {
+            media_type: self.media_type.clone(),
+            digest: self.digest.clone(),
+            size: self.size,
+            urls: None,
+            annotations: None,
+            artifact_type: None,
+        }
+    }
+
+    /// The short id progress events use.
+    fn id(&self) -> String {
+        let hex = self.digest.trim_start_matches("sha256:");
+        hex[..hex.len().min(12)].to_string()
+    }
+}
+
+fn bad_manifest(what: &str) -> Error {
+    Error::new(
+        ErrorKind::Internal,
+        format!("the registry's manifest is unusable: {what}"),
+    )
+}
+
+/// Plain HTTP only for a registry on this host (as Docker allows 127.0.0.0/8).
+fn protocol_for(registry: &str) -> ClientProtocol {
+    let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        ClientProtocol::HttpsExcept(vec![registry.to_string()])
+    } else {
+        ClientProtocol::Https
+    }
+}
+
+/// The OCI architecture name of this host.
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// `sha256:<hex>` of `data`.
+fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// The chain ids of layers with these diff ids (the OCI image spec's ChainID).
+fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut chain: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match chain.last() {
+            None => d.clone(),
+            Some(parent) => sha256(format!("{parent} {d}").as_bytes()),
+        };
+        chain.push(next);
+    }
+    chain
+}
+
+impl Containerd {
+    /// Pulls `image` (one attempt; the manager retries), sending layer events to
+    /// `progress`; returns the manifest digest.
+    pub async fn pull(
+        &self,
+        image: &ImageRef,
+        auth: Option<&RegistryAuth>,
+        progress: &(dyn Fn(&PullProgress) + Send + Sync),
+    ) -> Result<Option<String>> {
+        let reference = Reference::try_from(image.to_string())
+            .map_err(|e| Error::invalid_input(format!("image reference {image}")).with_source(e))?;
+        // The ring provider for TLS (already installed by an earlier pull: fine).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let registry = oci_client::Client::new(ClientConfig {
+            protocol: protocol_for(image.registry()),
+            ..ClientConfig::default()
+        });
+        let auth = match auth {
+            Some(a) => {
+                oci_client::secrets::RegistryAuth::Basic(a.username.clone(), a.password.clone())
+            }
+            None => oci_client::secrets::RegistryAuth::Anonymous,
+        };
+        let (manifest_bytes, manifest) = self.manifest(&registry, &reference, &auth).await?;
+        let manifest_digest = sha256(&manifest_bytes);
+        let config = Blob::from_json(&manifest["config"])?;
+        let layers: Vec<Blob> = manifest["layers"]
+            .as_array()
+            .ok_or_else(|| bad_manifest("no layers"))?
+            .iter()
+            .map(Blob::from_json)
+            .collect::<Result<_>>()?;
+
+        let mut config_bytes = Vec::new();
+        registry
+            .pull_blob(&reference, &config.oci(), &mut config_bytes)
+            .await
+            .map_err(map_registry)?;
+        let config_json: Value = serde_json::from_slice(&config_bytes)
+            .map_err(|e| bad_manifest("the image config is not JSON").with_source(e))?;
+        let diff_ids: Vec<String> = config_json["rootfs"]["diff_ids"]
+            .as_array()
+            .ok_or_else(|| bad_manifest("the config has no diff ids"))?
+            .iter()
+            .filter_map(|d| d.as_str().map(str::to_string))
+            .collect();
+        if diff_ids.len() != layers.len() {
+            return Err(bad_manifest("layers and diff ids differ in number"));
+        }
+        let chain = chain_ids(&diff_ids);
+
+        let lease = self.lease().await?;
+        let result = async {
+            for (i, layer) in layers.iter().enumerate() {
+                let mut labels = HashMap::from([
+                    (
+                        "containerd.io/uncompressed".to_string(),
+                        diff_ids[i].clone(),
+                    ),
+                    (
+                        format!("containerd.io/distribution.source.{}", image.registry()),
+                        image.repository().to_string(),
+                    ),
+                ]);
+                if self.has_blob(&layer.digest).await? {
+                    progress(&event(layer, LayerPhase::AlreadyExists));
+                    self.label_blob(&layer.digest, &labels).await?;
+                } else {
+                    progress(&event(layer, LayerPhase::Downloading));
+                    let file = self.download(&registry, &reference, layer).await?;
+                    self.write_blob(layer, file, std::mem::take(&mut labels), &lease)
+                        .await?;
+                    progress(&event(layer, LayerPhase::Complete));
+                }
+            }
+            for (i, layer) in layers.iter().enumerate() {
+                let parent = if i == 0 { "" } else { chain[i - 1].as_str() };
+                if self
+                    .unpack(layer, &diff_ids[i], &chain[i], parent, &lease)
+                    .await?
+                {
+                    progress(&event(layer, LayerPhase::Extracting));
+                }
+            }
+            let top = chain.last().cloned().unwrap_or_default();
+            let config_labels =
+                HashMap::from([(format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"), top)]);
+            self.put_bytes(&config, config_bytes, config_labels, &lease)
+                .await?;
+            let mut manifest_labels = HashMap::from([(
+                "containerd.io/gc.ref.content.config".to_string(),
+                config.digest.clone(),
+            )]);
+            for (i, layer) in layers.iter().enumerate() {
+                manifest_labels.insert(
+                    format!("containerd.io/gc.ref.content.l.{i}"),
+                    layer.digest.clone(),
+                );
+            }
+            let manifest_blob = Blob {
+                media_type: manifest["mediaType"]
+                    .as_str()
+                    .unwrap_or(OCI_IMAGE_MEDIA_TYPE)
+                    .to_string(),
+                digest: manifest_digest.clone(),
+                size: i64::try_from(manifest_bytes.len()).unwrap_or(i64::MAX),
+            };
+            self.put_bytes(
+                &manifest_blob,
+                manifest_bytes.to_vec(),
+                manifest_labels,
+                &lease,
+            )
+            .await?;
+            self.record_image(&image.engine_name(), &manifest_blob)
+                .await
+        }
+        .await;
+        // What the pull made is referenced by the image now (or collectable): let go.
+        if let Err(e) = self.drop_lease(&lease).await {
+            tracing::debug!(error = %e, %lease, "pull lease not deleted; it expires");
+        }
+        result.map(|()| Some(manifest_digest))
+    }
+
+    /// The platform manifest of `reference` (an index resolves to this host's
+    /// linux/arch entry), its exact bytes checked against their digest.
+    async fn manifest(
+        &self,
+        registry: &oci_client::Client,
+        reference: &Reference,
+        auth: &oci_client::secrets::RegistryAuth,
+    ) -> Result<(Vec<u8>, Value)> {
+        let accepted = [
+            OCI_IMAGE_MEDIA_TYPE,
+            IMAGE_MANIFEST_MEDIA_TYPE,
+            OCI_IMAGE_INDEX_MEDIA_TYPE,
+            IMAGE_MANIFEST_LIST_MEDIA_TYPE,
+        ];
+        let mut reference = reference.clone();
+        for _ in 0..2 {
+            let (bytes, digest) = registry
+                .pull_manifest_raw(&reference, auth, &accepted)
+                .await
+                .map_err(map_registry)?;
+            if !digest.is_empty() && sha256(&bytes) != digest {
+                return Err(Error::new(
+                    ErrorKind::Internal,
+                    format!("the registry sent a manifest that does not match {digest}"),
+                ));
+            }
+            let v: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| bad_manifest("not JSON").with_source(e))?;
+            let Some(entries) = v["manifests"].as_array() else {
+                return Ok((bytes.to_vec(), v));
+            };
+            let entry = entries
+                .iter()
+                .find(|m| {
+                    m["platform"]["os"] == "linux" && m["platform"]["architecture"] == host_arch()
+                })
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::NotFound,
+                        format!("the image has no linux/{} manifest", host_arch()),
+                    )
+                })?;
+            let digest = entry["digest"]
+                .as_str()
+                .ok_or_else(|| bad_manifest("an index entry has no digest"))?;
+            reference = Reference::with_digest(
+                reference.registry().to_string(),
+                reference.repository().to_string(),
+                digest.to_string(),
+            );
+        }
+        Err(bad_manifest("an index points to another index"))
+    }
+
+    async fn lease(&self) -> Result<String> {
+        let id = format!("container-rs-pull-{}", uuid::Uuid::new_v4().simple());
+        let expiry = humantime::format_rfc3339_seconds(SystemTime::now() + LEASE_EXPIRY);
+        let request = CreateRequest {
+            id: id.clone(),
+            labels: HashMap::from([("containerd.io/gc.expire".to_string(), expiry.to_string())]),
+        };
+        LeasesClient::new(self.channel.clone())
+            .create(self.request(request)?)
+            .await
+            .map_err(map_status)?;
+        Ok(id)
+    }
+
+    async fn drop_lease(&self, lease: &str) -> Result<()> {
+        let request = DeleteRequest {
+            id: lease.to_string(),
+            sync: false,
+        };
+        LeasesClient::new(self.channel.clone())
+            .delete(self.request(request)?)
+            .await
+            .map_err(map_status)?;
+        Ok(())
+    }
+
+    async fn has_blob(&self, digest: &str) -> Result<bool> {
+        let request = InfoRequest {
+            digest: digest.to_string(),
+        };
+        match ContentClient::new(self.channel.clone())
+            .info(self.request(request)?)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(s) if s.code() == containerd_client::tonic::Code::NotFound => Ok(false),
+            Err(s) => Err(map_status(s)),
+        }
+    }
+
+    /// Sets `labels` on a blob already in the store (a write of an existing blob keeps
+    /// its old labels).
+    async fn label_blob(&self, digest: &str, labels: &HashMap<String, String>) -> Result<()> {
+        if labels.is_empty() {
+            return Ok(());
+        }
+        let request = UpdateRequest {
+            info: Some(Info {
+                digest: digest.to_string(),
+                labels: labels.clone(),
+                ..Info::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: labels.keys().map(|k| format!("labels.{k}")).collect(),
+            }),
+        };
+        ContentClient::new(self.channel.clone())
+            .update(self.request(request)?)
+            .await
+            .map_err(map_status)?;
+        Ok(())
+    }
+
+    /// Downloads `blob` into a temporary file (bounded memory); oci-client checks its
+    /// digest.
+    async fn download(
+        &self,
+        registry: &oci_client::Client,
+        reference: &Reference,
+        blob: &Blob,
+    ) -> Result<tokio::fs::File> {
+        let spool = tempfile::tempfile().map_err(|e| {
+            Error::new(ErrorKind::Internal, "cannot make a spool file").with_source(e)
+        })?;
+        let mut file = tokio::fs::File::from_std(spool);
+        registry
+            .pull_blob(reference, &blob.oci(), &mut file)
+            .await
+            .map_err(map_registry)?;
+        use tokio::io::AsyncSeekExt;
+        file.rewind().await.map_err(|e| {
+            Error::new(ErrorKind::Internal, "cannot read the spool file").with_source(e)
+        })?;
+        Ok(file)
+    }
+
+    async fn put_bytes(
+        &self,
+        blob: &Blob,
+        data: Vec<u8>,
+        labels: HashMap<String, String>,
+        lease: &str,
+    ) -> Result<()> {
+        if self.has_blob(&blob.digest).await? {
+            return self.label_blob(&blob.digest, &labels).await;
+        }
+        let chunks = futures::stream::iter(vec![Ok::<Vec<u8>, std::io::Error>(data)]);
+        self.write_stream(blob, chunks, labels, lease).await
+    }
+
+    async fn write_blob(
+        &self,
+        blob: &Blob,
+        file: tokio::fs::File,
+        labels: HashMap<String, String>,
+        lease: &str,
+    ) -> Result<()> {
+        let chunks = futures::stream::unfold(file, |mut file| async move {
+            let mut buf = vec![0u8; WRITE_CHUNK];
+            match file.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(buf), file))
+                }
+                Err(e) => Some((Err(e), file)),
+            }
+        });
+        self.write_stream(blob, chunks, labels, lease).await
+    }
+
+    /// Content.Write: the data in order, then a commit with the expected size, digest
+    /// and labels.
+    async fn write_stream<S>(
+        &self,
+        blob: &Blob,
+        chunks: S,
+        labels: HashMap<String, String>,
+        lease: &str,
+    ) -> Result<()>
+    where
+        S: futures::Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static,
+    {
+        let write_ref = format!("container-rs-{}", blob.digest);
+        let (total, expected) = (blob.size, blob.digest.clone());
+        let (failed_tx, mut failed_rx) = tokio::sync::oneshot::channel::<std::io::Error>();
+        let mut failed_tx = Some(failed_tx);
+        let mut offset = 0i64;
+        let data = {
+            let (write_ref, expected) = (write_ref.clone(), expected.clone());
+            chunks
+                .take_while(move |c| {
+                    let ok = c.is_ok();
+                    if let (Err(e), Some(tx)) = (c, failed_tx.take()) {
+                        let _ = tx.send(std::io::Error::new(e.kind(), e.to_string()));
+                    }
+                    std::future::ready(ok)
+                })
+                .map(move |chunk| {
+                    let data = chunk.unwrap_or_default();
+                    let request = WriteContentRequest {
+                        action: WriteAction::Write as i32,
+                        r#ref: write_ref.clone(),
+                        total,
+                        expected: expected.clone(),
+                        offset,
+                        data: data.clone(),
+                        labels: HashMap::new(),
+                    };
+                    offset += i64::try_from(data.len()).unwrap_or(0);
+                    request
+                })
+        };
+        let commit = WriteContentRequest {
+            action: WriteAction::Commit as i32,
+            r#ref: write_ref,
+            total,
+            expected,
+            offset: total,
+            data: Vec::new(),
+            labels,
+        };
+        let requests = data.chain(futures::stream::iter([commit]));
+        let written = ContentClient::new(self.channel.clone())
+            .write(self.leased(requests, Some(lease))?)
+            .await;
+        let mut responses = match written {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == containerd_client::tonic::Code::AlreadyExists => return Ok(()),
+            Err(s) => return Err(map_status(s)),
+        };
+        loop {
+            match responses.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(s) if s.code() == containerd_client::tonic::Code::AlreadyExists => break,
+                Err(s) => return Err(map_status(s)),
+            }
+        }
+        if let Ok(e) = failed_rx.try_recv() {
+            return Err(
+                Error::new(ErrorKind::Internal, "reading the downloaded blob failed")
+                    .with_source(e),
+            );
+        }
+        Ok(())
+    }
+
+    /// Unpacks `layer` into the snapshot `chain` (on `parent`) unless it exists; `true`
+    /// when it was unpacked now.
+    async fn unpack(
+        &self,
+        layer: &Blob,
+        diff_id: &str,
+        chain: &str,
+        parent: &str,
+        lease: &str,
+    ) -> Result<bool> {
+        let mut snapshots = SnapshotsClient::new(self.channel.clone());
+        let stat = StatSnapshotRequest {
+            snapshotter: SNAPSHOTTER.to_string(),
+            key: chain.to_string(),
+        };
+        match snapshots.stat(self.request(stat)?).await {
+            Ok(_) => return Ok(false),
+            Err(s) if s.code() == containerd_client::tonic::Code::NotFound => {}
+            Err(s) => return Err(map_status(s)),
+        }
+        let key = format!(
+            "container-rs-extract-{}-{chain}",
+            uuid::Uuid::new_v4().simple()
+        );
+        let prepare = PrepareSnapshotRequest {
+            snapshotter: SNAPSHOTTER.to_string(),
+            key: key.clone(),
+            parent: parent.to_string(),
+            labels: HashMap::new(),
+        };
+        let mounts = snapshots
+            .prepare(self.leased(prepare, Some(lease))?)
+            .await
+            .map_err(map_status)?
+            .into_inner()
+            .mounts;
+        let applied = async {
+            let apply = ApplyRequest {
+                diff: Some(layer.descriptor()),
+                mounts,
+                payloads: HashMap::new(),
+                sync_fs: false,
+            };
+            let applied = DiffClient::new(self.channel.clone())
+                .apply(self.leased(apply, Some(lease))?)
+                .await
+                .map_err(map_status)?
+                .into_inner()
+                .applied;
+            let got = applied.map(|d| d.digest).unwrap_or_default();
+            if got != diff_id {
+                return Err(Error::new(
+                    ErrorKind::Internal,
+                    format!(
+                        "layer {} unpacked to {got}, not its diff id {diff_id}",
+                        layer.digest
+                    ),
+                ));
+            }
+            let commit = CommitSnapshotRequest {
+                snapshotter: SNAPSHOTTER.to_string(),
+                name: chain.to_string(),
+                key: key.clone(),
+                labels: HashMap::new(),
+            };
+            snapshots
+                .commit(self.leased(commit, Some(lease))?)
+                .await
+                .map_err(map_status)?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = applied {
+            let remove = RemoveSnapshotRequest {
+                snapshotter: SNAPSHOTTER.to_string(),
+                key,
+            };
+            if let Ok(request) = self.request(remove) {
+                let _ = snapshots.remove(request).await;
+            }
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    /// Creates the image record `name` for `manifest`, or points the existing one at it.
+    async fn record_image(&self, name: &str, manifest: &Blob) -> Result<()> {
+        let mut images = ImagesClient::new(self.channel.clone());
+        let image = Image {
+            name: name.to_string(),
+            labels: HashMap::new(),
+            target: Some(manifest.descriptor()),
+            created_at: None,
+            updated_at: None,
+        };
+        let get = GetImageRequest {
+            name: name.to_string(),
+        };
+        match images.get(self.request(get)?).await {
+            Ok(_) => {
+                let update = UpdateImageRequest {
+                    image: Some(image),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["target".to_string()],
+                    }),
+                    source_date_epoch: None,
+                };
+                images
+                    .update(self.request(update)?)
+                    .await
+                    .map_err(map_status)?;
+            }
+            Err(s) if s.code() == containerd_client::tonic::Code::NotFound => {
+                let create = CreateImageRequest {
+                    image: Some(image),
+                    source_date_epoch: None,
+                };
+                images
+                    .create(self.request(create)?)
+                    .await
+                    .map_err(map_status)?;
+            }
+            Err(s) => return Err(map_status(s)),
+        }
+        Ok(())
+    }
+}
+
+fn event(layer: &Blob, phase: LayerPhase) -> PullProgress {
+    let done = matches!(phase, LayerPhase::Complete | LayerPhase::AlreadyExists);
+    let size = u64::try_from(layer.size).ok();
+    PullProgress::Layer {
+        id: layer.id(),
+        phase,
+        current: if done { size } else { None },
+        total: size,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_image_spec() {
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        let chain = chain_ids(&[a.clone(), b.clone()]);
+        assert_eq!(chain[0], a);
+        assert_eq!(chain[1], sha256(format!("{a} {b}").as_bytes()));
+    }
+
+    #[test]
+    fn plain_http_only_for_this_host() {
+        for local in ["127.0.0.1:5000", "localhost:5000", "[::1]:5000"] {
+            assert!(
+                matches!(protocol_for(local), ClientProtocol::HttpsExcept(_)),
+                "{local}"
+            );
+        }
+        for remote in ["registry.example:5000", "10.0.0.1:5000", "docker.io"] {
+            assert!(
+                matches!(protocol_for(remote), ClientProtocol::Https),
+                "{remote}"
+            );
+        }
+    }
+}
