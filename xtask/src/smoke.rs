@@ -10,7 +10,11 @@ const IMAGE: &str = crate::engines::BUSYBOX_IMAGE;
 /// Runs the sequence; fails on the first unexpected answer.
 pub(crate) fn containerctl(sh: &Shell) -> anyhow::Result<()> {
     cmd!(sh, "cargo build --quiet -p containerctl").run()?;
-    let ctl = sh.current_dir().join("target/debug/containerctl");
+    // Where cargo put it: CARGO_TARGET_DIR when set (relative to the workspace), else target/.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "target".into());
+    let ctl = sh.current_dir().join(target).join("debug/containerctl");
     let session = format!("smoke{}", std::process::id());
     let owner = "container-rs-smoke";
     let base = [
