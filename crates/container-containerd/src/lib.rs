@@ -2,8 +2,11 @@
 #![warn(missing_docs)]
 
 mod client;
+mod engine;
 mod error;
 mod images;
 mod pull;
+mod spec;
 
 pub use client::{Containerd, DEFAULT_NAMESPACE, DEFAULT_SOCKET};
+pub use engine::{connect, ContainerdEngine, ContainerdExec, ContainerdManager};

@@ -128,7 +128,7 @@ fn sha256(data: &[u8]) -> String {
 }
 
 /// The chain ids of layers with these diff ids (the OCI image spec's ChainID).
-fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+pub(crate) fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     let mut chain: Vec<String> = Vec::with_capacity(diff_ids.len());
     for d in diff_ids {
         let next = match chain.last() {
@@ -319,7 +319,7 @@ impl Containerd {
         Err(bad_manifest("an index points to another index"))
     }
 
-    async fn lease(&self) -> Result<String> {
+    pub(crate) async fn lease(&self) -> Result<String> {
         let id = format!("container-rs-pull-{}", uuid::Uuid::new_v4().simple());
         let expiry = humantime::format_rfc3339_seconds(SystemTime::now() + LEASE_EXPIRY);
         let request = CreateRequest {
@@ -333,7 +333,7 @@ impl Containerd {
         Ok(id)
     }
 
-    async fn drop_lease(&self, lease: &str) -> Result<()> {
+    pub(crate) async fn drop_lease(&self, lease: &str) -> Result<()> {
         let request = DeleteRequest {
             id: lease.to_string(),
             sync: false,

@@ -6,6 +6,7 @@ pub mod error;
 pub mod exec;
 pub mod labels;
 pub mod manager;
+pub mod oom;
 pub mod proctree;
 pub mod raw;
 pub mod reference;

@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::convert;
 use crate::error::{map_error, not_modified_ok, removal};
 use crate::exec::PodmanExec;
-use crate::oom::OomWatch;
+use container_core::oom::OomWatch;
 
 /// The default endpoint when neither the options nor `CONTAINER_HOST` name one.
 pub const DEFAULT_ENDPOINT: &str = "unix:///run/podman/podman.sock";

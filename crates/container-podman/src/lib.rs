@@ -7,7 +7,6 @@ mod engine;
 mod error;
 mod exec;
 mod frames;
-mod oom;
 mod pull;
 mod stream;
 

@@ -1,14 +1,14 @@
-//! OOM kills on cgroup v1, which Podman 4.3 does not report here (`OOMKilled` stays
-//! false even for its own CLI; docs/adr/0007-podman.md).
+//! OOM kills on cgroup v1, for engines that do not report them (Podman 4.3 leaves
+//! `OOMKilled` false even for its own CLI; containerd has no such field; ADRs 0007, 0009).
 //!
 //! The truthful signal is the kernel's: the memory cgroup's OOM notification
 //! (`cgroup.event_control` + an eventfd on `memory.oom_control`). It must be armed while
 //! the container's cgroup exists and before the main process runs, so a container with a
-//! memory limit is started in two steps: libpod `init` (runc create: the cgroup exists,
-//! the process waits), arm the watch, then `start`. A thread per such container waits on
+//! memory limit is started in two steps: create (runc create: the cgroup exists, the
+//! process waits), arm the watch, then start. A thread per such container waits on
 //! the eventfd; the kernel signals it on an OOM in the cgroup and when the cgroup is
 //! removed, which tells the two apart by whether the cgroup directory still exists.
-//! On cgroup v2 (`memory.events`) libpod's own flag is used as is.
+//! On cgroup v2 the engine's own report is used as is.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -16,18 +16,18 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use container_core::proctree::ContainerCgroup;
+use crate::proctree::ContainerCgroup;
 use rustix::event::{eventfd, EventfdFlags};
 
-/// The containers the kernel OOM-killed in, by full id.
+/// The containers the kernel OOM-killed in, by the id they were armed with.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct OomWatch {
+pub struct OomWatch {
     killed: Arc<Mutex<HashSet<String>>>,
 }
 
 impl OomWatch {
     /// Whether the kernel reported an OOM kill in container `id`.
-    pub(crate) fn killed(&self, id: &str) -> bool {
+    pub fn killed(&self, id: &str) -> bool {
         self.killed
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -37,24 +37,25 @@ impl OomWatch {
     /// Arms the watch on container `id`, whose (waiting) main process is `pid`. Blocking:
     /// call it from `spawn_blocking`. `false` when there is nothing to arm (cgroup v2, not
     /// visible from here, not root).
-    pub(crate) fn arm(&self, id: &str, pid: i32) -> bool {
+    pub fn arm(&self, id: &str, pid: i32) -> bool {
         let Some(dir) = ContainerCgroup::v1_controller_dir(pid, "memory") else {
             return false;
         };
         match arm_at(&dir) {
             Ok(wait) => {
                 let (killed, id) = (self.killed.clone(), id.to_string());
-                let spawned = std::thread::Builder::new()
-                    .name("podman-oom-watch".into())
-                    .spawn(move || {
-                        if wait() {
-                            tracing::debug!(container = %id, "kernel OOM notification");
-                            killed
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .insert(id);
-                        }
-                    });
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("oom-watch".into())
+                        .spawn(move || {
+                            if wait() {
+                                tracing::debug!(container = %id, "kernel OOM notification");
+                                killed
+                                    .lock()
+                                    .unwrap_or_else(PoisonError::into_inner)
+                                    .insert(id);
+                            }
+                        });
                 spawned.is_ok()
             }
             Err(e) => {
