@@ -8,7 +8,7 @@ use xshell::{cmd, Shell};
 use crate::engines::{self, Backend, BackendArg};
 
 /// Backends whose conformance binary exists (`tests/tests/<backend>.rs`).
-const SUITES: &[Backend] = &[Backend::Docker, Backend::Podman];
+const SUITES: &[Backend] = &[Backend::Docker, Backend::Podman, Backend::Containerd];
 
 /// Backends whose suite CI runs and the backends matrix shows: those that pass it.
 pub(crate) const CI_SUITES: &[Backend] = &[Backend::Docker, Backend::Podman];

@@ -47,15 +47,33 @@ impl Containerd {
                 ));
             }
         }
-        let request = DeleteImageRequest {
-            name,
-            sync: true,
-            target: None,
-        };
-        ImagesClient::new(self.channel.clone())
-            .delete(self.request(request)?)
+        let mut images = ImagesClient::new(self.channel.clone());
+        let target = images
+            .get(self.request(GetImageRequest { name: name.clone() })?)
             .await
-            .map_err(map_status)?;
+            .map_err(map_status)?
+            .into_inner()
+            .image
+            .and_then(|i| i.target)
+            .map(|t| t.digest);
+        // As Docker does: the image goes with its digest reference (`repo@sha256:…`),
+        // which a pull by digest made.
+        let mut names = vec![name];
+        if let Some(digest) = target {
+            names.push(format!("{}@{digest}", image.name()));
+        }
+        for name in names {
+            let request = DeleteImageRequest {
+                name,
+                sync: true,
+                target: None,
+            };
+            match images.delete(self.request(request)?).await {
+                Ok(_) => {}
+                Err(s) if s.code() == Code::NotFound => {}
+                Err(s) => return Err(map_status(s)),
+            }
+        }
         Ok(())
     }
 }
