@@ -46,6 +46,11 @@ use crate::spec::{self, ImageDefaults};
 const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 /// An exec process spec's type URL.
 const PROCESS_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+/// The label that names a container (its id is the name plus a unique suffix, so a
+/// container made again under a removed one's name is a new container).
+const NAME_LABEL: &str = "io.container-rs.containerd.name";
+/// The longest container id containerd takes.
+const MAX_ID: usize = 76;
 /// The runtime every container uses.
 const RUNTIME: &str = "io.containerd.runc.v2";
 /// Where FIFOs live (tmpfs) and where logs and volumes live, per namespace.
@@ -277,19 +282,34 @@ impl ContainerdEngine {
         Ok((ImageDefaults::from_config(&config), top))
     }
 
-    async fn container(&self, id: &str) -> Result<Container> {
-        ContainersClient::new(self.c.channel.clone())
-            .get(self.c.request(GetContainerRequest { id: id.to_string() })?)
-            .await
-            .map_err(map_status)?
-            .into_inner()
-            .container
-            .ok_or_else(|| {
+    /// The container record of `id_or_name`: an id, else the container of that name.
+    async fn container(&self, id_or_name: &str) -> Result<Container> {
+        let got = ContainersClient::new(self.c.channel.clone())
+            .get(self.c.request(GetContainerRequest {
+                id: id_or_name.to_string(),
+            })?)
+            .await;
+        match got {
+            Ok(r) => r.into_inner().container.ok_or_else(|| {
                 Error::new(
                     ErrorKind::Internal,
                     "a container record without a container",
                 )
-            })
+            }),
+            Err(s) if s.code() == Code::NotFound => {
+                let filter = format!("labels.\"{NAME_LABEL}\"==\"{id_or_name}\"");
+                let found = ContainersClient::new(self.c.channel.clone())
+                    .list(self.c.request(ListContainersRequest {
+                        filters: vec![filter],
+                    })?)
+                    .await
+                    .map_err(map_status)?
+                    .into_inner()
+                    .containers;
+                found.into_iter().next().ok_or_else(|| map_status(s))
+            }
+            Err(s) => Err(map_status(s)),
+        }
     }
 
     fn spec_of(container: &Container) -> Value {
@@ -381,19 +401,19 @@ impl ContainerdEngine {
             .as_str()
             .and_then(|t| serde_json::from_str(t).ok())
             .unwrap_or_else(|| container.labels.clone().into_iter().collect());
-        ContainerInfo::new(
-            container.id.clone(),
-            container.id.clone(),
-            container.image.clone(),
-            state,
-        )
-        .with_labels(labels)
-        .with_oom_killed(self.oom.killed(&container.id))
-        .with_pid(pid)
-        .with_times(
-            started,
-            finished.filter(|_| task.is_some_and(|p| p.status == STOPPED)),
-        )
+        let name = container
+            .labels
+            .get(NAME_LABEL)
+            .cloned()
+            .unwrap_or_else(|| container.id.clone());
+        ContainerInfo::new(container.id.clone(), name, container.image.clone(), state)
+            .with_labels(labels)
+            .with_oom_killed(self.oom.killed(&container.id))
+            .with_pid(pid)
+            .with_times(
+                started,
+                finished.filter(|_| task.is_some_and(|p| p.status == STOPPED)),
+            )
     }
 
     /// The log files of container `id`.
@@ -464,18 +484,29 @@ impl Engine for ContainerdEngine {
         // Under a lease until the container record references the snapshot: a garbage
         // collection in between would take it.
         let lease = self.c.lease().await?;
+        // A new id for every container, the name as a label (and as the snapshot key,
+        // which makes the name unique: a second prepare of it is `Conflict`).
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let id = if name.len() + 13 <= MAX_ID {
+            format!("{name}-{}", &suffix[..12])
+        } else {
+            suffix
+        };
+        let mut labels = labels.clone();
+        labels.insert(NAME_LABEL.to_string(), name.to_string());
         let made = self
-            .make_container(name, config, labels, image_name, top, spec, &lease)
+            .make_container(name, &id, &labels, image_name, top, spec, &lease)
             .await;
         if let Err(e) = self.c.drop_lease(&lease).await {
             tracing::debug!(error = %e, %lease, "create lease not deleted; it expires");
         }
         made?;
-        Ok(name.to_string())
+        Ok(id)
     }
 
     async fn start(&self, id: &str) -> Result<()> {
-        self.container(id).await?;
+        let record = self.container(id).await?;
+        let id = record.id.as_str();
         match self.task(id).await? {
             Some(p) if p.status == RUNNING => return Ok(()),
             Some(_) => self.delete_task(id).await?,
@@ -484,7 +515,7 @@ impl Engine for ContainerdEngine {
         let mounts = SnapshotsClient::new(self.c.channel.clone())
             .mounts(self.c.request(MountsRequest {
                 snapshotter: SNAPSHOTTER.to_string(),
-                key: id.to_string(),
+                key: record.snapshot_key.clone(),
             })?)
             .await
             .map_err(map_status)?
@@ -554,6 +585,7 @@ impl Engine for ContainerdEngine {
 
     async fn stop(&self, id: &str, grace: Option<Duration>) -> Result<()> {
         let container = self.container(id).await?;
+        let id = container.id.as_str();
         if !matches!(self.task(id).await?, Some(p) if p.status == RUNNING) {
             return Ok(());
         }
@@ -577,7 +609,8 @@ impl Engine for ContainerdEngine {
     }
 
     async fn kill(&self, id: &str, signal: Signal) -> Result<()> {
-        self.container(id).await?;
+        let record = self.container(id).await?;
+        let id = record.id.as_str();
         match self.task(id).await? {
             Some(p) if p.status == RUNNING => self.signal(id, "", signal, false).await,
             _ => Err(state_conflict(
@@ -588,7 +621,8 @@ impl Engine for ContainerdEngine {
     }
 
     async fn remove(&self, id: &str, force: bool) -> Result<Removal> {
-        self.container(id).await?;
+        let record = self.container(id).await?;
+        let id = record.id.as_str();
         if let Some(p) = self.task(id).await? {
             if p.status == RUNNING {
                 if !force {
@@ -621,7 +655,7 @@ impl Engine for ContainerdEngine {
         }
         let remove = RemoveSnapshotRequest {
             snapshotter: SNAPSHOTTER.to_string(),
-            key: id.to_string(),
+            key: record.snapshot_key.clone(),
         };
         match SnapshotsClient::new(self.c.channel.clone())
             .remove(self.c.request(remove)?)
@@ -638,12 +672,14 @@ impl Engine for ContainerdEngine {
 
     async fn inspect(&self, id: &str) -> Result<ContainerInfo> {
         let container = self.container(id).await?;
+        let id = container.id.as_str();
         let task = self.task(id).await?;
         Ok(self.info_of(&container, task.as_ref()))
     }
 
     async fn wait(&self, id: &str) -> Result<Option<i64>> {
-        self.container(id).await?;
+        let record = self.container(id).await?;
+        let id = record.id.as_str();
         match self.task(id).await? {
             None => Ok(None),
             Some(_) => self.wait_task(id, Duration::MAX).await,
@@ -678,6 +714,8 @@ impl Engine for ContainerdEngine {
     }
 
     async fn logs(&self, id: &str, options: &LogOptions) -> Result<OutputStream> {
+        let record = self.container(id).await?;
+        let id = record.id.as_str();
         let mut streams = Vec::new();
         for (on, kind) in [
             (options.stdout, StreamKind::Stdout),
@@ -720,6 +758,7 @@ impl Engine for ContainerdEngine {
 
     async fn exec_create(&self, container: &str, spec: &ExecSpec) -> Result<ContainerdExec> {
         let record = self.container(container).await?;
+        let container = record.id.as_str();
         let base = Self::spec_of(&record);
         let mut process = base["process"].clone();
         process["args"] = serde_json::json!(spec.cmd);
@@ -1078,7 +1117,7 @@ impl ContainerdEngine {
     async fn make_container(
         &self,
         name: &str,
-        _config: &ContainerConfig,
+        id: &str,
         labels: &Labels,
         image: String,
         top: String,
@@ -1100,7 +1139,7 @@ impl ContainerdEngine {
             Error::new(ErrorKind::Internal, "cannot encode the spec").with_source(e)
         })?;
         let container = Container {
-            id: name.to_string(),
+            id: id.to_string(),
             labels: labels.clone().into_iter().collect(),
             image,
             runtime: Some(Runtime {
@@ -1134,7 +1173,8 @@ impl ContainerdEngine {
     }
 
     async fn running_or_conflict(&self, id: &str) -> Result<()> {
-        self.container(id).await?;
+        let record = self.container(id).await?;
+        let id = record.id.as_str();
         match self.task(id).await? {
             Some(p) if p.status == RUNNING => Ok(()),
             _ => Err(state_conflict(
