@@ -363,6 +363,22 @@ impl CountingProxy {
     pub fn bytes_to_engine(&self) -> u64 {
         self.to_engine.load(Ordering::SeqCst)
     }
+
+    /// Bytes sent to the engine once the connection is quiet (no byte for 200 ms, at most
+    /// 3 s): what earlier calls set off (an HTTP/2 PING acknowledged late, say) is not
+    /// counted against the calls that come next, and what they set off is all counted.
+    pub async fn quiet_bytes_to_engine(&self) -> u64 {
+        let started = Instant::now();
+        let mut last = self.bytes_to_engine();
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = self.bytes_to_engine();
+            if now == last || started.elapsed() > Duration::from_secs(3) {
+                return now;
+            }
+            last = now;
+        }
+    }
 }
 
 impl Drop for CountingProxy {

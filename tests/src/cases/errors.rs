@@ -75,7 +75,7 @@ pub async fn case_54_invalid_input(ctx: &Ctx) -> Result<(), Failure> {
     }
     configs.extend(limits.into_iter().map(|c| ("zero or negative limit", c)));
 
-    let before = proxy.bytes_to_engine();
+    let before = proxy.quiet_bytes_to_engine().await;
     for (what, config) in &configs {
         if let Some(name) = config
             .name
@@ -116,7 +116,7 @@ pub async fn case_54_invalid_input(ctx: &Ctx) -> Result<(), Failure> {
             &format!("create_volume named {bad:?}"),
         )?;
     }
-    let after = proxy.bytes_to_engine();
+    let after = proxy.quiet_bytes_to_engine().await;
     ensure_eq!(
         after - before,
         0,

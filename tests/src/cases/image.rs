@@ -225,7 +225,7 @@ pub async fn case_04_malformed_reference(ctx: &Ctx) -> Result<(), Failure> {
         "127.0.0.1:5000//busybox:1",
         "::",
     ];
-    let before = proxy.bytes_to_engine();
+    let before = proxy.quiet_bytes_to_engine().await;
     for r in bad {
         expect_kind(
             m.pull(r, &PullOptions::default()).await,
@@ -251,7 +251,7 @@ pub async fn case_04_malformed_reference(ctx: &Ctx) -> Result<(), Failure> {
             &format!("create with image {r:?}"),
         )?;
     }
-    let after = proxy.bytes_to_engine();
+    let after = proxy.quiet_bytes_to_engine().await;
     ensure_eq!(
         after - before,
         0,
