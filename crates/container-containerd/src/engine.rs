@@ -622,52 +622,14 @@ impl Engine for ContainerdEngine {
 
     async fn remove(&self, id: &str, force: bool) -> Result<Removal> {
         let record = self.container(id).await?;
-        let id = record.id.as_str();
-        if let Some(p) = self.task(id).await? {
-            if p.status == RUNNING {
-                if !force {
-                    return Err(state_conflict(
-                        format!("container {id} is running"),
-                        "running",
-                    ));
-                }
-                self.signal(id, "", Signal::KILL, true).await?;
-                self.wait_task(id, Duration::from_secs(10)).await?;
+        match self.remove_record(&record, force).await {
+            // Another caller's removal is under way (its kill closed the task's
+            // connection, or it deleted what this one was about to): wait for it.
+            Err(e) if e.kind() == ErrorKind::NotFound || e.message().contains("ttrpc: closed") => {
+                Ok(Removal::InProgress)
             }
-            // The task first: a container deleted before its task orphans the task.
-            match self.delete_task(id).await {
-                Ok(()) => {}
-                // Another caller's removal closed the task's connection under us.
-                Err(e) if e.message().contains("ttrpc: closed") => return Ok(Removal::InProgress),
-                Err(e) => return Err(e),
-            }
+            other => other,
         }
-        match ContainersClient::new(self.c.channel.clone())
-            .delete(
-                self.c
-                    .request(DeleteContainerRequest { id: id.to_string() })?,
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(s) if s.code() == Code::NotFound => return Ok(Removal::Removed),
-            Err(s) => return Err(map_status(s)),
-        }
-        let remove = RemoveSnapshotRequest {
-            snapshotter: SNAPSHOTTER.to_string(),
-            key: record.snapshot_key.clone(),
-        };
-        match SnapshotsClient::new(self.c.channel.clone())
-            .remove(self.c.request(remove)?)
-            .await
-        {
-            Ok(_) => {}
-            Err(s) if s.code() == Code::NotFound => {}
-            Err(s) => return Err(map_status(s)),
-        }
-        let _ = std::fs::remove_dir_all(self.run.join(id));
-        let _ = std::fs::remove_dir_all(self.data.join("logs").join(id));
-        Ok(Removal::Removed)
     }
 
     async fn inspect(&self, id: &str) -> Result<ContainerInfo> {
@@ -1113,6 +1075,56 @@ impl Engine for ContainerdEngine {
 }
 
 impl ContainerdEngine {
+    /// Removes `record`'s task, the record, and its snapshot, in that order.
+    async fn remove_record(&self, record: &Container, force: bool) -> Result<Removal> {
+        let id = record.id.as_str();
+        if let Some(p) = self.task(id).await? {
+            if p.status == RUNNING {
+                if !force {
+                    return Err(state_conflict(
+                        format!("container {id} is running"),
+                        "running",
+                    ));
+                }
+                self.signal(id, "", Signal::KILL, true).await?;
+                self.wait_task(id, Duration::from_secs(10)).await?;
+            }
+            // The task first: a container deleted before its task orphans the task.
+            match self.delete_task(id).await {
+                Ok(()) => {}
+                // Another caller's removal closed the task's connection under us.
+                Err(e) if e.message().contains("ttrpc: closed") => return Ok(Removal::InProgress),
+                Err(e) => return Err(e),
+            }
+        }
+        match ContainersClient::new(self.c.channel.clone())
+            .delete(
+                self.c
+                    .request(DeleteContainerRequest { id: id.to_string() })?,
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::NotFound => return Ok(Removal::Removed),
+            Err(s) => return Err(map_status(s)),
+        }
+        let remove = RemoveSnapshotRequest {
+            snapshotter: SNAPSHOTTER.to_string(),
+            key: record.snapshot_key.clone(),
+        };
+        match SnapshotsClient::new(self.c.channel.clone())
+            .remove(self.c.request(remove)?)
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::NotFound => {}
+            Err(s) => return Err(map_status(s)),
+        }
+        let _ = std::fs::remove_dir_all(self.run.join(id));
+        let _ = std::fs::remove_dir_all(self.data.join("logs").join(id));
+        Ok(Removal::Removed)
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn make_container(
         &self,
