@@ -178,6 +178,11 @@ fn pipe_output(
     }
 }
 
+/// Where a pump says it has copied everything into `log`.
+fn done_marker(log: &Path) -> PathBuf {
+    log.with_extension("done")
+}
+
 /// Copies what the main process writes to `fifo` into `log`, in a task of this program
 /// (the read end opens before the task exists, as the shim needs). While no program of
 /// this library reads, the output waits in the pipe (64 KiB), then the process blocks:
@@ -195,6 +200,9 @@ fn spawn_pump(fifo: &Path, log: &Path) -> Result<()> {
             return;
         };
         let _ = tokio::io::copy(&mut reader, &mut out).await;
+        let _ = out.flush().await;
+        // The process closed its end and everything it wrote is in the file.
+        let _ = tokio::fs::write(done_marker(&log), b"").await;
     });
     Ok(())
 }
@@ -542,7 +550,9 @@ impl Engine for ContainerdEngine {
             });
             let _ = std::fs::remove_file(&fifo);
             mkfifo(&fifo)?;
-            spawn_pump(&fifo, &self.log_path(id, kind))?;
+            let log = self.log_path(id, kind);
+            let _ = std::fs::remove_file(done_marker(&log));
+            spawn_pump(&fifo, &log)?;
             fifos.push(fifo.display().to_string());
         }
         let request = CreateTaskRequest {
@@ -694,6 +704,7 @@ impl Engine for ContainerdEngine {
                     if ended {
                         return None;
                     }
+                    let mut waited = 0u32;
                     loop {
                         let data = tokio::fs::read(&path).await.unwrap_or_default();
                         let start = usize::try_from(offset)
@@ -706,8 +717,14 @@ impl Engine for ContainerdEngine {
                         }
                         let running =
                             matches!(engine.task(&id).await, Ok(Some(p)) if p.status == RUNNING);
-                        if !follow || !running {
+                        // Ended only once the pump has copied everything (or, after 5 s,
+                        // when the program that started the container is gone with it).
+                        let drained = done_marker(&path).exists() || waited > 50;
+                        if !follow || (!running && drained) {
                             return None;
+                        }
+                        if !running {
+                            waited += 1;
                         }
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
