@@ -136,6 +136,12 @@ fn conformance_steps() -> Vec<Step> {
         Step::new("demo (main job on podman)", |sh| {
             crate::demo::run_demo(sh, Backend::Podman, &[])
         }),
+        Step::new("conformance --backend containerd", |sh| {
+            crate::conformance::run_suite(sh, Backend::Containerd, &[])
+        }),
+        Step::new("demo (main job on containerd)", |sh| {
+            crate::demo::run_demo(sh, Backend::Containerd, &[])
+        }),
         // After every suite: the matrix is made from their results.
         Step::new("docs --check (backends matrix)", |sh| {
             crate::docs::generate(sh, true)

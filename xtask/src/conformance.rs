@@ -11,7 +11,7 @@ use crate::engines::{self, Backend, BackendArg};
 const SUITES: &[Backend] = &[Backend::Docker, Backend::Podman, Backend::Containerd];
 
 /// Backends whose suite CI runs and the backends matrix shows: those that pass it.
-pub(crate) const CI_SUITES: &[Backend] = &[Backend::Docker, Backend::Podman];
+pub(crate) const CI_SUITES: &[Backend] = &[Backend::Docker, Backend::Podman, Backend::Containerd];
 
 /// `cargo xtask conformance`.
 #[derive(Debug, Args)]

@@ -23,6 +23,7 @@ pub(crate) struct Demo {
 enum DemoBackend {
     Docker,
     Podman,
+    Containerd,
 }
 
 impl Demo {
@@ -31,6 +32,7 @@ impl Demo {
         let backend = match self.backend {
             DemoBackend::Docker => Backend::Docker,
             DemoBackend::Podman => Backend::Podman,
+            DemoBackend::Containerd => Backend::Containerd,
         };
         run_demo(sh, backend, &self.args)
     }
