@@ -31,10 +31,15 @@ impl Docs {
 /// Builds the matrix from the results; writes it, or with `check` compares it.
 pub(crate) fn generate(sh: &Shell, check: bool) -> anyhow::Result<()> {
     let root = sh.current_dir();
+    // Where the suites wrote them: CARGO_TARGET_DIR when set (as the harness does), else target/.
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "target".into());
     let mut results = Vec::new();
     for backend in crate::conformance::CI_SUITES {
         let path = root
-            .join("target/conformance")
+            .join(&target_dir)
+            .join("conformance")
             .join(format!("{}.json", backend.name()));
         if path.exists() {
             let text = std::fs::read_to_string(&path)
