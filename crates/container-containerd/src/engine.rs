@@ -178,6 +178,25 @@ fn pipe_output(
     }
 }
 
+/// Up to 64 KiB of `path` from `offset`; empty at its end or when it does not exist yet.
+async fn read_from(path: &Path, offset: u64) -> Vec<u8> {
+    use tokio::io::AsyncSeekExt;
+    let Ok(mut file) = tokio::fs::File::open(path).await else {
+        return Vec::new();
+    };
+    if file.seek(std::io::SeekFrom::Start(offset)).await.is_err() {
+        return Vec::new();
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    match file.read(&mut buf).await {
+        Ok(n) => {
+            buf.truncate(n);
+            buf
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
 /// Where a pump says it has copied everything into `log`.
 fn done_marker(log: &Path) -> PathBuf {
     log.with_extension("done")
@@ -706,14 +725,12 @@ impl Engine for ContainerdEngine {
                     }
                     let mut waited = 0u32;
                     loop {
-                        let data = tokio::fs::read(&path).await.unwrap_or_default();
-                        let start = usize::try_from(offset)
-                            .unwrap_or(usize::MAX)
-                            .min(data.len());
-                        if data.len() > start {
-                            let chunk =
-                                OutputChunk::new(kind, Bytes::copy_from_slice(&data[start..]));
-                            return Some((Ok(chunk), (path, data.len() as u64, false)));
+                        // Only what is new since `offset`, at most 64 KiB at a time.
+                        let data = read_from(&path, offset).await;
+                        if !data.is_empty() {
+                            let next = offset + data.len() as u64;
+                            let chunk = OutputChunk::new(kind, Bytes::from(data));
+                            return Some((Ok(chunk), (path, next, false)));
                         }
                         let running =
                             matches!(engine.task(&id).await, Ok(Some(p)) if p.status == RUNNING);
