@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use container::{BackendKind, Capabilities, CleanupScope, PullOptions};
+use futures::future::BoxFuture;
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use serde::Serialize;
 use serde_json::json;
@@ -39,6 +40,27 @@ pub fn run(name: &str, factory: Factory) -> ExitCode {
 /// the contract, or a smoke run. A run that leaves cases out is partial: its results go
 /// to the `.partial.json` file and never stand for the backend.
 pub fn run_selected(name: &str, factory: Factory, select: fn(&Case) -> bool) -> ExitCode {
+    run_suite(name, factory, select, None)
+}
+
+/// Counts an engine's own objects (tasks, snapshots, leases, content, …) by kind, as the
+/// engine itself reports them: what the contract's `list` cannot see.
+pub type Census =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<BTreeMap<String, u64>, String>> + Send + Sync>;
+
+/// [`run`] with a census of the engine's own objects taken once the test images are in
+/// and again after the leak check: any kind that grew is reported as left behind (a
+/// containerd snapshot, lease or task that no container carries any more).
+pub fn run_with_census(name: &str, factory: Factory, census: Census) -> ExitCode {
+    run_suite(name, factory, |_| true, Some(census))
+}
+
+fn run_suite(
+    name: &str,
+    factory: Factory,
+    select: fn(&Case) -> bool,
+    census: Option<Census>,
+) -> ExitCode {
     let kind = name;
     let selected_all = CASES.iter().all(select);
     let args = Arguments::from_args();
@@ -74,6 +96,20 @@ pub fn run_selected(name: &str, factory: Factory, select: fn(&Case) -> bool) -> 
         }
     };
 
+    let before = match &census {
+        Some(count) => match runtime.block_on(count()) {
+            Ok(counts) => Some(counts),
+            Err(e) => {
+                eprintln!("\nconformance[{kind}]: FAILED before any case ran: census: {e}\n");
+                write_results(
+                    &Report::setup_failed(name, format!("census: {e}"), started),
+                    partial,
+                );
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let caps = ctx.capabilities();
     let records: Records = Arc::default();
     let plans = plan(Some(caps), select);
@@ -98,7 +134,14 @@ pub fn run_selected(name: &str, factory: Factory, select: fn(&Case) -> bool) -> 
         {
             eprintln!("conformance[{kind}]: case cleanups still running after 120 s");
         }
-        leak_check(&ctx).await
+        let (mut leaks, mut error) = leak_check(&ctx).await;
+        if let (Some(count), Some(before)) = (&census, &before) {
+            match count().await {
+                Ok(after) => leaks.extend(grown(before, &after)),
+                Err(e) => error = Some(format!("census: {e}")),
+            }
+        }
+        (leaks, error)
     });
     let executed = conclusion.num_passed + conclusion.num_failed;
 
@@ -185,6 +228,17 @@ async fn leak_check(ctx: &Ctx) -> (Vec<String>, Option<String>) {
         }
     }
     (leaks, error)
+}
+
+/// The kinds of which `after` counts more than `before`, described.
+fn grown(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> Vec<String> {
+    after
+        .iter()
+        .filter_map(|(kind, &n)| {
+            let was = before.get(kind).copied().unwrap_or(0);
+            (n > was).then(|| format!("{} {kind} more than before the run ({was} → {n})", n - was))
+        })
+        .collect()
 }
 
 /// Whether a trial runs a case or the negative check of a `[feature]` case.
@@ -524,5 +578,24 @@ mod tests {
         assert!(plan(Some(all), |_| true)
             .iter()
             .all(|p| p.unsupported.is_none()));
+    }
+}
+
+#[cfg(test)]
+mod census_tests {
+    use super::*;
+
+    #[test]
+    fn only_kinds_that_grew_are_leaks() {
+        let before = BTreeMap::from([("snapshots".to_string(), 3), ("leases".to_string(), 1)]);
+        let after = BTreeMap::from([
+            ("snapshots".to_string(), 3),
+            ("leases".to_string(), 0),
+            ("tasks".to_string(), 2),
+        ]);
+        assert_eq!(
+            grown(&before, &after),
+            ["2 tasks more than before the run (0 → 2)"]
+        );
     }
 }

@@ -34,4 +34,4 @@ pub use cases::{Case, Section, CASES};
 pub use container::BackendKind;
 pub use ctx::{factory, Ctx, EngineCli, Factory, Tracker, SLACK};
 pub use failure::Failure;
-pub use harness::{results_path, run, run_selected, CASE_TIMEOUT};
+pub use harness::{results_path, run, run_selected, run_with_census, Census, CASE_TIMEOUT};

@@ -8,7 +8,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use container_core::raw::{
     ByteStream, Engine, EngineManager, ExecState, OutputStream, PullRequest, Removal,
 };
@@ -29,8 +28,8 @@ use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
     CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
     DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, GetContainerRequest,
-    GetImageRequest, GetRequest, KillRequest, ListContainersRequest, ReadContentRequest,
-    StartRequest, WaitRequest,
+    GetImageRequest, GetRequest, KillRequest, ListContainersRequest, ListTasksRequest,
+    ReadContentRequest, StartRequest, WaitRequest,
 };
 use containerd_client::tonic::Code;
 use futures::{StreamExt, TryStreamExt};
@@ -39,6 +38,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::Containerd;
 use crate::error::map_status;
+use crate::logs;
 use crate::pull::SNAPSHOTTER;
 use crate::spec::{self, ImageDefaults};
 
@@ -83,12 +83,16 @@ pub async fn connect(options: ConnectOptions) -> Result<ContainerdManager> {
         |endpoint, options| async move {
             let c = Containerd::connect(Some(&endpoint), None, options.connect_timeout).await?;
             let ns = c.namespace().to_string();
-            Ok(ContainerdEngine {
+            let engine = ContainerdEngine {
                 oom: container_core::oom::OomWatch::default(),
                 run: PathBuf::from(RUN_ROOT).join(&ns),
                 data: PathBuf::from(DATA_ROOT).join(&ns),
                 c,
-            })
+            };
+            if let Err(e) = engine.resume_log_pumps().await {
+                tracing::warn!(error = %e, "cannot resume the log pumps of running containers");
+            }
+            Ok(engine)
         },
     )
     .await
@@ -176,54 +180,6 @@ fn pipe_output(
         .boxed(),
         None => read(stdout, StreamKind::Stdout),
     }
-}
-
-/// Up to 64 KiB of `path` from `offset`; empty at its end or when it does not exist yet.
-async fn read_from(path: &Path, offset: u64) -> Vec<u8> {
-    use tokio::io::AsyncSeekExt;
-    let Ok(mut file) = tokio::fs::File::open(path).await else {
-        return Vec::new();
-    };
-    if file.seek(std::io::SeekFrom::Start(offset)).await.is_err() {
-        return Vec::new();
-    }
-    let mut buf = vec![0u8; 64 * 1024];
-    match file.read(&mut buf).await {
-        Ok(n) => {
-            buf.truncate(n);
-            buf
-        }
-        Err(_) => Vec::new(),
-    }
-}
-
-/// Where a pump says it has copied everything into `log`.
-fn done_marker(log: &Path) -> PathBuf {
-    log.with_extension("done")
-}
-
-/// Copies what the main process writes to `fifo` into `log`, in a task of this program
-/// (the read end opens before the task exists, as the shim needs). While no program of
-/// this library reads, the output waits in the pipe (64 KiB), then the process blocks:
-/// the next manager on this engine does not pick the pumps up yet (ADR 0009).
-fn spawn_pump(fifo: &Path, log: &Path) -> Result<()> {
-    let mut reader = open_receiver(fifo)?;
-    let log = log.to_path_buf();
-    tokio::spawn(async move {
-        let Ok(mut out) = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .await
-        else {
-            return;
-        };
-        let _ = tokio::io::copy(&mut reader, &mut out).await;
-        let _ = out.flush().await;
-        // The process closed its end and everything it wrote is in the file.
-        let _ = tokio::fs::write(done_marker(&log), b"").await;
-    });
-    Ok(())
 }
 
 fn open_receiver(path: &Path) -> Result<tokio::net::unix::pipe::Receiver> {
@@ -443,13 +399,40 @@ impl ContainerdEngine {
             )
     }
 
-    /// The log files of container `id`.
+    /// The log file of container `id`'s `stream`.
     fn log_path(&self, id: &str, stream: StreamKind) -> PathBuf {
-        let name = match stream {
-            StreamKind::Stdout => "stdout.log",
-            StreamKind::Stderr => "stderr.log",
-        };
-        self.data.join("logs").join(id).join(name)
+        logs::log_path(&self.data.join("logs").join(id), stream)
+    }
+
+    /// Takes over the log pumps of this namespace's running tasks that no program pumps
+    /// now (their starter has exited): their output flows again into the log files.
+    async fn resume_log_pumps(&self) -> Result<()> {
+        let tasks = self
+            .tasks()
+            .list(self.c.request(ListTasksRequest::default())?)
+            .await
+            .map_err(map_status)?
+            .into_inner()
+            .tasks;
+        for task in tasks.iter().filter(|t| t.status == RUNNING) {
+            for (kind, name) in [
+                (StreamKind::Stdout, "stdout"),
+                (StreamKind::Stderr, "stderr"),
+            ] {
+                let fifo = self.run.join(&task.id).join(name);
+                let log = self.log_path(&task.id, kind);
+                if !fifo.exists() || !log.parent().is_some_and(Path::exists) {
+                    continue;
+                }
+                if logs::done_marker(&log).exists() {
+                    continue;
+                }
+                if logs::start_pump(&fifo, &log, logs::Bounds::default())? {
+                    tracing::debug!(container = %task.id, stream = name, "resumed the log pump");
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -464,6 +447,7 @@ impl Engine for ContainerdEngine {
             .with_init(spec::host_has_init())
             .with_resource_limits(true)
             .with_copy_files(true)
+            .with_tty_exec(true)
     }
 
     async fn info(&self) -> Result<EngineInfo> {
@@ -558,9 +542,9 @@ impl Engine for ContainerdEngine {
         std::fs::create_dir_all(&logs).map_err(io_err("cannot make the log folder"))?;
         let run = self.run.join(id);
         std::fs::create_dir_all(&run).map_err(io_err("cannot make the state folder"))?;
-        // The main process's output goes through FIFOs to a `cat` per stream that appends
-        // to its log file: a host process of its own, so the output keeps flowing when
-        // this program exits (containerd's own `file://` logging merges the streams).
+        // The main process's output goes through FIFOs to a pump per stream that copies
+        // it into bounded, rotated log files (`logs`); containerd's own `file://` logging
+        // would merge the two streams into one unbounded file.
         let mut fifos = Vec::new();
         for kind in [StreamKind::Stdout, StreamKind::Stderr] {
             let fifo = run.join(match kind {
@@ -570,8 +554,8 @@ impl Engine for ContainerdEngine {
             let _ = std::fs::remove_file(&fifo);
             mkfifo(&fifo)?;
             let log = self.log_path(id, kind);
-            let _ = std::fs::remove_file(done_marker(&log));
-            spawn_pump(&fifo, &log)?;
+            let _ = std::fs::remove_file(logs::done_marker(&log));
+            logs::start_pump(&fifo, &log, logs::Bounds::default())?;
             fifos.push(fifo.display().to_string());
         }
         let request = CreateTaskRequest {
@@ -715,38 +699,20 @@ impl Engine for ContainerdEngine {
             if !on {
                 continue;
             }
-            let path = self.log_path(id, kind);
-            let (engine, id, follow) = (self.clone(), id.to_string(), options.follow);
-            let s = futures::stream::unfold((path, 0u64, false), move |(path, offset, ended)| {
-                let (engine, id) = (engine.clone(), id.clone());
-                async move {
-                    if ended {
-                        return None;
-                    }
-                    let mut waited = 0u32;
-                    loop {
-                        // Only what is new since `offset`, at most 64 KiB at a time.
-                        let data = read_from(&path, offset).await;
-                        if !data.is_empty() {
-                            let next = offset + data.len() as u64;
-                            let chunk = OutputChunk::new(kind, Bytes::from(data));
-                            return Some((Ok(chunk), (path, next, false)));
-                        }
-                        let running =
-                            matches!(engine.task(&id).await, Ok(Some(p)) if p.status == RUNNING);
-                        // Ended only once the pump has copied everything (or, after 5 s,
-                        // when the program that started the container is gone with it).
-                        let drained = done_marker(&path).exists() || waited > 50;
-                        if !follow || (!running && drained) {
-                            return None;
-                        }
-                        if !running {
-                            waited += 1;
-                        }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
+            let (engine, task) = (self.clone(), id.to_string());
+            let running: logs::Running = Box::new(move || {
+                let (engine, task) = (engine.clone(), task.clone());
+                Box::pin(async move {
+                    matches!(engine.task(&task).await, Ok(Some(p)) if p.status == RUNNING)
+                })
             });
+            let s = logs::read(
+                self.log_path(id, kind),
+                logs::Bounds::default(),
+                kind,
+                options.follow,
+                running,
+            );
             streams.push(s.boxed());
         }
         Ok(futures::stream::select_all(streams).boxed())

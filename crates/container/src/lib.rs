@@ -51,7 +51,7 @@ pub use container_docker as docker;
 #[cfg(feature = "podman")]
 pub use container_podman as podman;
 
-/// The containerd backend (in progress: not every case passes yet, see
+/// The containerd backend (gRPC, images pulled by this library; see
 /// `docs/adr/0009-containerd.md`).
 #[cfg(feature = "containerd")]
 pub use container_containerd as containerd;

@@ -1,0 +1,408 @@
+//! Main-process logs. containerd keeps none: the shim writes the process's stdout and
+//! stderr into FIFOs, and a pump of this library copies each into a bounded, rotated file
+//! set (`stdout.log`, `stdout.log.1` … `stdout.log.N`) under the backend's state root.
+//!
+//! A pump is a task of whichever program of this library holds its lock (`<stream>.lock`,
+//! an `flock`), so two programs never copy the same stream. When that program exits the
+//! lock goes with it; the shim keeps its own read end of the FIFO open, so the process's
+//! output waits in the pipe (and then the process blocks on write) until the next program
+//! that connects to the namespace takes the lock and resumes the copy: nothing is lost
+//! while the process runs. ADR 0009 has the trade-off against a logging binary.
+
+use std::collections::VecDeque;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use container_core::raw::OutputStream;
+use container_core::{Error, ErrorKind, OutputChunk, Result, StreamKind};
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use nix::fcntl::{Flock, FlockArg};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How large one log file grows before it is rotated.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// How many rotated files are kept beside the current one: a stream's logs take at most
+/// `MAX_FILE_BYTES * (ROTATED_FILES + 1)` bytes.
+pub const ROTATED_FILES: usize = 3;
+
+/// How log files are bounded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    pub max_file: u64,
+    pub rotated: usize,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self {
+            max_file: MAX_FILE_BYTES,
+            rotated: ROTATED_FILES,
+        }
+    }
+}
+
+/// The current log file of `stream` in a container's log folder.
+pub(crate) fn log_path(dir: &Path, stream: StreamKind) -> PathBuf {
+    dir.join(match stream {
+        StreamKind::Stdout => "stdout.log",
+        StreamKind::Stderr => "stderr.log",
+    })
+}
+
+/// Rotated file `n` (1 is the newest) of the log `log`.
+fn rotated(log: &Path, n: usize) -> PathBuf {
+    let mut name = log.as_os_str().to_os_string();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+/// Where a pump says it has copied everything the process wrote into `log`.
+pub(crate) fn done_marker(log: &Path) -> PathBuf {
+    log.with_extension("done")
+}
+
+fn lock_path(log: &Path) -> PathBuf {
+    log.with_extension("lock")
+}
+
+fn io_err(what: &'static str) -> impl Fn(std::io::Error) -> Error {
+    move |e| Error::new(ErrorKind::from_io(&e), what).with_source(e)
+}
+
+/// Starts copying `fifo` into `log` in a task of this program, unless another pump holds
+/// the stream's lock (then `Ok(false)`). The FIFO's read end is open when this returns,
+/// as the shim needs before it opens the write end.
+pub(crate) fn start_pump(fifo: &Path, log: &Path, bounds: Bounds) -> Result<bool> {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path(log))
+        .map_err(io_err("cannot open the log lock"))?;
+    let lock = match Flock::lock(lock, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(false),
+        Err((_, e)) => {
+            return Err(Error::new(ErrorKind::Internal, "cannot lock the log").with_source(e))
+        }
+    };
+    let mut reader = tokio::net::unix::pipe::OpenOptions::new()
+        .open_receiver(fifo)
+        .map_err(io_err("cannot open a FIFO"))?;
+    let log = log.to_path_buf();
+    tokio::spawn(async move {
+        let _lock = lock;
+        let mut out = match Rotating::open(&log, bounds).await {
+            Ok(out) => out,
+            Err(e) => {
+                tracing::warn!(log = %log.display(), error = %e, "cannot open the log file");
+                return;
+            }
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    if let Err(e) = out.write(&buf[..n]).await {
+                        tracing::warn!(log = %log.display(), error = %e, "writing the log failed");
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(log = %log.display(), error = %e, "reading the output failed");
+                    return;
+                }
+            }
+        }
+        // Every writer closed its end and everything it wrote is in the files.
+        let _ = out.file.flush().await;
+        let _ = tokio::fs::write(done_marker(&log), b"").await;
+    });
+    Ok(true)
+}
+
+/// A log file that is renamed to `.1` (and older ones shifted, the oldest dropped) once it
+/// would grow past its bound.
+struct Rotating {
+    path: PathBuf,
+    file: tokio::fs::File,
+    written: u64,
+    bounds: Bounds,
+}
+
+impl Rotating {
+    async fn open(path: &Path, bounds: Bounds) -> std::io::Result<Self> {
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .await?;
+        let written = file.metadata().await?.len();
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            written,
+            bounds,
+        })
+    }
+
+    async fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
+        while !data.is_empty() {
+            if self.written >= self.bounds.max_file {
+                self.rotate().await?;
+            }
+            let room = usize::try_from(self.bounds.max_file - self.written).unwrap_or(usize::MAX);
+            let (now, rest) = data.split_at(room.min(data.len()));
+            self.file.write_all(now).await?;
+            self.written += now.len() as u64;
+            data = rest;
+        }
+        Ok(())
+    }
+
+    async fn rotate(&mut self) -> std::io::Result<()> {
+        self.file.flush().await?;
+        if self.bounds.rotated == 0 {
+            self.file.set_len(0).await?;
+        } else {
+            for n in (1..self.bounds.rotated).rev() {
+                match tokio::fs::rename(rotated(&self.path, n), rotated(&self.path, n + 1)).await {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            tokio::fs::rename(&self.path, rotated(&self.path, 1)).await?;
+            self.file = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .await?;
+        }
+        self.written = 0;
+        Ok(())
+    }
+}
+
+/// Whether the process behind a log still runs (asked only while a follower waits).
+pub(crate) type Running = Box<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
+
+/// Reads a log from its oldest kept file on, in pieces of at most 64 KiB; with `follow`,
+/// waits for more until the process has ended and its pump has copied everything (or,
+/// 5 s after the end, when no pump is left to say so). A rotation while reading is
+/// followed as `tail -F` does: the open file is read to its end, then the new one.
+pub(crate) fn read(
+    log: PathBuf,
+    bounds: Bounds,
+    kind: StreamKind,
+    follow: bool,
+    running: Running,
+) -> OutputStream {
+    struct State {
+        log: PathBuf,
+        /// Files still to read, oldest first; the last is the current file.
+        files: VecDeque<tokio::fs::File>,
+        ended: bool,
+    }
+    let open = async move {
+        // 1 is the newest rotated file. A rotation under way leaves a gap in the numbers
+        // (each rename moves a file up by one), never a change of order: read past gaps.
+        let mut files = VecDeque::new();
+        for n in 1..=bounds.rotated {
+            if let Ok(file) = tokio::fs::File::open(rotated(&log, n)).await {
+                files.push_front(file);
+            }
+        }
+        if let Ok(file) = tokio::fs::File::open(&log).await {
+            files.push_back(file);
+        }
+        State {
+            log,
+            files,
+            ended: false,
+        }
+    };
+    let running = std::sync::Arc::new(running);
+    futures::stream::once(open)
+        .flat_map(move |state| {
+            let running = running.clone();
+            futures::stream::unfold(state, move |mut st| {
+                let running = running.clone();
+                async move {
+                    if st.ended {
+                        return None;
+                    }
+                    let mut waited = 0u32;
+                    loop {
+                        if let Some(file) = st.files.front_mut() {
+                            let mut buf = vec![0u8; 64 * 1024];
+                            match file.read(&mut buf).await {
+                                Ok(0) => {}
+                                Ok(n) => {
+                                    buf.truncate(n);
+                                    let chunk = OutputChunk::new(kind, Bytes::from(buf));
+                                    return Some((Ok(chunk), st));
+                                }
+                                Err(e) => {
+                                    st.ended = true;
+                                    return Some((Err(io_err("reading the log failed")(e)), st));
+                                }
+                            }
+                            if st.files.len() > 1 {
+                                st.files.pop_front();
+                                continue;
+                            }
+                        }
+                        // At the end of the current file: was it rotated meanwhile?
+                        if let Some(newer) = replaced(&st.log, st.files.front()).await {
+                            // The old file is read once more to its end (the writer may
+                            // have appended before it rotated), then dropped above.
+                            st.files.push_back(newer);
+                            continue;
+                        }
+                        if !follow {
+                            return None;
+                        }
+                        let live = running().await;
+                        let drained = done_marker(&st.log).exists() || waited > 50;
+                        if !live && drained {
+                            return None;
+                        }
+                        if !live {
+                            waited += 1;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            })
+        })
+        .boxed()
+}
+
+/// The file now at `log`, when it is not `current` (rotated away, or made since).
+async fn replaced(log: &Path, current: Option<&tokio::fs::File>) -> Option<tokio::fs::File> {
+    let now = tokio::fs::metadata(log).await.ok()?;
+    if let Some(current) = current {
+        let meta = current.metadata().await.ok()?;
+        if meta.ino() == now.ino() && meta.dev() == now.dev() {
+            return None;
+        }
+    }
+    tokio::fs::File::open(log).await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::TryStreamExt;
+
+    fn never() -> Running {
+        Box::new(|| Box::pin(async { false }))
+    }
+
+    async fn all(log: &Path) -> Vec<u8> {
+        let chunks: Vec<OutputChunk> = read(
+            log.to_path_buf(),
+            Bounds {
+                max_file: 10,
+                rotated: 2,
+            },
+            StreamKind::Stdout,
+            false,
+            never(),
+        )
+        .try_collect()
+        .await
+        .expect("test step");
+        chunks.iter().flat_map(|c| c.data.to_vec()).collect()
+    }
+
+    #[tokio::test]
+    async fn rotation_keeps_the_newest_bytes_within_the_bound() {
+        let dir = tempfile::tempdir().expect("test step");
+        let log = dir.path().join("stdout.log");
+        let bounds = Bounds {
+            max_file: 10,
+            rotated: 2,
+        };
+        let mut out = Rotating::open(&log, bounds).await.expect("test step");
+        let data: Vec<u8> = (0..45u8).collect();
+        for piece in data.chunks(7) {
+            out.write(piece).await.expect("test step");
+        }
+        out.file.flush().await.expect("test step");
+        assert_eq!(std::fs::metadata(&log).expect("test step").len(), 5);
+        assert_eq!(
+            std::fs::metadata(rotated(&log, 1))
+                .expect("test step")
+                .len(),
+            10
+        );
+        assert_eq!(
+            std::fs::metadata(rotated(&log, 2))
+                .expect("test step")
+                .len(),
+            10
+        );
+        assert!(!rotated(&log, 3).exists(), "more files than the bound");
+        // The oldest 20 bytes are gone; the newest 25 read back in order.
+        assert_eq!(all(&log).await, data[20..].to_vec());
+    }
+
+    #[tokio::test]
+    async fn a_follower_reads_across_a_rotation() {
+        let dir = tempfile::tempdir().expect("test step");
+        let log = dir.path().join("stdout.log");
+        let bounds = Bounds {
+            max_file: 8,
+            rotated: 1,
+        };
+        let mut out = Rotating::open(&log, bounds).await.expect("test step");
+        out.write(b"abcdef").await.expect("test step");
+        out.file.flush().await.expect("test step");
+        let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let live = running.clone();
+        let follower = read(
+            log.clone(),
+            bounds,
+            StreamKind::Stdout,
+            true,
+            Box::new(move || {
+                let live = live.clone();
+                Box::pin(async move { live.load(std::sync::atomic::Ordering::SeqCst) })
+            }),
+        );
+        let reader = tokio::spawn(async move {
+            let chunks: Vec<OutputChunk> = follower.try_collect().await.expect("test step");
+            chunks
+                .iter()
+                .flat_map(|c| c.data.to_vec())
+                .collect::<Vec<u8>>()
+        });
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        out.write(b"ghijklmnop").await.expect("test step");
+        out.file.flush().await.expect("test step");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        std::fs::write(done_marker(&log), b"").expect("test step");
+        running.store(false, std::sync::atomic::Ordering::SeqCst);
+        let got = tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("the follower ended")
+            .expect("test step");
+        assert_eq!(got, b"abcdefghijklmnop".to_vec());
+    }
+
+    #[tokio::test]
+    async fn a_second_pump_of_a_stream_is_refused() {
+        let dir = tempfile::tempdir().expect("test step");
+        let fifo = dir.path().join("stdout");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("test step");
+        let log = dir.path().join("stdout.log");
+        assert!(start_pump(&fifo, &log, Bounds::default()).expect("test step"));
+        assert!(!start_pump(&fifo, &log, Bounds::default()).expect("test step"));
+    }
+}
