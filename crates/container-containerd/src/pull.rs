@@ -140,6 +140,47 @@ pub(crate) fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     chain
 }
 
+/// The key Docker's `config.json` files Docker Hub's credentials under.
+const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
+
+/// Credentials for `registry` from Docker's `config.json` (`$DOCKER_CONFIG` or
+/// `~/.docker`), its `auths` or its credential helpers, as `docker pull` would use them
+/// (and as nerdctl does): anonymous when none is configured. An identity token (an OAuth
+/// refresh token) is not a registry credential oci-client can send: anonymous, with a
+/// warning.
+async fn config_auth(registry: &str) -> oci_client::secrets::RegistryAuth {
+    use oci_client::secrets::RegistryAuth as Auth;
+    let key = if registry == "docker.io" || registry == "index.docker.io" {
+        DOCKER_HUB_KEY.to_string()
+    } else {
+        registry.to_string()
+    };
+    // The lookup may run a credential helper (a child process): off the async threads.
+    let found = tokio::task::spawn_blocking(move || docker_credential::get_credential(&key)).await;
+    match found {
+        Ok(Ok(docker_credential::DockerCredential::UsernamePassword(user, password))) => {
+            tracing::debug!(registry, "registry credentials from Docker's config.json");
+            Auth::Basic(user, password)
+        }
+        Ok(Ok(docker_credential::DockerCredential::IdentityToken(_))) => {
+            tracing::warn!(
+                registry,
+                "Docker's config.json has an identity token for this registry, which this \
+                 backend cannot use: pulling anonymously (pass RegistryAuth instead)"
+            );
+            Auth::Anonymous
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(registry, error = %e, "no registry credentials in Docker's config.json");
+            Auth::Anonymous
+        }
+        Err(e) => {
+            tracing::warn!(registry, error = %e, "the credential lookup failed");
+            Auth::Anonymous
+        }
+    }
+}
+
 impl Containerd {
     /// Pulls `image` (one attempt; the manager retries), sending layer events to
     /// `progress`; returns the manifest digest.
@@ -161,7 +202,7 @@ impl Containerd {
             Some(a) => {
                 oci_client::secrets::RegistryAuth::Basic(a.username.clone(), a.password.clone())
             }
-            None => oci_client::secrets::RegistryAuth::Anonymous,
+            None => config_auth(image.registry()).await,
         };
         let (manifest_bytes, manifest) = self.manifest(&registry, &reference, &auth).await?;
         let manifest_digest = sha256(&manifest_bytes);
