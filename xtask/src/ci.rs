@@ -105,11 +105,13 @@ fn steps() -> Vec<Step> {
         }),
         Step::new("cargo test", |sh| {
             // The conformance binaries run in their own steps below.
+            // containerctl's CLI tests too: once per backend, below.
             cmd!(
                 sh,
-                "cargo test --workspace --all-features --exclude container-conformance"
+                "cargo test --workspace --all-features --exclude container-conformance --exclude containerctl"
             )
             .run()?;
+            cmd!(sh, "cargo test -p containerctl --all-features --bins").run()?;
             // The suite's own unit tests (the case table is complete), without an engine.
             cmd!(sh, "cargo test -p container-conformance --lib").run()?;
             Ok(())
@@ -126,18 +128,26 @@ fn conformance_steps() -> Vec<Step> {
         Step::new("conformance --backend docker", |sh| {
             crate::conformance::run_suite(sh, Backend::Docker, &[])
         }),
-        Step::new("containerctl smoke (docker)", crate::smoke::containerctl),
+        Step::new("containerctl tests (docker)", |sh| {
+            cli_tests(sh, Backend::Docker)
+        }),
         Step::new("demo (main job on docker)", |sh| {
             crate::demo::run_demo(sh, Backend::Docker, &[])
         }),
         Step::new("conformance --backend podman", |sh| {
             crate::conformance::run_suite(sh, Backend::Podman, &[])
         }),
+        Step::new("containerctl tests (podman)", |sh| {
+            cli_tests(sh, Backend::Podman)
+        }),
         Step::new("demo (main job on podman)", |sh| {
             crate::demo::run_demo(sh, Backend::Podman, &[])
         }),
         Step::new("conformance --backend containerd", |sh| {
             crate::conformance::run_suite(sh, Backend::Containerd, &[])
+        }),
+        Step::new("containerctl tests (containerd)", |sh| {
+            cli_tests(sh, Backend::Containerd)
         }),
         Step::new("demo (main job on containerd)", |sh| {
             crate::demo::run_demo(sh, Backend::Containerd, &[])
@@ -147,4 +157,12 @@ fn conformance_steps() -> Vec<Step> {
             crate::docs::generate(sh, true)
         }),
     ]
+}
+
+/// `containerctl` as a user runs it (`crates/containerctl/tests/cli.rs`) against
+/// `backend`'s engine.
+fn cli_tests(sh: &Shell, backend: Backend) -> anyhow::Result<()> {
+    let _env = sh.push_env("CONTAINER_BACKEND", backend.name());
+    cmd!(sh, "cargo test -p containerctl --all-features --test cli").run()?;
+    Ok(())
 }

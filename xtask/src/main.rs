@@ -17,7 +17,6 @@ mod conformance;
 mod demo;
 mod docs;
 mod engines;
-mod smoke;
 
 use std::path::PathBuf;
 

@@ -11,14 +11,74 @@ use crate::types::{CleanupScope, ContainerConfig, ContainerInfo, Labels, VolumeC
 
 /// Prefix reserved for the library's own labels; user labels under it are refused.
 pub const LABEL_PREFIX: &str = "io.container-rs.";
-/// Who made the object (a tool name; `container-rs` by default).
+/// Who made the object: a tool's name (by default the running program's, see
+/// [`default_owner`]).
 pub const OWNER_LABEL: &str = "io.container-rs.owner";
 /// The session (one manager's lifetime, or a name the caller picks) that made the object.
 pub const SESSION_LABEL: &str = "io.container-rs.session";
+/// When the object was made, in seconds since the Unix epoch: what a cleanup by age
+/// reads (engines do not all report a creation time).
+pub const CREATED_LABEL: &str = "io.container-rs.created";
+
+/// When the object labelled `labels` was made, from [`CREATED_LABEL`].
+pub fn created_at(labels: &Labels) -> Option<std::time::SystemTime> {
+    let secs: u64 = labels.get(CREATED_LABEL)?.parse().ok()?;
+    std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(secs))
+}
+
+fn now_unix() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .to_string()
+}
+
 /// sha256 of the container config, for idempotent create by name.
 pub const CONFIG_HASH_LABEL: &str = "io.container-rs.config-hash";
-/// The owner used when the caller names none.
+/// The owner [`default_owner`] falls back to when the program's name cannot be a label
+/// value.
 pub const DEFAULT_OWNER: &str = "container-rs";
+
+/// The owner a manager uses when the caller names none: the running program's file name
+/// (`smidr`, `containerctl`), so two tools on one engine never share an owner and one
+/// tool's cleanup never takes another's objects. Characters a label value cannot hold
+/// become `-`; [`DEFAULT_OWNER`] when no name is known. A tool whose binary may be
+/// renamed should name its owner itself ([`Ownership::new`]).
+pub fn default_owner() -> String {
+    let name = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .or_else(|| {
+            std::env::args_os().next().and_then(|a| {
+                std::path::Path::new(&a)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+        });
+    name.map(|n| owner_from_program(&n))
+        .unwrap_or_else(|| DEFAULT_OWNER.to_string())
+}
+
+/// `program` as an owner label value: `[A-Za-z0-9._-]`, at most 128 characters.
+fn owner_from_program(program: &str) -> String {
+    let cleaned: String = program
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(128)
+        .collect();
+    let cleaned = cleaned.trim_matches(|c| c == '-' || c == '.').to_string();
+    if cleaned.is_empty() {
+        DEFAULT_OWNER.to_string()
+    } else {
+        cleaned
+    }
+}
 
 /// The owner and session a manager stamps on everything it creates.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,10 +88,11 @@ pub struct Ownership {
 }
 
 impl Default for Ownership {
-    /// Owner `container-rs` with a fresh random session id.
+    /// Owner [`default_owner`] (the running program's name) with a fresh random session
+    /// id: unique to this manager, so a session cleanup takes only what it made.
     fn default() -> Self {
         Ownership {
-            owner: DEFAULT_OWNER.to_string(),
+            owner: default_owner(),
             session: uuid::Uuid::new_v4().simple().to_string(),
         }
     }
@@ -96,18 +157,21 @@ impl Ownership {
         labels.get(OWNER_LABEL).map(String::as_str) == Some(self.owner.as_str())
     }
 
-    /// The labels to create a container with: the user's, ownership, and the config hash.
+    /// The labels to create a container with: the user's, ownership, the creation time
+    /// and the config hash.
     pub fn container_labels(&self, config: &ContainerConfig) -> Result<Labels> {
         let mut l = config.labels.clone();
         l.extend(self.selector(CleanupScope::Session));
+        l.insert(CREATED_LABEL.to_string(), now_unix());
         l.insert(CONFIG_HASH_LABEL.to_string(), config_hash(config)?);
         Ok(l)
     }
 
-    /// The labels to create a volume with: the user's and ownership.
+    /// The labels to create a volume with: the user's, ownership and the creation time.
     pub fn volume_labels(&self, config: &VolumeConfig) -> Labels {
         let mut l = config.labels.clone();
         l.extend(self.selector(CleanupScope::Session));
+        l.insert(CREATED_LABEL.to_string(), now_unix());
         l
     }
 }
@@ -199,6 +263,23 @@ pub fn check_user_labels(labels: &Labels) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_owner_is_the_program_not_a_shared_constant() {
+        assert_eq!(owner_from_program("smidr"), "smidr");
+        assert_eq!(owner_from_program("my tool+v2"), "my-tool-v2");
+        assert_eq!(owner_from_program("???"), DEFAULT_OWNER);
+        assert_eq!(owner_from_program(&"x".repeat(300)).len(), 128);
+        // This test binary's own name, usable as a label value.
+        let owner = default_owner();
+        assert_ne!(owner, DEFAULT_OWNER);
+        assert!(Ownership::new(owner.clone()).is_ok(), "{owner}");
+        assert_eq!(Ownership::default().owner(), owner);
+        assert_ne!(
+            Ownership::default().session(),
+            Ownership::default().session()
+        );
+    }
 
     #[test]
     fn container_labels_carry_owner_session_and_hash() {

@@ -17,7 +17,7 @@ pub mod validate;
 
 pub use error::{BoxError, Error, ErrorKind, Operation, Result};
 pub use exec::{
-    ExecControl, ExecEvent, ExecOutput, ExecSpec, ExecStream, KillGuard, Line, LineEvent, Lines,
+    ExecControl, ExecEvent, ExecKiller, ExecOutput, ExecSpec, ExecStream, Line, LineEvent, Lines,
     OutputChunk, StreamKind,
 };
 pub use labels::Ownership;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 pub use container_core::{
     BackendKind, Capabilities, CleanupReport, CleanupScope, ConnectOptions, ContainerConfig,
     ContainerInfo, ContainerManager, ContainerState, CopyOptions, EngineInfo, Error, ErrorKind,
-    ExecEvent, ExecOutput, ExecSpec, ExecStream, ImageRef, Labels, LayerPhase, Line, LineEvent,
-    Lines, LogOptions, LogStream, Mount, NetworkMode, Operation, OutputChunk, Ownership,
+    ExecEvent, ExecKiller, ExecOutput, ExecSpec, ExecStream, ImageRef, Labels, LayerPhase, Line,
+    LineEvent, Lines, LogOptions, LogStream, Mount, NetworkMode, Operation, OutputChunk, Ownership,
     ProgressFn, PullOptions, PullProgress, RegistryAuth, Relabel, Resources, Result, RetryPolicy,
     Signal, StreamKind, Ulimit, User, VolumeConfig, VolumeInfo,
 };
@@ -15,7 +15,8 @@ pub use container_core::{
 /// The reserved ownership labels and their prefix.
 pub mod labels {
     pub use container_core::labels::{
-        CONFIG_HASH_LABEL, DEFAULT_OWNER, LABEL_PREFIX, OWNER_LABEL, SESSION_LABEL,
+        created_at, default_owner, CONFIG_HASH_LABEL, CREATED_LABEL, DEFAULT_OWNER, LABEL_PREFIX,
+        OWNER_LABEL, SESSION_LABEL,
     };
 }
 
@@ -35,8 +36,8 @@ pub mod validate {
 /// the library need none of it.
 pub mod raw {
     pub use container_core::raw::*;
+    pub use container_core::ExecControl;
     pub use container_core::{archive, proctree};
-    pub use container_core::{ExecControl, KillGuard};
 }
 
 /// mockall mocks of [`ContainerManager`], for unit tests of code that uses it.

@@ -1,80 +1,108 @@
-//! `containerctl`: run, exec, pull, ps, logs, stop, rm, volume, cleanup, info, on any
-//! compiled-in backend. `cleanup` is the force-cleanup command: it removes every container
-//! and volume carrying the owner label (and the session label, when given), and nothing else.
+//! `containerctl`: container lifecycle from the command line, on any compiled-in backend,
+//! with docker's and podman's habits: `run` attached (the command's exit code becomes
+//! ours, the container is removed afterwards), `exec`, `pull` with progress, `ps`,
+//! `logs`, `stop`, `rm`, `volume`, `info`, and `cleanup`, the force-cleanup that needs an
+//! explicit scope and removes only objects carrying this library's labels.
+//!
+//! Exit codes: the command's own in `run` and `exec`; 125 for containerctl's own errors
+//! (usage included); 126 when the command cannot be invoked, 127 when it is not found;
+//! 124 when `--timeout` ends it; 128 + N when signal N (Ctrl-C: 130) or a closed stdout
+//! (141) ends it. See `docs/cli.md`.
 
-use std::io::Write;
-use std::path::PathBuf;
+mod attach;
+mod cleanup;
+mod fail;
+mod progress;
+mod show;
+
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use container::{
-    BackendKind, CleanupScope, ConnectOptions, ContainerConfig, ContainerManager, Error, ErrorKind,
-    ExecEvent, ExecSpec, LogOptions, Mount, Ownership, PullOptions, PullProgress, StreamKind, User,
-    VolumeConfig,
+    BackendKind, ConnectOptions, ContainerManager, LogOptions, Ownership, VolumeConfig,
 };
 use futures::StreamExt;
 
+use crate::fail::Failure;
+
 /// Container lifecycle from the command line, on container-rs.
 #[derive(Debug, Parser)]
-#[command(name = "containerctl", version)]
+#[command(name = "containerctl", version, about, max_term_width = 100)]
 struct Cli {
-    /// Backend: docker, podman or containerd (default: CONTAINER_BACKEND, else detected).
-    #[arg(long, global = true)]
+    /// Backend: docker, podman or containerd (default: detected from the sockets).
+    #[arg(long, global = true, env = "CONTAINER_BACKEND")]
     backend: Option<BackendKind>,
-    /// Engine endpoint (default: the backend's environment or default socket).
+    /// Engine endpoint (default: the backend's environment or its default socket).
     #[arg(long, global = true)]
     endpoint: Option<String>,
-    /// Owner label stamped on created objects; rm and cleanup only touch this owner's.
-    #[arg(long, global = true, default_value = container::labels::DEFAULT_OWNER)]
-    owner: String,
-    /// Session label stamped on created objects; selects objects for `cleanup --session`.
-    #[arg(long, global = true, default_value = "containerctl")]
-    session: String,
-    /// What to do.
+    /// Output format: text tables for people, json for scripts.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides. Before the subcommand.
+    #[arg(short, long, action = ArgAction::Count)]
+    verbose: u8,
+    /// Only errors in the log output. Before the subcommand.
+    #[arg(short, long, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Owner label of the objects made (default: `containerctl`); selects in ps and cleanup.
+    #[arg(long, global = true)]
+    owner: Option<String>,
+    /// Session label of the objects made (default: unique to this run); selects in ps
+    /// and cleanup.
+    #[arg(long, global = true)]
+    session: Option<String>,
     #[command(subcommand)]
     command: Cmd,
 }
 
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    /// Tables and plain lines.
+    Text,
+    /// One JSON document on stdout.
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Engine identity and version.
+    /// Backend, engine version, socket and capabilities.
     Info,
-    /// Pull an image, with progress.
+    /// Pull an image: a progress bar per layer on a terminal, plain lines otherwise.
     Pull {
         /// Image reference.
         image: String,
     },
-    /// Create (idempotent by name) and start a container; prints its id.
-    Run(RunArgs),
-    /// Run a command in a running container; streams output, exits with its code.
-    Exec(ExecArgs),
-    /// List this owner's containers (`--session-only` for this session's).
-    Ps {
-        /// Only this session's containers.
-        #[arg(long)]
-        session_only: bool,
-    },
+    /// Run a command in a new container, attached; removed at the end unless --keep.
+    Run(attach::RunArgs),
+    /// Run a command in a running container, attached; its exit code becomes ours.
+    Exec(attach::ExecArgs),
+    /// List containers made with container-rs (any owner, or --owner's / --session's).
+    Ps,
     /// Print a container's logs.
     Logs {
         /// Container id or name.
         id: String,
-        /// Keep following.
+        /// Keep following new output until the container stops.
         #[arg(long, short)]
         follow: bool,
     },
-    /// Stop a container gracefully.
+    /// Stop containers gracefully: the stop signal, SIGKILL after the grace.
     Stop {
-        /// Container id or name.
-        id: String,
+        /// Container ids or names.
+        #[arg(required = true)]
+        ids: Vec<String>,
         /// Seconds between the stop signal and SIGKILL.
-        #[arg(long)]
-        grace: Option<u64>,
+        #[arg(long, short = 't')]
+        time: Option<u64>,
     },
-    /// Remove a container this owner made.
+    /// Remove containers made with container-rs (never one without its owner label).
     Rm {
-        /// Container id or name.
-        id: String,
+        /// Container ids or names.
+        #[arg(required = true)]
+        ids: Vec<String>,
         /// Remove even when running.
         #[arg(long, short)]
         force: bool,
@@ -82,298 +110,172 @@ enum Cmd {
     /// Named volumes.
     #[command(subcommand)]
     Volume(VolumeCmd),
-    /// Force-remove every container and volume this owner made (only `--session`'s with
-    /// `--session-only`). Objects without the owner label are never touched.
-    Cleanup {
-        /// Only the objects of `--session`.
-        #[arg(long)]
-        session_only: bool,
-    },
-}
-
-#[derive(Debug, clap::Args)]
-struct RunArgs {
-    /// Container name (create is idempotent by name).
-    #[arg(long)]
-    name: Option<String>,
-    /// `uid:gid` to run as.
-    #[arg(long, value_parser = parse_user)]
-    user: Option<User>,
-    /// Bind mount `HOST:CONTAINER[:ro]` (the host path must exist).
-    #[arg(long = "mount", short = 'v', value_parser = parse_mount)]
-    mounts: Vec<Mount>,
-    /// Environment `KEY=VALUE`.
-    #[arg(long = "env", short = 'e')]
-    env: Vec<String>,
-    /// Working directory.
-    #[arg(long, short = 'w')]
-    workdir: Option<String>,
-    /// Run an init process as PID 1.
-    #[arg(long)]
-    init: bool,
-    /// Pull the image first.
-    #[arg(long)]
-    pull: bool,
-    /// Image reference.
-    image: String,
-    /// Command (the image's default when empty).
-    #[arg(trailing_var_arg = true)]
-    cmd: Vec<String>,
-}
-
-#[derive(Debug, clap::Args)]
-struct ExecArgs {
-    /// Seconds before the command is terminated (SIGTERM, then SIGKILL).
-    #[arg(long)]
-    timeout: Option<u64>,
-    /// `uid:gid` to run as.
-    #[arg(long, value_parser = parse_user)]
-    user: Option<User>,
-    /// Working directory.
-    #[arg(long, short = 'w')]
-    workdir: Option<String>,
-    /// Environment `KEY=VALUE`.
-    #[arg(long = "env", short = 'e')]
-    env: Vec<String>,
-    /// Container id or name.
-    id: String,
-    /// Command and arguments.
-    #[arg(trailing_var_arg = true, required = true)]
-    cmd: Vec<String>,
+    /// Force-remove the containers and volumes of one owner (or session, or every owner),
+    /// and nothing else: objects without container-rs's owner label are never touched.
+    Cleanup(cleanup::CleanupArgs),
 }
 
 #[derive(Debug, Subcommand)]
 enum VolumeCmd {
-    /// Create a volume (idempotent).
+    /// Create a volume (idempotent; a same-named volume not made by container-rs is a
+    /// conflict, never adopted).
     Create {
         /// Volume name.
         name: String,
     },
-    /// List this owner's volumes.
+    /// List volumes made with container-rs (any owner, or --owner's / --session's).
     Ls,
-    /// Remove a volume this owner made.
-    Rm {
+    /// Show one volume.
+    Inspect {
         /// Volume name.
         name: String,
     },
+    /// Remove volumes made with container-rs.
+    Rm {
+        /// Volume names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Remove even when a container uses it.
+        #[arg(long, short)]
+        force: bool,
+    },
 }
 
-fn parse_user(s: &str) -> Result<User, String> {
-    let (u, g) = s.split_once(':').ok_or("expected uid:gid")?;
-    Ok(User::new(
-        u.parse().map_err(|_| format!("bad uid {u:?}"))?,
-        g.parse().map_err(|_| format!("bad gid {g:?}"))?,
-    ))
-}
-
-fn parse_mount(s: &str) -> Result<Mount, String> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let mount = |host: &str, target: &str| Mount::bind(PathBuf::from(host), target);
-    match parts.as_slice() {
-        [host, target] => Ok(mount(host, target)),
-        [host, target, "ro"] => Ok(mount(host, target).read_only()),
-        [host, target, "rw"] => Ok(mount(host, target)),
-        _ => Err("expected HOST:CONTAINER[:ro|rw]".into()),
-    }
-}
-
-#[tokio::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli).await {
-        Ok(code) => code,
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
         Err(e) => {
-            eprintln!("containerctl: {e}");
-            // 124 like timeout(1); 75 (EX_TEMPFAIL) when trying again may help.
-            ExitCode::from(match e.kind() {
-                ErrorKind::Timeout => 124,
-                _ if e.is_retryable() => 75,
-                _ => 1,
-            })
+            let _ = e.print();
+            // Help and version are not errors; a usage error is ours: 125, as docker's.
+            return if e.use_stderr() {
+                ExitCode::from(fail::OWN_ERROR)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
-    }
-}
-
-async fn connect(cli: &Cli) -> container::Result<std::sync::Arc<dyn ContainerManager>> {
-    let ownership = Ownership::with_session(&cli.owner, &cli.session)?;
-    let kind = match cli.backend {
-        Some(kind) => kind,
-        None => match std::env::var(container::BACKEND_ENV) {
-            Ok(name) => name.parse()?,
-            Err(_) if cli.endpoint.is_none() => {
-                // Detect, then reconnect with our ownership.
-                container::from_env().await?.backend()
-            }
-            Err(_) => BackendKind::Docker,
-        },
     };
-    let mut options = ConnectOptions::default().with_ownership(ownership);
-    options.endpoint = cli.endpoint.clone();
-    container::connect_with(kind, options).await
-}
-
-/// Refuses to touch an object that lacks this owner's label.
-fn ensure_owned(
-    engine: &dyn ContainerManager,
-    what: &str,
-    labels: &container::Labels,
-) -> container::Result<()> {
-    if engine.ownership().owns(labels) {
-        Ok(())
-    } else {
-        Err(Error::new(
-            ErrorKind::PermissionDenied,
-            format!(
-                "{what} was not made by owner {:?}; containerctl never removes it",
-                engine.ownership().owner()
-            ),
-        ))
+    init_tracing(cli.verbose, cli.quiet);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("containerctl: cannot start the async runtime: {e}");
+            return ExitCode::from(fail::OWN_ERROR);
+        }
+    };
+    let result = runtime.block_on(dispatch(cli));
+    // Background work (a dropped stream's kill) gets a moment, not forever.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    match result {
+        Ok(code) => code,
+        Err(failure) => failure.report(),
     }
 }
 
-async fn run(cli: Cli) -> container::Result<ExitCode> {
+/// Library warnings on stderr; `-v`/`-vv`/`-q` or `RUST_LOG` choose the level.
+fn init_tracing(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// The ownership stamped on what this run makes: `--owner` (default `containerctl`, the
+/// program's name) and `--session` (default unique to this run).
+fn ownership(cli: &Cli) -> container::Result<Ownership> {
+    let owner = cli
+        .owner
+        .clone()
+        .unwrap_or_else(container::labels::default_owner);
+    match &cli.session {
+        Some(session) => Ownership::with_session(owner, session.clone()),
+        None => Ownership::new(owner),
+    }
+}
+
+async fn connect(cli: &Cli) -> Result<Arc<dyn ContainerManager>, Failure> {
+    let mut options = ConnectOptions::default().with_ownership(ownership(cli)?);
+    options.endpoint = cli.endpoint.clone();
+    let manager = match cli.backend {
+        Some(kind) => container::connect_with(kind, options).await?,
+        None if cli.endpoint.is_some() => {
+            container::connect_with(BackendKind::Docker, options).await?
+        }
+        None => container::from_env_with(options).await?,
+    };
+    Ok(manager)
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
+    // Scope checks need no engine: refuse before connecting.
+    if let Cmd::Cleanup(args) = &cli.command {
+        args.check(cli.owner.as_deref(), cli.session.as_deref())?;
+    }
     let engine = connect(&cli).await?;
     let engine = engine.as_ref();
+    let out = cli.output;
+    let filter = show::Filter::new(cli.owner.as_deref(), cli.session.as_deref());
     match cli.command {
-        Cmd::Info => {
-            let info = engine.info().await?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&info).unwrap_or_default()
-            );
-        }
-        Cmd::Pull { image } => pull(engine, &image).await?,
-        Cmd::Run(args) => {
-            if args.pull {
-                pull(engine, &args.image).await?;
-            }
-            let mut config = ContainerConfig::new(&args.image);
-            config.name = args.name;
-            config.cmd = (!args.cmd.is_empty()).then_some(args.cmd);
-            config.user = args.user;
-            config.mounts = args.mounts;
-            config.env = args.env;
-            config.working_dir = args.workdir;
-            config.init = args.init;
-            let id = engine.create(&config).await?;
-            engine.start(&id).await?;
-            println!("{id}");
-        }
-        Cmd::Exec(args) => return exec(engine, args).await,
-        Cmd::Ps { session_only } => {
-            let scope = if session_only {
-                CleanupScope::Session
-            } else {
-                CleanupScope::Owner
-            };
-            let selector = engine.ownership().selector(scope);
-            println!("{:<14} {:<30} {:<14} IMAGE", "ID", "NAME", "STATE");
-            for c in engine.list(&selector).await? {
-                let state = format!("{:?}", c.state);
-                println!(
-                    "{:<14} {:<30} {:<14} {}",
-                    &c.id[..12.min(c.id.len())],
-                    c.name,
-                    state,
-                    c.image
-                );
-            }
-        }
+        Cmd::Info => show::info(engine, out).await?,
+        Cmd::Pull { image } => progress::pull(engine, &image, out).await?,
+        Cmd::Run(args) => return attach::run(engine, args).await,
+        Cmd::Exec(args) => return attach::exec(engine, args).await,
+        Cmd::Ps => show::ps(engine, &filter, out).await?,
         Cmd::Logs { id, follow } => {
-            let mut options = LogOptions::default();
-            options.follow = follow;
+            let options = if follow {
+                LogOptions::follow()
+            } else {
+                LogOptions::default()
+            };
             let mut logs = engine.logs(&id, &options).await?;
+            let mut sink = attach::Sink;
             while let Some(chunk) = logs.next().await {
                 let chunk = chunk?;
-                write_chunk(chunk.stream, &chunk.data);
+                if sink.write(chunk.stream, &chunk.data).is_err() {
+                    return Ok(ExitCode::from(attach::CLOSED_STDOUT));
+                }
             }
         }
-        Cmd::Stop { id, grace } => {
-            engine.stop(&id, grace.map(Duration::from_secs)).await?;
-        }
-        Cmd::Rm { id, force } => {
-            match engine.inspect(&id).await {
-                Ok(info) => ensure_owned(engine, &format!("container {id}"), &info.labels)?,
-                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(ExitCode::SUCCESS),
-                Err(e) => return Err(e),
+        Cmd::Stop { ids, time } => {
+            for id in ids {
+                engine.stop(&id, time.map(Duration::from_secs)).await?;
+                show::done(out, "stopped", &id);
             }
-            engine.remove(&id, force).await?;
+        }
+        Cmd::Rm { ids, force } => {
+            for id in ids {
+                let info = engine.inspect(&id).await?;
+                fail::ensure_made_here(&format!("container {id}"), &info.labels)?;
+                engine.remove(&id, force).await?;
+                show::done(out, "removed", &id);
+            }
         }
         Cmd::Volume(VolumeCmd::Create { name }) => {
             let v = engine.create_volume(&VolumeConfig::new(name)).await?;
-            println!("{}", v.name);
+            show::volume(&v, out);
         }
-        Cmd::Volume(VolumeCmd::Ls) => {
-            let selector = engine.ownership().selector(CleanupScope::Owner);
-            for v in engine.list_volumes(&selector).await? {
-                println!("{}", v.name);
+        Cmd::Volume(VolumeCmd::Ls) => show::volumes(engine, &filter, out).await?,
+        Cmd::Volume(VolumeCmd::Inspect { name }) => {
+            let v = engine.inspect_volume(&name).await?;
+            show::volume(&v, out);
+        }
+        Cmd::Volume(VolumeCmd::Rm { names, force }) => {
+            for name in names {
+                let info = engine.inspect_volume(&name).await?;
+                fail::ensure_made_here(&format!("volume {name}"), &info.labels)?;
+                engine.remove_volume(&name, force).await?;
+                show::done(out, "removed", &name);
             }
         }
-        Cmd::Volume(VolumeCmd::Rm { name }) => {
-            match engine.inspect_volume(&name).await {
-                Ok(info) => ensure_owned(engine, &format!("volume {name}"), &info.labels)?,
-                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(ExitCode::SUCCESS),
-                Err(e) => return Err(e),
-            }
-            engine.remove_volume(&name, false).await?;
-        }
-        Cmd::Cleanup { session_only } => {
-            let scope = if session_only {
-                CleanupScope::Session
-            } else {
-                CleanupScope::Owner
-            };
-            let report = engine.cleanup(scope).await?;
-            println!(
-                "removed {} container(s) and {} volume(s)",
-                report.containers.len(),
-                report.volumes.len()
-            );
-        }
+        Cmd::Cleanup(args) => return cleanup::run(engine, &args, &filter, out).await,
     }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn pull(engine: &dyn ContainerManager, image: &str) -> container::Result<()> {
-    let options = PullOptions::default().with_progress(|p: &PullProgress| {
-        if let PullProgress::Layer { id, phase, .. } = p {
-            eprintln!("{id}: {phase:?}");
-        }
-    });
-    engine.pull(image, &options).await
-}
-
-async fn exec(engine: &dyn ContainerManager, args: ExecArgs) -> container::Result<ExitCode> {
-    let mut spec = ExecSpec::new(args.cmd);
-    spec.timeout = args.timeout.map(Duration::from_secs);
-    spec.user = args.user;
-    spec.working_dir = args.workdir;
-    spec.env = args.env;
-    let mut stream = engine.exec_stream(&args.id, &spec).await?;
-    loop {
-        let event = tokio::select! {
-            event = stream.next() => event,
-            _ = tokio::signal::ctrl_c() => {
-                // Ctrl-C really stops the command: terminate it and wait until it is gone.
-                stream.cancel().await;
-                return Ok(ExitCode::from(130));
-            }
-        };
-        match event {
-            Some(Ok(ExecEvent::Output(chunk))) => write_chunk(chunk.stream, &chunk.data),
-            Some(Ok(ExecEvent::Exit(code))) => {
-                return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
-            }
-            Some(Err(e)) => return Err(e),
-            None => return Ok(ExitCode::FAILURE),
-        }
-    }
-}
-
-fn write_chunk(stream: StreamKind, data: &[u8]) {
-    // A closed pipe (e.g. `| head`) is not an error worth a message.
-    let _ = match stream {
-        StreamKind::Stdout => std::io::stdout().write_all(data),
-        StreamKind::Stderr => std::io::stderr().write_all(data),
-    };
 }

@@ -1,8 +1,7 @@
-//! Killing an exec: how a backend signals its processes ([`ExecControl`]), the one
-//! TERM → grace → KILL sequence ([`terminate`]), and the guard that runs it when an exec
-//! setup is abandoned ([`KillGuard`]).
+//! Killing an exec: how a backend signals its processes ([`ExecControl`]) and the one
+//! TERM → grace → KILL sequence ([`terminate`]). (The raw layer's start guard kills an
+//! exec whose setup is abandoned.)
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,55 +46,6 @@ pub async fn terminate(control: Arc<dyn ExecControl>, grace: Duration) -> Result
             ErrorKind::Timeout,
             format!("exec processes still running {KILL_WAIT:?} after SIGKILL"),
         ))
-    }
-}
-
-/// Terminates an exec (see [`terminate`]) if dropped while armed: a backend holds one from
-/// the moment the engine knows the exec until its [`ExecStream`](super::ExecStream) exists, so a caller that
-/// drops the future during the setup still leaves nothing running.
-pub struct KillGuard {
-    control: Option<Arc<dyn ExecControl>>,
-    grace: Duration,
-}
-
-impl fmt::Debug for KillGuard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KillGuard")
-            .field("armed", &self.control.is_some())
-            .field("grace", &self.grace)
-            .finish()
-    }
-}
-
-impl KillGuard {
-    /// An armed guard for the exec behind `control`.
-    pub fn new(control: Arc<dyn ExecControl>, grace: Duration) -> Self {
-        KillGuard {
-            control: Some(control),
-            grace,
-        }
-    }
-
-    /// The setup finished: the stream owns the exec now.
-    pub fn disarm(mut self) {
-        self.control = None;
-    }
-}
-
-impl Drop for KillGuard {
-    fn drop(&mut self) {
-        let Some(control) = self.control.take() else {
-            return;
-        };
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            tracing::debug!("exec setup abandoned, terminating");
-            let grace = self.grace;
-            handle.spawn(async move {
-                if let Err(e) = terminate(control, grace).await {
-                    tracing::warn!(error = %e, "an abandoned exec could not be ended");
-                }
-            });
-        }
     }
 }
 
@@ -152,16 +102,5 @@ pub(crate) mod tests {
             signals: Mutex::new(Vec::new()),
             polls: AtomicU32::new(0),
         })
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn armed_guard_terminates_on_drop_and_disarmed_does_not() {
-        let proc = fake(false);
-        KillGuard::new(proc.clone(), Duration::from_secs(1)).disarm();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(proc.signals.lock().expect("lock").is_empty());
-        drop(KillGuard::new(proc.clone(), Duration::from_secs(1)));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(*proc.signals.lock().expect("lock"), vec![Signal::TERM]);
     }
 }

@@ -9,17 +9,17 @@
 //!
 //! The parts, one concern each: `spec` (what to run, what comes back), `stream` (the
 //! [`ExecStream`] state machine), `control` (the kill: [`ExecControl`], [`terminate`],
-//! [`KillGuard`]) and `lines` (line framing, [`Lines`]).
+//! [`ExecKiller`]) and `lines` (line framing, [`Lines`]).
 
 mod control;
 mod lines;
 mod spec;
 mod stream;
 
-pub use control::{terminate, ExecControl, KillGuard};
+pub use control::{terminate, ExecControl};
 pub use lines::{Line, LineEvent, Lines};
 pub use spec::{
     ExecEvent, ExecOutput, ExecSpec, OutputChunk, StreamKind, DEFAULT_KILL_GRACE,
     DEFAULT_OUTPUT_LIMIT,
 };
-pub use stream::ExecStream;
+pub use stream::{ExecKiller, ExecStream};

@@ -18,6 +18,23 @@ use super::spec::{ExecEvent, ExecOutput, ExecSpec, StreamKind, DEFAULT_KILL_GRAC
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::types::BackendKind;
 
+/// Kills an exec's processes with SIGKILL, from outside its [`ExecStream`].
+#[derive(Clone)]
+pub struct ExecKiller(Arc<dyn ExecControl>);
+
+impl fmt::Debug for ExecKiller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExecKiller").finish_non_exhaustive()
+    }
+}
+
+impl ExecKiller {
+    /// SIGKILL to every process of the exec (the container's main process is never one).
+    pub async fn kill(&self) -> Result<()> {
+        self.0.signal(crate::Signal::KILL).await
+    }
+}
+
 /// Where an [`ExecStream`] is.
 enum State {
     /// Output flows; the deadline, when there is one, runs. `control` is `None` for a
@@ -149,6 +166,19 @@ impl ExecStream {
         };
         if let Err(e) = ended {
             tracing::warn!(resource = %self.resource, error = %e, "a cancelled exec could not be ended");
+        }
+    }
+
+    /// A handle that SIGKILLs the exec's processes at once, while this stream (or its
+    /// [`cancel`](Self::cancel)) still runs: a second Ctrl-C. `None` when no process is
+    /// behind the stream any more.
+    pub fn killer(&self) -> Option<ExecKiller> {
+        match &self.state {
+            State::Running {
+                control: Some(control),
+                ..
+            } => Some(ExecKiller(control.clone())),
+            _ => None,
         }
     }
 

@@ -1,0 +1,507 @@
+//! `run` and `exec`, attached: output live on our stdout and stderr, the command's exit
+//! code as ours, Ctrl-C (SIGINT or SIGTERM) ends the command within its grace and a
+//! second one kills it at once, a closed stdout ends the run cleanly.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use container::{
+    ContainerConfig, ContainerManager, Error, ErrorKind, ExecEvent, ExecSpec, LogOptions, Mount,
+    Signal, StreamKind, User,
+};
+use futures::StreamExt;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::fail::Failure;
+
+/// Exit code when `--timeout` ends the command (as timeout(1)).
+pub(crate) const TIMED_OUT: u8 = 124;
+/// Exit code when our stdout is closed (128 + SIGPIPE, as a shell reports it).
+pub(crate) const CLOSED_STDOUT: u8 = 141;
+/// The command cannot be invoked / is not found (as a shell and `docker run`).
+const NOT_EXECUTABLE: u8 = 126;
+const NOT_FOUND: u8 = 127;
+
+/// When `run` pulls the image first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum PullPolicy {
+    /// Always pull.
+    Always,
+    /// Pull when the image is not present (default).
+    Missing,
+    /// Never pull.
+    Never,
+}
+
+/// `containerctl run`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// Container name (create is idempotent by name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Print the id and leave the container running.
+    #[arg(long, short = 'd')]
+    detach: bool,
+    /// Keep the container after the command ends (default: removed).
+    #[arg(long)]
+    keep: bool,
+    /// Bind mount `HOST:CONTAINER[:ro|rw]` (the host path must exist).
+    #[arg(long = "volume", short = 'v', value_parser = parse_bind)]
+    binds: Vec<Mount>,
+    /// Named volume mount `NAME:CONTAINER[:ro|rw]`.
+    #[arg(long = "volume-name", value_parser = parse_named)]
+    volumes: Vec<Mount>,
+    /// Environment `KEY=VALUE`.
+    #[arg(long = "env", short = 'e')]
+    env: Vec<String>,
+    /// File of `KEY=VALUE` lines (`#` comments and blank lines skipped).
+    #[arg(long = "env-file")]
+    env_files: Vec<PathBuf>,
+    /// `UID[:GID]` to run as.
+    #[arg(long, short = 'u', value_parser = parse_user)]
+    user: Option<User>,
+    /// Working directory.
+    #[arg(long, short = 'w')]
+    workdir: Option<String>,
+    /// Run an init process as PID 1.
+    #[arg(long)]
+    init: bool,
+    /// Memory limit: bytes, or with a unit (512m, 2g, 1GiB).
+    #[arg(long, short = 'm', value_parser = parse_bytes)]
+    memory: Option<i64>,
+    /// CPU limit in cores (1.5).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// End the command after this long (30s, 5m, 1h 30m): exit 124.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// Seconds between the stop signal and SIGKILL when the run is interrupted.
+    #[arg(long, default_value_t = 10)]
+    stop_timeout: u64,
+    /// When to pull the image first.
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
+    pull: PullPolicy,
+    /// Image reference.
+    image: String,
+    /// Command and arguments (the image's default when empty).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    cmd: Vec<String>,
+}
+
+/// `containerctl exec`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ExecArgs {
+    /// Pass our stdin to the command (read to its end first, then closed for the command).
+    #[arg(long, short = 'i')]
+    interactive: bool,
+    /// End the command after this long (30s, 5m): exit 124.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// `UID[:GID]` to run as.
+    #[arg(long, short = 'u', value_parser = parse_user)]
+    user: Option<User>,
+    /// Working directory.
+    #[arg(long, short = 'w')]
+    workdir: Option<String>,
+    /// Environment `KEY=VALUE`.
+    #[arg(long = "env", short = 'e')]
+    env: Vec<String>,
+    /// Seconds between SIGTERM and SIGKILL when the exec is interrupted or times out.
+    #[arg(long, default_value_t = 2)]
+    kill_grace: u64,
+    /// Container id or name.
+    id: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    cmd: Vec<String>,
+}
+
+fn parse_user(s: &str) -> Result<User, String> {
+    let (u, g) = s.split_once(':').unwrap_or((s, s));
+    Ok(User::new(
+        u.parse()
+            .map_err(|_| format!("{u:?} is not a numeric uid"))?,
+        g.parse()
+            .map_err(|_| format!("{g:?} is not a numeric gid"))?,
+    ))
+}
+
+/// `A:B[:ro|rw]` into its two paths and whether it is read-only.
+fn split_mount(s: &str) -> Result<(&str, &str, bool), String> {
+    match s.split(':').collect::<Vec<_>>().as_slice() {
+        [a, b] => Ok((a, b, false)),
+        [a, b, "ro"] => Ok((a, b, true)),
+        [a, b, "rw"] => Ok((a, b, false)),
+        _ => Err("expected SOURCE:CONTAINER[:ro|rw]".into()),
+    }
+}
+
+fn parse_bind(s: &str) -> Result<Mount, String> {
+    let (host, target, ro) = split_mount(s)?;
+    let m = Mount::bind(PathBuf::from(host), target);
+    Ok(if ro { m.read_only() } else { m })
+}
+
+fn parse_named(s: &str) -> Result<Mount, String> {
+    let (name, target, ro) = split_mount(s)?;
+    let m = Mount::volume(name, target);
+    Ok(if ro { m.read_only() } else { m })
+}
+
+fn parse_bytes(s: &str) -> Result<i64, String> {
+    let bytes = parse_size::Config::new()
+        .with_binary()
+        .parse_size(s)
+        .map_err(|e| format!("{s:?}: {e}"))?;
+    i64::try_from(bytes).map_err(|_| format!("{s:?} is too large"))
+}
+
+/// `KEY=VALUE` lines of an env file.
+fn read_env_file(path: &PathBuf) -> Result<Vec<String>, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("cannot read the env file {}", path.display()),
+        )
+        .with_source(e)
+    })?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Writes output to our stdout and stderr as it comes; remembers a closed stdout.
+#[derive(Debug, Default)]
+pub(crate) struct Sink;
+
+impl Sink {
+    /// Writes and flushes `data`; `Err` only when stdout is closed (a closed stderr is
+    /// ignored: nobody is there to tell).
+    pub(crate) fn write(&mut self, stream: StreamKind, data: &[u8]) -> std::io::Result<()> {
+        match stream {
+            StreamKind::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(data)?;
+                out.flush()
+            }
+            StreamKind::Stderr => {
+                let mut err = std::io::stderr().lock();
+                let _ = err.write_all(data);
+                let _ = err.flush();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, as one stream of signal numbers.
+struct Interrupts {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    fn new() -> Result<Self, Failure> {
+        let listen = |kind| {
+            signal(kind).map_err(|e| {
+                Failure::Engine(
+                    Error::new(ErrorKind::Internal, "cannot listen for Ctrl-C").with_source(e),
+                )
+            })
+        };
+        Ok(Self {
+            int: listen(SignalKind::interrupt())?,
+            term: listen(SignalKind::terminate())?,
+        })
+    }
+
+    /// The next signal's number.
+    async fn next(&mut self) -> u8 {
+        tokio::select! {
+            _ = self.int.recv() => 2,
+            _ = self.term.recv() => 15,
+        }
+    }
+}
+
+/// How an attached run ended.
+enum Ended {
+    /// The output ended: the process exited.
+    Exited,
+    /// Signal N asked us to stop.
+    Signalled(u8),
+    /// Our stdout was closed.
+    StdoutClosed,
+    /// `--timeout` passed.
+    TimedOut,
+}
+
+/// The exit code for a process exit status (a status outside 0..=255 is ours to report).
+fn exit_code(code: i64) -> ExitCode {
+    match u8::try_from(code) {
+        Ok(c) => ExitCode::from(c),
+        Err(_) => {
+            eprintln!("containerctl: the command exited with status {code}, not 0-255");
+            ExitCode::from(crate::fail::OWN_ERROR)
+        }
+    }
+}
+
+/// Whether a start failure means the command could not be invoked: 127 when it does not
+/// exist, 126 when it cannot be executed (what `docker run` exits with); the runtime says
+/// so only in its message.
+fn not_invocable(e: &Error) -> Option<u8> {
+    let text = format!(
+        "{e} {}",
+        std::error::Error::source(e)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    )
+    .to_lowercase();
+    let exec_failed = text.contains("exec:")
+        || text.contains("executable")
+        || text.contains("exec failed")
+        || text.contains("starting container process");
+    if !exec_failed {
+        return None;
+    }
+    if text.contains("not found") || text.contains("no such file or directory") {
+        Some(NOT_FOUND)
+    } else if text.contains("permission denied") || text.contains("not a directory") {
+        Some(NOT_EXECUTABLE)
+    } else {
+        None
+    }
+}
+
+/// `containerctl run`.
+pub(crate) async fn run(engine: &dyn ContainerManager, args: RunArgs) -> Result<ExitCode, Failure> {
+    let mut config = ContainerConfig::new(&args.image);
+    config.name = args.name.clone();
+    config.cmd = (!args.cmd.is_empty()).then(|| args.cmd.clone());
+    config.user = args.user;
+    config.mounts = args.binds.iter().chain(&args.volumes).cloned().collect();
+    config.env = args.env.clone();
+    for file in &args.env_files {
+        config.env.extend(read_env_file(file)?);
+    }
+    config.working_dir = args.workdir.clone();
+    config.init = args.init;
+    if let Some(memory) = args.memory {
+        config = config.memory(memory);
+    }
+    if let Some(cpus) = args.cpus {
+        config = config.cpus(cpus);
+    }
+    // Checked before any engine call (and before any pull).
+    container::validate::container_config(&config)?;
+    let present = match args.pull {
+        PullPolicy::Always => false,
+        PullPolicy::Never => true,
+        PullPolicy::Missing => engine.image_exists(&args.image).await?,
+    };
+    if !present {
+        crate::progress::pull(engine, &args.image, crate::Output::Text).await?;
+    }
+
+    let id = engine.create(&config).await?;
+    if let Err(e) = engine.start(&id).await {
+        if !args.keep && !args.detach {
+            remove(engine, &id).await;
+        }
+        if let Some(code) = not_invocable(&e) {
+            eprintln!("containerctl: {}", e);
+            return Ok(ExitCode::from(code));
+        }
+        return Err(e.into());
+    }
+    if args.detach {
+        println!("{id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let result = attached_run(engine, &id, &args).await;
+    if !args.keep {
+        remove(engine, &id).await;
+    }
+    result
+}
+
+/// Streams the container's output until it exits or we are told to stop it.
+async fn attached_run(
+    engine: &dyn ContainerManager,
+    id: &str,
+    args: &RunArgs,
+) -> Result<ExitCode, Failure> {
+    let mut interrupts = Interrupts::new()?;
+    let mut logs = engine.logs(id, &LogOptions::follow()).await?;
+    let mut sink = Sink;
+    let deadline = async {
+        match args.timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let ended = loop {
+        tokio::select! {
+            chunk = logs.next() => match chunk {
+                Some(Ok(chunk)) => {
+                    if sink.write(chunk.stream, &chunk.data).is_err() {
+                        break Ended::StdoutClosed;
+                    }
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => break Ended::Exited,
+            },
+            signo = interrupts.next() => break Ended::Signalled(signo),
+            () = &mut deadline => break Ended::TimedOut,
+        }
+    };
+    drop(logs);
+    let grace = Duration::from_secs(args.stop_timeout);
+    match ended {
+        Ended::Exited => Ok(exit_code(engine.wait(id).await?)),
+        Ended::Signalled(signo) => {
+            eprintln!("containerctl: stopping {id} (again to kill it at once)");
+            stop(engine, id, grace, &mut interrupts).await?;
+            Ok(ExitCode::from(128 + signo))
+        }
+        Ended::StdoutClosed => {
+            stop(engine, id, grace, &mut interrupts).await?;
+            Ok(ExitCode::from(CLOSED_STDOUT))
+        }
+        Ended::TimedOut => {
+            eprintln!("containerctl: the command ran longer than --timeout; stopping {id}");
+            stop(engine, id, grace, &mut interrupts).await?;
+            Ok(ExitCode::from(TIMED_OUT))
+        }
+    }
+}
+
+/// Stops the container within `grace`; another interrupt meanwhile kills it at once.
+async fn stop(
+    engine: &dyn ContainerManager,
+    id: &str,
+    grace: Duration,
+    interrupts: &mut Interrupts,
+) -> Result<(), Failure> {
+    tokio::select! {
+        stopped = engine.stop(id, Some(grace)) => stopped?,
+        _ = interrupts.next() => {
+            match engine.kill(id, Signal::KILL).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Conflict => {} // already stopped
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the container, saying so when it cannot (the run's result stands).
+async fn remove(engine: &dyn ContainerManager, id: &str) {
+    if let Err(e) = engine.remove(id, true).await {
+        eprintln!("containerctl: the container {id} could not be removed: {e}");
+    }
+}
+
+/// `containerctl exec`.
+pub(crate) async fn exec(
+    engine: &dyn ContainerManager,
+    args: ExecArgs,
+) -> Result<ExitCode, Failure> {
+    let mut spec = ExecSpec::new(args.cmd);
+    spec.timeout = args.timeout;
+    spec.user = args.user;
+    spec.working_dir = args.workdir;
+    spec.env = args.env;
+    spec.kill_grace = Duration::from_secs(args.kill_grace);
+    if args.interactive {
+        use tokio::io::AsyncReadExt;
+        let mut input = Vec::new();
+        tokio::io::stdin()
+            .read_to_end(&mut input)
+            .await
+            .map_err(|e| Error::new(ErrorKind::InvalidInput, "cannot read stdin").with_source(e))?;
+        spec.stdin = Some(input.into());
+    }
+    let mut interrupts = Interrupts::new()?;
+    let mut stream = engine.exec_stream(&args.id, &spec).await?;
+    let mut sink = Sink;
+    let end = loop {
+        tokio::select! {
+            event = stream.next() => match event {
+                Some(Ok(ExecEvent::Output(chunk))) => {
+                    if sink.write(chunk.stream, &chunk.data).is_err() {
+                        break CLOSED_STDOUT;
+                    }
+                }
+                Some(Ok(ExecEvent::Exit(code))) => return Ok(exit_code(code)),
+                Some(Err(e)) if e.kind() == ErrorKind::Timeout => {
+                    eprintln!("containerctl: {e}");
+                    return Ok(ExitCode::from(TIMED_OUT));
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => {
+                    return Err(Error::new(ErrorKind::Internal, "the exec ended without an exit status").into())
+                }
+            },
+            signo = interrupts.next() => break 128 + signo,
+        }
+    };
+    // Interrupted or nobody reads: end the command (TERM, KILL after the grace; a second
+    // interrupt kills at once) and wait until it is gone.
+    let killer = stream.killer();
+    let cancel = stream.cancel();
+    tokio::pin!(cancel);
+    tokio::select! {
+        () = &mut cancel => {}
+        _ = interrupts.next() => {
+            if let Some(killer) = killer {
+                if let Err(e) = killer.kill().await {
+                    eprintln!("containerctl: cannot kill the command: {e}");
+                }
+            }
+            cancel.await;
+        }
+    }
+    Ok(ExitCode::from(end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_users_and_sizes_parse_as_docker_writes_them() {
+        assert!(parse_bind("/a:/b:ro").is_ok());
+        assert!(parse_bind("/a").is_err());
+        assert!(parse_named("cache:/c").is_ok());
+        assert_eq!(parse_user("1000").map(|u| (u.uid, u.gid)), Ok((1000, 1000)));
+        assert_eq!(parse_user("1:2").map(|u| (u.uid, u.gid)), Ok((1, 2)));
+        assert!(parse_user("root").is_err());
+        assert_eq!(parse_bytes("512m"), Ok(512 * 1024 * 1024));
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+    }
+
+    #[test]
+    fn start_failures_of_the_command_map_to_126_and_127() {
+        let missing = Error::new(
+            ErrorKind::Internal,
+            "OCI runtime create failed: exec: \"nope\": executable file not found in $PATH",
+        );
+        assert_eq!(not_invocable(&missing), Some(NOT_FOUND));
+        let denied = Error::new(
+            ErrorKind::Internal,
+            "failed to create shim task: OCI runtime create failed: exec: \"/etc\": permission denied",
+        );
+        assert_eq!(not_invocable(&denied), Some(NOT_EXECUTABLE));
+        let other = Error::new(ErrorKind::NotFound, "no such container: x");
+        assert_eq!(not_invocable(&other), None);
+    }
+}
