@@ -90,6 +90,11 @@ fn steps() -> Vec<Step> {
             .run()?;
             Ok(())
         }),
+        Step::new("cargo doc (no warnings)", |sh| {
+            let _flags = sh.push_env("RUSTDOCFLAGS", "-D warnings");
+            cmd!(sh, "cargo doc --workspace --all-features --no-deps --quiet").run()?;
+            Ok(())
+        }),
         Step::new("cargo deny check licenses bans sources", |sh| {
             // Advisories need a database download this machine cannot reach.
             if cmd!(sh, "cargo deny --version")

@@ -1,13 +1,4 @@
-//! `containerctl`: container lifecycle from the command line, on any compiled-in backend,
-//! with docker's and podman's habits: `run` attached (the command's exit code becomes
-//! ours, the container is removed afterwards), `exec`, `pull` with progress, `ps`,
-//! `logs`, `stop`, `rm`, `volume`, `info`, and `cleanup`, the force-cleanup that needs an
-//! explicit scope and removes only objects carrying this library's labels.
-//!
-//! Exit codes: the command's own in `run` and `exec`; 125 for containerctl's own errors
-//! (usage included); 126 when the command cannot be invoked, 127 when it is not found;
-//! 124 when `--timeout` ends it; 128 + N when signal N (Ctrl-C: 130) or a closed stdout
-//! (141) ends it. See `docs/cli.md`.
+#![doc = include_str!("../README.md")]
 
 mod attach;
 mod cleanup;

@@ -527,6 +527,31 @@ fn volumes_and_info_as_json() {
     assert_eq!(v["name"], name.as_str());
     ctl(&o).args(["volume", "rm", &name]).assert().success();
 
+    // Another owner's volume of the same name is a conflict, never adopted.
+    let other = owner("volume-other");
+    let _c2 = Cleanup(other.clone());
+    let shared = format!("{o}-shared");
+    ctl(&other)
+        .args(["volume", "create", &shared])
+        .assert()
+        .success();
+    let out = ctl(&o)
+        .args(["volume", "create", &shared])
+        .output()
+        .expect("create");
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("conflict"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = ctl(&other)
+        .args(["--output", "json", "volume", "inspect", &shared])
+        .output()
+        .expect("inspect");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["owner"], other.as_str(), "the volume changed hands");
+
     let out = ctl(&o)
         .args(["--output", "json", "info"])
         .output()

@@ -196,6 +196,17 @@ pub struct ExecOutput {
 }
 
 impl ExecOutput {
+    /// An output with `exit_code` and the two streams, not truncated: what a mock's
+    /// scripted `exec` returns (the struct is non-exhaustive).
+    pub fn new(exit_code: i64, stdout: impl Into<Vec<u8>>, stderr: impl Into<Vec<u8>>) -> Self {
+        ExecOutput {
+            exit_code,
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+            truncated: false,
+        }
+    }
+
     /// Stdout as text, lossily decoded.
     pub fn stdout_lossy(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
