@@ -236,6 +236,7 @@ pub(crate) fn read(
                         return None;
                     }
                     let mut waited = 0u32;
+                    let mut finishing = false;
                     loop {
                         if let Some(file) = st.files.front_mut() {
                             let mut buf = vec![0u8; 64 * 1024];
@@ -263,13 +264,18 @@ pub(crate) fn read(
                             st.files.push_back(newer);
                             continue;
                         }
-                        if !follow {
+                        if !follow || finishing {
+                            // `finishing`: this read came after the end was seen, so the
+                            // pump's last bytes were already in the file: nothing is left.
                             return None;
                         }
                         let live = running().await;
                         let drained = done_marker(&st.log).exists() || waited > 50;
                         if !live && drained {
-                            return None;
+                            // The pump may have written its last bytes and the marker
+                            // after the read above: read once more before ending.
+                            finishing = true;
+                            continue;
                         }
                         if !live {
                             waited += 1;

@@ -300,18 +300,26 @@ pub(crate) async fn run(engine: &dyn ContainerManager, args: RunArgs) -> Result<
     }
     // Checked before any engine call (and before any pull).
     container::validate::container_config(&config)?;
+    // Listening from here: a Ctrl-C during the pull ends the run (nothing made yet); one
+    // during the create or start is seen by the attached loop, which removes the
+    // container, never the default exit that would leak it.
+    let mut interrupts = Interrupts::new()?;
     let present = match args.pull {
         PullPolicy::Always => false,
         PullPolicy::Never => true,
         PullPolicy::Missing => engine.image_exists(&args.image).await?,
     };
     if !present {
-        crate::progress::pull(engine, &args.image, crate::Output::Text).await?;
+        tokio::select! {
+            pulled = crate::progress::pull(engine, &args.image, crate::Output::Text) => pulled?,
+            signo = interrupts.next() => return Ok(ExitCode::from(128 + signo)),
+        }
     }
 
     let id = engine.create(&config).await?;
     if let Err(e) = engine.start(&id).await {
-        if !args.keep && !args.detach {
+        // Nobody got its id: a container that never started is not left behind.
+        if !args.keep {
             remove(engine, &id).await;
         }
         if let Some(code) = not_invocable(&e) {
@@ -324,7 +332,7 @@ pub(crate) async fn run(engine: &dyn ContainerManager, args: RunArgs) -> Result<
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
     }
-    let result = attached_run(engine, &id, &args).await;
+    let result = attached_run(engine, &id, &args, &mut interrupts).await;
     if !args.keep {
         remove(engine, &id).await;
     }
@@ -336,8 +344,8 @@ async fn attached_run(
     engine: &dyn ContainerManager,
     id: &str,
     args: &RunArgs,
+    interrupts: &mut Interrupts,
 ) -> Result<ExitCode, Failure> {
-    let mut interrupts = Interrupts::new()?;
     let mut logs = engine.logs(id, &LogOptions::follow()).await?;
     let mut sink = Sink;
     let deadline = async {
@@ -368,16 +376,16 @@ async fn attached_run(
         Ended::Exited => Ok(exit_code(engine.wait(id).await?)),
         Ended::Signalled(signo) => {
             eprintln!("containerctl: stopping {id} (again to kill it at once)");
-            stop(engine, id, grace, &mut interrupts).await?;
+            stop(engine, id, grace, interrupts).await?;
             Ok(ExitCode::from(128 + signo))
         }
         Ended::StdoutClosed => {
-            stop(engine, id, grace, &mut interrupts).await?;
+            stop(engine, id, grace, interrupts).await?;
             Ok(ExitCode::from(CLOSED_STDOUT))
         }
         Ended::TimedOut => {
             eprintln!("containerctl: the command ran longer than --timeout; stopping {id}");
-            stop(engine, id, grace, &mut interrupts).await?;
+            stop(engine, id, grace, interrupts).await?;
             Ok(ExitCode::from(TIMED_OUT))
         }
     }
