@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -32,7 +32,7 @@ use containerd_client::services::v1::{
     ReadContentRequest, StartRequest, WaitRequest,
 };
 use containerd_client::tonic::Code;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -404,9 +404,10 @@ impl ContainerdEngine {
         logs::log_path(&self.data.join("logs").join(id), stream)
     }
 
-    /// Takes over the log pumps of this namespace's running tasks that no program pumps
-    /// now (their starter has exited): their output flows again into the log files.
-    async fn resume_log_pumps(&self) -> Result<()> {
+    /// Every task of the namespace, by container id.
+    async fn tasks_by_container(
+        &self,
+    ) -> Result<HashMap<String, containerd_client::types::v1::Process>> {
         let tasks = self
             .tasks()
             .list(self.c.request(ListTasksRequest::default())?)
@@ -414,7 +415,14 @@ impl ContainerdEngine {
             .map_err(map_status)?
             .into_inner()
             .tasks;
-        for task in tasks.iter().filter(|t| t.status == RUNNING) {
+        Ok(tasks.into_iter().map(|t| (t.id.clone(), t)).collect())
+    }
+
+    /// Takes over the log pumps of this namespace's running tasks that no program pumps
+    /// now (their starter has exited): their output flows again into the log files.
+    async fn resume_log_pumps(&self) -> Result<()> {
+        let tasks = self.tasks_by_container().await?;
+        for task in tasks.values().filter(|t| t.status == RUNNING) {
             for (kind, name) in [
                 (StreamKind::Stdout, "stdout"),
                 (StreamKind::Stderr, "stderr"),
@@ -680,10 +688,11 @@ impl Engine for ContainerdEngine {
             .map_err(map_status)?
             .into_inner()
             .containers;
+        // One task list for all of them, not a Get per container.
+        let tasks = self.tasks_by_container().await?;
         let mut out = Vec::new();
         for c in containers {
-            let task = self.task(&c.id).await?;
-            out.push(self.info_of(&c, task.as_ref()));
+            out.push(self.info_of(&c, tasks.get(&c.id)));
         }
         Ok(out)
     }
@@ -915,57 +924,16 @@ impl Engine for ContainerdEngine {
     }
 
     async fn copy_from(&self, id: &str, path: &str) -> Result<ByteStream> {
-        let p = Path::new(path);
-        let (parent, name) = match (p.parent(), p.file_name()) {
-            (Some(parent), Some(name)) => (
-                parent.display().to_string(),
-                name.to_string_lossy().into_owned(),
-            ),
-            _ => ("/".to_string(), ".".to_string()),
-        };
+        // containerd has no archive endpoint: a `tar` exec in the running container.
         self.running_or_conflict(id).await?;
-        let spec =
-            ExecSpec::new(["tar", "-cf", "-", "-C", parent.as_str(), name.as_str()]).user(0, 0);
-        let exec = Arc::new(self.exec_create(id, &spec).await?);
-        let mut output = self.exec_start(&exec, &spec).await?;
-        let mut stderr = Vec::new();
-        let mut first = None;
-        while let Some(item) = output.next().await {
-            let chunk = item?;
-            if chunk.stream == StreamKind::Stdout {
-                first = Some(chunk.data);
-                break;
-            }
-            stderr.extend_from_slice(&chunk.data);
-        }
-        let Some(first) = first else {
-            let text = String::from_utf8_lossy(&stderr).into_owned();
-            self.finish(&exec).await;
-            return Err(if text.contains("No such file") {
+        container_core::raw::tar_out(self, id, path)
+            .await?
+            .ok_or_else(|| {
                 Error::new(
-                    ErrorKind::NotFound,
-                    format!("no such file or directory in the container: {path}"),
+                    ErrorKind::Unsupported,
+                    "copying out of a containerd container needs `tar` in it; this image has none",
                 )
-            } else {
-                Error::new(
-                    ErrorKind::Internal,
-                    format!("tar in the container failed: {}", text.trim()),
-                )
-            });
-        };
-        let engine = self.clone();
-        let rest = output.try_filter_map(|c| async move {
-            Ok((c.stream == StreamKind::Stdout).then_some(c.data))
-        });
-        let end = futures::stream::once(async move {
-            engine.finish(&exec).await;
-            None
-        })
-        .filter_map(std::future::ready);
-        Ok(futures::stream::once(async move { Ok(first) })
-            .chain(rest)
-            .chain(end)
-            .boxed())
+            })
     }
 
     async fn copy_to(&self, id: &str, dir: &str, archive: File) -> Result<()> {

@@ -544,7 +544,7 @@ impl Engine for PodmanEngine {
             .state
             .is_some_and(|s| s.running == Some(true));
         if running {
-            if let Some(archive) = crate::archive::tar_out(self, id, path).await? {
+            if let Some(archive) = container_core::raw::tar_out(self, id, path).await? {
                 return Ok(archive);
             }
         }

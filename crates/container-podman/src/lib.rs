@@ -1,7 +1,6 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
-mod archive;
 mod convert;
 mod engine;
 mod error;

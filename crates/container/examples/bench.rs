@@ -1,6 +1,8 @@
-//! Benchmarks of the default backend against the engine's own CLI, measured in the same
-//! run and reported as ratios (never asserted): exec round trip, exec stdout throughput,
-//! and the memory the library holds while streaming. Run with `cargo xtask bench`.
+//! Benchmarks of a backend against the engine's own CLI, measured in the same run and
+//! reported as ratios (never asserted): exec round trip, exec stdout throughput, and the
+//! memory the library holds while streaming. Run with `cargo xtask bench [--backend …]`;
+//! the backend is `CONTAINER_BACKEND`'s (or detected), the CLI `docker`, `podman --remote`
+//! or `ctr`.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -28,9 +30,75 @@ struct Args {
     /// Where to write the results as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// The engine's CLI (`docker`).
-    #[arg(long, default_value = "docker")]
-    cli: String,
+}
+
+/// The engine's own CLI, talking to the same engine (and namespace) as the library.
+struct Cli {
+    kind: container::BackendKind,
+}
+
+impl Cli {
+    fn program(&self) -> &'static str {
+        match self.kind {
+            container::BackendKind::Podman => "podman",
+            container::BackendKind::Containerd => "ctr",
+            _ => "docker",
+        }
+    }
+
+    fn base(&self) -> Command {
+        let env_or = |k: &str, d: &str| {
+            std::env::var(k)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| d.to_string())
+        };
+        let mut c = Command::new(self.program());
+        match self.kind {
+            container::BackendKind::Podman => {
+                c.args(["--remote", "--url"])
+                    .arg(env_or("CONTAINER_HOST", "unix:///run/podman/podman.sock"));
+            }
+            container::BackendKind::Containerd => {
+                c.args(["-n"])
+                    .arg(env_or("CONTAINERD_NAMESPACE", "container-rs"));
+            }
+            _ => {}
+        }
+        c
+    }
+
+    /// `exec` of `cmd` in the container (`name` for docker/podman, `id` for ctr).
+    fn exec(&self, name: &str, id: &str, cmd: &[&str]) -> Command {
+        let mut c = self.base();
+        match self.kind {
+            container::BackendKind::Containerd => {
+                static N: AtomicU64 = AtomicU64::new(0);
+                let exec_id = format!(
+                    "bench-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                );
+                c.args(["tasks", "exec", "--exec-id", &exec_id, id]);
+            }
+            _ => {
+                c.args(["exec", name]);
+            }
+        }
+        c.args(cmd);
+        c
+    }
+
+    fn version(&self) -> String {
+        let mut c = self.base();
+        match self.kind {
+            container::BackendKind::Containerd => c.args(["--version"]),
+            _ => c.args(["version", "--format", "{{.Client.Version}}"]),
+        };
+        c.output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -88,12 +156,10 @@ async fn run(
     name: &str,
 ) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
     engine.start(id).await?;
-    let cli = &args.cli;
-    let cli_version = Command::new(cli)
-        .args(["version", "--format", "{{.Client.Version}}"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let cli = Cli {
+        kind: engine.backend(),
+    };
+    let cli_version = cli.version();
 
     // Round trip of `true`: library vs CLI, after a warm-up.
     for _ in 0..3 {
@@ -111,10 +177,10 @@ async fn run(
     let mut cli_rt = Vec::new();
     for _ in 0..args.round_trips {
         let t = Instant::now();
-        let status = Command::new(cli).args(["exec", name, "true"]).status()?;
+        let status = cli.exec(name, id, &["true"]).status()?;
         cli_rt.push(t.elapsed().as_secs_f64() * 1e3);
         if !status.success() {
-            return Err(format!("{cli} exec failed").into());
+            return Err(format!("{} exec failed", cli.program()).into());
         }
     }
 
@@ -151,19 +217,19 @@ async fn run(
         return Err(format!("received {got} of {bytes} bytes").into());
     }
     let t = Instant::now();
-    let status = Command::new(cli)
-        .args(["exec", name, "sh", "-c", &script])
+    let status = cli
+        .exec(name, id, &["sh", "-c", &script])
         .stdout(Stdio::null())
         .status()?;
     let cli_secs = t.elapsed().as_secs_f64();
     if !status.success() {
-        return Err(format!("{cli} exec (throughput) failed").into());
+        return Err(format!("{} exec (throughput) failed", cli.program()).into());
     }
 
     let mib_s = |secs: f64| args.mib as f64 / secs;
     let (lib_med, cli_med) = (median(lib_rt), median(cli_rt));
     Ok(json!({
-        "cli": { "program": cli, "version": cli_version },
+        "cli": { "program": cli.program(), "version": cli_version },
         "exec_round_trip_ms": {
             "library_median": lib_med,
             "cli_median": cli_med,

@@ -23,6 +23,7 @@
 
 mod exec;
 mod manager;
+mod tar_exec;
 #[cfg(test)]
 mod tests;
 
@@ -43,6 +44,7 @@ use crate::types::{
 };
 
 pub use manager::EngineManager;
+pub use tar_exec::tar_out;
 
 /// Output of an exec or of the main process, read from the engine only when polled.
 pub type OutputStream = BoxStream<'static, Result<OutputChunk>>;

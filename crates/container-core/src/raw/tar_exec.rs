@@ -1,30 +1,33 @@
-//! Copying out with a `tar` run in the container: libpod's archive endpoint rounds
-//! mtimes to the nearest second (Podman 4.3), so a file modified at `x.6` s comes back
-//! one second late. A `tar` exec keeps what `stat` says, in whole seconds, as Docker's
-//! archive does. Used for running containers whose image has `tar`; otherwise the
-//! engine's archive endpoint is the fallback (docs/adr/0007-podman.md).
+//! Copying out with a `tar` run in the container, through the [`Engine`]'s own exec
+//! calls: for engines with no archive endpoint (containerd) or a lossy one (libpod 4.3
+//! rounds mtimes to the nearest second). The archive keeps what `stat` says, in whole
+//! seconds, as Docker's archive endpoint does, and is unpacked by core as any other.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use bytes::Bytes;
-use container_core::raw::ByteStream;
-use container_core::raw::Engine;
-use container_core::{Error, ErrorKind, ExecSpec, Result, StreamKind};
 use futures::stream::{self, StreamExt};
 
-use crate::engine::PodmanEngine;
+use super::{ByteStream, Engine};
+use crate::error::{Error, ErrorKind, Result};
+use crate::exec::{ExecSpec, StreamKind};
 
 /// How much of tar's stderr is kept for an error message.
 const STDERR_KEPT: usize = 4096;
-/// The exit code of a shell for a missing command.
+/// A shell's exit code for a missing command.
 const NOT_FOUND: i64 = 127;
+/// How long the exit code may lag behind the end of the output.
+const EXIT_POLLS: u32 = 200;
+const EXIT_POLL: Duration = Duration::from_millis(25);
 
-/// A tar archive of `path` in the running container `id`, named by its last component
-/// (`dir/...`, as the archive endpoint names it). `None` when the container has no `tar`:
-/// the caller falls back to the archive endpoint.
-pub(crate) async fn tar_out(
-    engine: &PodmanEngine,
+/// A tar archive of `path` in the running container `id`, its entries named from the
+/// last component of `path` (`dir/...`, as archive endpoints name them), streamed as tar
+/// writes it. `Ok(None)` when the container has no `tar` (the caller falls back or says
+/// `Unsupported`); `NotFound` for a missing path; a tar that fails midway fails the stream.
+pub async fn tar_out<E: Engine + Clone>(
+    engine: &E,
     id: &str,
     path: &str,
 ) -> Result<Option<ByteStream>> {
@@ -45,6 +48,11 @@ pub(crate) async fn tar_out(
         let room = STDERR_KEPT.saturating_sub(kept.len());
         kept.extend_from_slice(&data[..data.len().min(room)]);
     };
+    let said = |stderr: &Mutex<Vec<u8>>| {
+        String::from_utf8_lossy(&stderr.lock().unwrap_or_else(PoisonError::into_inner))
+            .trim()
+            .to_string()
+    };
     // Up to the first archive bytes: a missing tar or path shows before any.
     let first = loop {
         match output.next().await {
@@ -55,18 +63,17 @@ pub(crate) async fn tar_out(
         }
     };
     let Some(first) = first else {
-        let code = exit_code(&exec).await?;
-        let text = String::from_utf8_lossy(&stderr.lock().unwrap_or_else(PoisonError::into_inner))
-            .into_owned();
+        let code = exit_code(engine, &exec).await?;
+        let text = said(&stderr);
         return match code {
-            NOT_FOUND if !text.contains("No such file") => Ok(None),
             _ if text.contains("No such file") => Err(Error::new(
                 ErrorKind::NotFound,
                 format!("no such file or directory in the container: {path}"),
             )),
+            NOT_FOUND => Ok(None),
             code => Err(Error::new(
                 ErrorKind::Internal,
-                format!("tar in the container exited {code}: {}", text.trim()),
+                format!("tar in the container exited {code}: {text}"),
             )),
         };
     };
@@ -85,18 +92,14 @@ pub(crate) async fn tar_out(
         })
     };
     // After the last bytes: a tar that failed midway makes the copy fail.
+    let engine = engine.clone();
     let end = stream::once(async move {
-        match exit_code(&exec).await {
+        match exit_code(&engine, &exec).await {
             Ok(0) => None,
-            Ok(code) => {
-                let text =
-                    String::from_utf8_lossy(&stderr.lock().unwrap_or_else(PoisonError::into_inner))
-                        .into_owned();
-                Some(Err(Error::new(
-                    ErrorKind::Internal,
-                    format!("tar in the container exited {code}: {}", text.trim()),
-                )))
-            }
+            Ok(code) => Some(Err(Error::new(
+                ErrorKind::Internal,
+                format!("tar in the container exited {code}: {}", said(&stderr)),
+            ))),
             Err(e) => Some(Err(e)),
         }
     })
@@ -109,10 +112,10 @@ pub(crate) async fn tar_out(
     ))
 }
 
-/// The exit code once libpod reports the exec ended.
-async fn exit_code(exec: &crate::exec::PodmanExec) -> Result<i64> {
-    for _ in 0..200 {
-        let state = exec.state().await?;
+/// The exit code once the engine reports the exec ended (it may lag the output's end).
+async fn exit_code<E: Engine>(engine: &E, exec: &E::Exec) -> Result<i64> {
+    for _ in 0..EXIT_POLLS {
+        let state = engine.exec_state(exec).await?;
         if !state.running {
             return state.exit_code.ok_or_else(|| {
                 Error::new(
@@ -121,10 +124,10 @@ async fn exit_code(exec: &crate::exec::PodmanExec) -> Result<i64> {
                 )
             });
         }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        tokio::time::sleep(EXIT_POLL).await;
     }
     Err(Error::new(
         ErrorKind::Timeout,
-        "the tar exec's output ended but libpod still reports it running",
+        "the tar exec's output ended but the engine still reports it running",
     ))
 }
