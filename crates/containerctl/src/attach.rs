@@ -316,6 +316,26 @@ pub(crate) async fn run(engine: &dyn ContainerManager, args: RunArgs) -> Result<
         }
     }
 
+    // An attached run owns its container from create to removal: a container of that
+    // name made earlier (say with -d) is not adopted and then removed. Detached, create
+    // stays idempotent by name (the same config gives the same container).
+    if let (Some(name), false) = (&args.name, args.detach) {
+        match engine.inspect(name).await {
+            Ok(existing) => {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "a container named {name} already exists ({}); an attached run makes \
+                         its own: `containerctl rm -f {name}`, another --name, or exec into it",
+                        existing.id
+                    ),
+                )
+                .into())
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     let id = engine.create(&config).await?;
     if let Err(e) = engine.start(&id).await {
         // Nobody got its id: a container that never started is not left behind.

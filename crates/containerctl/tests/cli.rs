@@ -218,6 +218,26 @@ fn detached_containers_exec_with_codes_stdin_and_timeouts() {
         .expect("exec");
     assert_eq!(out.status.code(), Some(127));
 
+    // Detached again with the same config: the same container (idempotent by name).
+    let again = ctl(&o)
+        .args([
+            "run", "-d", "--init", "--name", &name, IMAGE, "sleep", "600",
+        ])
+        .output()
+        .expect("run -d again");
+    assert_eq!(text(&again.stdout).trim(), id);
+    // Attached under its name: refused, and the container is left alone.
+    let out = ctl(&o)
+        .args(["run", "--name", &name, IMAGE, "true"])
+        .output()
+        .expect("run attached");
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // The container survived all of it.
     assert_eq!(ps(&o)[0]["state"], "running");
     ctl(&o).args(["rm", "-f", &name]).assert().success();
