@@ -103,6 +103,8 @@ pub(crate) async fn pull(
         Bars(Bars),
         Lines(Lines),
         Json,
+        /// The image was current: said once, nothing more to show.
+        UpToDate,
     }
     let view = match out {
         Output::Json => View::Json,
@@ -131,7 +133,9 @@ pub(crate) async fn pull(
             (View::Lines(lines), PullProgress::Layer { id, phase, .. }) => lines.layer(id, *phase),
             (View::Bars(_) | View::Lines(_), PullProgress::AlreadyPresent { reference }) => {
                 eprintln!("{reference}: up to date");
+                *view = View::UpToDate;
             }
+            (View::UpToDate, _) => {}
             (View::Bars(_) | View::Lines(_), PullProgress::Completed { reference, digest }) => {
                 match digest {
                     Some(d) => eprintln!("{reference}: pulled ({d})"),

@@ -582,3 +582,52 @@ fn volumes_and_info_as_json() {
     assert!(info["version"].as_str().is_some_and(|v| !v.is_empty()));
     assert!(info["capabilities"].is_object());
 }
+
+#[test]
+fn logs_stop_and_pull_as_a_user_sees_them() {
+    let o = owner("logs");
+    let _c = Cleanup(o.clone());
+    let name = format!("{o}-talker");
+    ctl(&o)
+        .args(["run", "-d", "--name", &name, IMAGE, "sh", "-c"])
+        .arg("echo hello; echo oops >&2; exec sleep 600")
+        .assert()
+        .success();
+    // The output is there once the process has written it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        let out = ctl(&o).args(["logs", &name]).output().expect("logs");
+        if text(&out.stdout).contains("hello") || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello\n");
+    assert_eq!(text(&out.stderr), "oops\n");
+
+    ctl(&o).args(["stop", "-t", "1", &name]).assert().success();
+    let rows = ps(&o);
+    assert_eq!(rows[0]["state"], "exited", "{rows:?}");
+    // Following a stopped container's logs ends by itself.
+    let started = Instant::now();
+    let out = ctl(&o)
+        .args(["logs", "-f", &name])
+        .output()
+        .expect("logs -f");
+    assert_eq!(text(&out.stdout), "hello\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "logs -f of a stopped container hung"
+    );
+
+    // Not a terminal here: one plain line per layer phase, and a last line.
+    let out = ctl(&o).args(["pull", IMAGE]).output().expect("pull");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stderr);
+    assert!(said.contains(IMAGE), "{said}");
+    assert!(
+        !said.contains('\u{1b}'),
+        "terminal escapes without a terminal: {said:?}"
+    );
+}
