@@ -7,7 +7,9 @@
 //! lock goes with it; the shim keeps its own read end of the FIFO open, so the process's
 //! output waits in the pipe (and then the process blocks on write) until the next program
 //! that connects to the namespace takes the lock and resumes the copy: nothing is lost
-//! while the process runs. ADR 0009 has the trade-off against a logging binary.
+//! while the process runs. Bytes go from the pipe to the file by `splice(2)`, never
+//! through a buffer of ours, so a program that exits mid-copy loses none of them either.
+//! ADR 0009 has the trade-off against a logging binary.
 
 use std::collections::VecDeque;
 use std::os::unix::fs::MetadataExt;
@@ -19,8 +21,9 @@ use container_core::raw::OutputStream;
 use container_core::{Error, ErrorKind, OutputChunk, Result, StreamKind};
 use futures::future::BoxFuture;
 use futures::StreamExt;
-use nix::fcntl::{Flock, FlockArg};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use nix::fcntl::{Flock, FlockArg, SpliceFFlags};
+use std::os::fd::{AsFd, BorrowedFd};
+use tokio::io::AsyncReadExt;
 
 /// How large one log file grows before it is rotated.
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
@@ -89,59 +92,66 @@ pub(crate) fn start_pump(fifo: &Path, log: &Path, bounds: Bounds) -> Result<bool
             return Err(Error::new(ErrorKind::Internal, "cannot lock the log").with_source(e))
         }
     };
-    let mut reader = tokio::net::unix::pipe::OpenOptions::new()
+    // Non-blocking, polled by the runtime: the read end is open before the shim opens
+    // the write end, and no readiness is reported until a writer has come.
+    let reader = tokio::net::unix::pipe::OpenOptions::new()
         .open_receiver(fifo)
         .map_err(io_err("cannot open a FIFO"))?;
     let log = log.to_path_buf();
     tokio::spawn(async move {
         let _lock = lock;
-        let mut out = match Rotating::open(&log, bounds).await {
+        let mut out = match Rotating::open(&log, bounds) {
             Ok(out) => out,
             Err(e) => {
                 tracing::warn!(log = %log.display(), error = %e, "cannot open the log file");
                 return;
             }
         };
-        let mut buf = vec![0u8; 64 * 1024];
         loop {
-            match reader.read(&mut buf).await {
+            if let Err(e) = reader.readable().await {
+                tracing::warn!(log = %log.display(), error = %e, "polling the output failed");
+                return;
+            }
+            // No await between taking bytes from the pipe and their landing in the file:
+            // the kernel moves them (splice), so a program that exits or drops this task
+            // at any point loses nothing; the next pump resumes where this one stopped.
+            match reader.try_io(|| out.splice_from(reader.as_fd())) {
                 Ok(0) => break,
-                Ok(n) => {
-                    if let Err(e) = out.write(&buf[..n]).await {
-                        tracing::warn!(log = %log.display(), error = %e, "writing the log failed");
-                        return;
-                    }
-                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => {
-                    tracing::warn!(log = %log.display(), error = %e, "reading the output failed");
+                    tracing::warn!(log = %log.display(), error = %e, "copying the output failed");
                     return;
                 }
             }
         }
         // Every writer closed its end and everything it wrote is in the files.
-        let _ = out.file.flush().await;
-        let _ = tokio::fs::write(done_marker(&log), b"").await;
+        let _ = std::fs::write(done_marker(&log), b"");
     });
     Ok(true)
 }
 
+/// The most one splice moves.
+const SPLICE_MAX: usize = 1 << 20;
+
 /// A log file that is renamed to `.1` (and older ones shifted, the oldest dropped) once it
-/// would grow past its bound.
+/// has reached its bound; written by splicing from the output's pipe.
 struct Rotating {
     path: PathBuf,
-    file: tokio::fs::File,
+    file: std::fs::File,
     written: u64,
     bounds: Bounds,
 }
 
 impl Rotating {
-    async fn open(path: &Path, bounds: Bounds) -> std::io::Result<Self> {
-        let file = tokio::fs::OpenOptions::new()
+    fn open(path: &Path, bounds: Bounds) -> std::io::Result<Self> {
+        // Not O_APPEND: splice refuses append-only files; the offset is ours.
+        let file = std::fs::OpenOptions::new()
             .create(true)
-            .append(true)
-            .open(path)
-            .await?;
-        let written = file.metadata().await?.len();
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        let written = file.metadata()?.len();
         Ok(Self {
             path: path.to_path_buf(),
             file,
@@ -150,37 +160,44 @@ impl Rotating {
         })
     }
 
-    async fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
-        while !data.is_empty() {
-            if self.written >= self.bounds.max_file {
-                self.rotate().await?;
-            }
-            let room = usize::try_from(self.bounds.max_file - self.written).unwrap_or(usize::MAX);
-            let (now, rest) = data.split_at(room.min(data.len()));
-            self.file.write_all(now).await?;
-            self.written += now.len() as u64;
-            data = rest;
+    /// Moves what `pipe` holds (up to the room left in the current file) into the file;
+    /// `Ok(0)` when every writer of the pipe is gone, `WouldBlock` when it is empty.
+    fn splice_from(&mut self, pipe: BorrowedFd<'_>) -> std::io::Result<usize> {
+        let room = usize::try_from(self.bounds.max_file - self.written).unwrap_or(SPLICE_MAX);
+        let mut offset = i64::try_from(self.written).map_err(std::io::Error::other)?;
+        let moved = nix::fcntl::splice(
+            pipe,
+            None,
+            &self.file,
+            Some(&mut offset),
+            room.min(SPLICE_MAX),
+            SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE,
+        )
+        .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+        self.written += moved as u64;
+        // Rotated once full, not before the next write: an empty pipe never rotates.
+        if self.written >= self.bounds.max_file {
+            self.rotate()?;
         }
-        Ok(())
+        Ok(moved)
     }
 
-    async fn rotate(&mut self) -> std::io::Result<()> {
-        self.file.flush().await?;
+    fn rotate(&mut self) -> std::io::Result<()> {
         if self.bounds.rotated == 0 {
-            self.file.set_len(0).await?;
+            self.file.set_len(0)?;
         } else {
             for n in (1..self.bounds.rotated).rev() {
-                match tokio::fs::rename(rotated(&self.path, n), rotated(&self.path, n + 1)).await {
+                match std::fs::rename(rotated(&self.path, n), rotated(&self.path, n + 1)) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                     _ => {}
                 }
             }
-            tokio::fs::rename(&self.path, rotated(&self.path, 1)).await?;
-            self.file = tokio::fs::OpenOptions::new()
+            std::fs::rename(&self.path, rotated(&self.path, 1))?;
+            self.file = std::fs::OpenOptions::new()
                 .create(true)
-                .append(true)
-                .open(&self.path)
-                .await?;
+                .truncate(true)
+                .write(true)
+                .open(&self.path)?;
         }
         self.written = 0;
         Ok(())
@@ -258,10 +275,11 @@ pub(crate) fn read(
                             }
                         }
                         // At the end of the current file: was it rotated meanwhile?
-                        if let Some(newer) = replaced(&st.log, st.files.front()).await {
+                        let newer = newer_files(&st.log, bounds, st.files.front()).await;
+                        if !newer.is_empty() {
                             // The old file is read once more to its end (the writer may
-                            // have appended before it rotated), then dropped above.
-                            st.files.push_back(newer);
+                            // have written before it rotated), then dropped above.
+                            st.files.extend(newer);
                             continue;
                         }
                         if !follow || finishing {
@@ -288,22 +306,63 @@ pub(crate) fn read(
         .boxed()
 }
 
-/// The file now at `log`, when it is not `current` (rotated away, or made since).
-async fn replaced(log: &Path, current: Option<&tokio::fs::File>) -> Option<tokio::fs::File> {
-    let now = tokio::fs::metadata(log).await.ok()?;
-    if let Some(current) = current {
-        let meta = current.metadata().await.ok()?;
-        if meta.ino() == now.ino() && meta.dev() == now.dev() {
-            return None;
-        }
+/// The files written after `current`, oldest first, once `current` has been rotated away
+/// (empty while it is still the file at `log`): the rotated files newer than it, then the
+/// current one. A file made and rotated away between two polls is read too; if `current`
+/// fell out of the kept set, every kept file is newer.
+async fn newer_files(
+    log: &Path,
+    bounds: Bounds,
+    current: Option<&tokio::fs::File>,
+) -> Vec<tokio::fs::File> {
+    let Ok(now) = tokio::fs::metadata(log).await else {
+        return Vec::new();
+    };
+    let identity = |m: &std::fs::Metadata| (m.dev(), m.ino());
+    let current = match current {
+        Some(file) => match file.metadata().await {
+            Ok(m) => Some(identity(&m)),
+            Err(_) => return Vec::new(),
+        },
+        None => None,
+    };
+    if current == Some(identity(&now)) {
+        return Vec::new();
     }
-    tokio::fs::File::open(log).await.ok()
+    let mut newer = Vec::new();
+    for n in 1..=bounds.rotated {
+        let Ok(file) = tokio::fs::File::open(rotated(log, n)).await else {
+            continue;
+        };
+        let Ok(meta) = file.metadata().await else {
+            continue;
+        };
+        if Some(identity(&meta)) == current {
+            break;
+        }
+        newer.push(file);
+    }
+    newer.reverse();
+    if let Ok(file) = tokio::fs::File::open(log).await {
+        newer.push(file);
+    }
+    newer
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use futures::TryStreamExt;
+
+    /// Feeds `data` through a pipe into `out`, as the pump does.
+    fn feed(out: &mut Rotating, data: &[u8]) {
+        use std::io::Write;
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        let mut w = std::fs::File::from(w);
+        w.write_all(data).expect("write the pipe");
+        drop(w);
+        while out.splice_from(r.as_fd()).expect("splice") > 0 {}
+    }
 
     fn never() -> Running {
         Box::new(|| Box::pin(async { false }))
@@ -334,12 +393,11 @@ mod tests {
             max_file: 10,
             rotated: 2,
         };
-        let mut out = Rotating::open(&log, bounds).await.expect("test step");
+        let mut out = Rotating::open(&log, bounds).expect("test step");
         let data: Vec<u8> = (0..45u8).collect();
         for piece in data.chunks(7) {
-            out.write(piece).await.expect("test step");
+            feed(&mut out, piece);
         }
-        out.file.flush().await.expect("test step");
         assert_eq!(std::fs::metadata(&log).expect("test step").len(), 5);
         assert_eq!(
             std::fs::metadata(rotated(&log, 1))
@@ -366,9 +424,8 @@ mod tests {
             max_file: 8,
             rotated: 1,
         };
-        let mut out = Rotating::open(&log, bounds).await.expect("test step");
-        out.write(b"abcdef").await.expect("test step");
-        out.file.flush().await.expect("test step");
+        let mut out = Rotating::open(&log, bounds).expect("test step");
+        feed(&mut out, b"abcdef");
         let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let live = running.clone();
         let follower = read(
@@ -389,8 +446,7 @@ mod tests {
                 .collect::<Vec<u8>>()
         });
         tokio::time::sleep(Duration::from_millis(250)).await;
-        out.write(b"ghijklmnop").await.expect("test step");
-        out.file.flush().await.expect("test step");
+        feed(&mut out, b"ghijklmnop");
         tokio::time::sleep(Duration::from_millis(250)).await;
         std::fs::write(done_marker(&log), b"").expect("test step");
         running.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -399,6 +455,43 @@ mod tests {
             .expect("the follower ended")
             .expect("test step");
         assert_eq!(got, b"abcdefghijklmnop".to_vec());
+    }
+
+    #[tokio::test]
+    async fn a_follower_reads_files_made_and_rotated_away_between_its_polls() {
+        let dir = tempfile::tempdir().expect("test step");
+        let log = dir.path().join("stdout.log");
+        let bounds = Bounds {
+            max_file: 4,
+            rotated: 3,
+        };
+        let mut out = Rotating::open(&log, bounds).expect("test step");
+        feed(&mut out, b"ab");
+        let live = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let running = live.clone();
+        let mut follower = read(
+            log.clone(),
+            bounds,
+            StreamKind::Stdout,
+            true,
+            Box::new(move || {
+                let running = running.clone();
+                Box::pin(async move { running.load(std::sync::atomic::Ordering::SeqCst) })
+            }),
+        );
+        let first = follower.next().await.expect("a chunk").expect("read");
+        assert_eq!(&first.data[..], b"ab");
+        // Three files filled and rotated before the follower looks again.
+        feed(&mut out, b"cdefghijkl");
+        std::fs::write(done_marker(&log), b"").expect("test step");
+        live.store(false, std::sync::atomic::Ordering::SeqCst);
+        let rest: Vec<OutputChunk> =
+            tokio::time::timeout(Duration::from_secs(5), follower.try_collect())
+                .await
+                .expect("the follower ended")
+                .expect("read");
+        let rest: Vec<u8> = rest.iter().flat_map(|c| c.data.to_vec()).collect();
+        assert_eq!(rest, b"cdefghijkl".to_vec());
     }
 
     #[tokio::test]
