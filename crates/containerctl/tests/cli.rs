@@ -238,6 +238,46 @@ fn detached_containers_exec_with_codes_stdin_and_timeouts() {
         text(&out.stderr)
     );
 
+    // Ctrl-C and a closed stdout end the exec's processes, never the container.
+    for (how, want) in [("sigint", 130), ("pipe", 141)] {
+        let bin = assert_cmd::cargo::cargo_bin("containerctl");
+        let mut child = StdCommand::new(bin)
+            .env("CONTAINER_BACKEND", backend())
+            .args(["--owner", &o, "exec", &name, "--", "sh", "-c"])
+            .arg(format!(
+                "echo ready; while true; do echo {how}-loop; sleep 0.05; done"
+            ))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn exec");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read");
+        assert_eq!(line, "ready\n");
+        if how == "sigint" {
+            interrupt(&child);
+        } else {
+            drop(out);
+        }
+        assert_eq!(
+            wait_exit(&mut child, Duration::from_secs(30)),
+            want,
+            "{how}"
+        );
+        let left = ctl(&o)
+            .args(["exec", &name, "--", "sh", "-c"])
+            .arg(format!("ps | grep {how}-loo[p]"))
+            .output()
+            .expect("ps in the container");
+        assert_eq!(
+            left.status.code(),
+            Some(1),
+            "{how}: still running: {}",
+            text(&left.stdout)
+        );
+    }
+
     // The container survived all of it.
     assert_eq!(ps(&o)[0]["state"], "running");
     ctl(&o).args(["rm", "-f", &name]).assert().success();
