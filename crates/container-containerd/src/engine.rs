@@ -553,6 +553,9 @@ impl Engine for ContainerdEngine {
         // The main process's output goes through FIFOs to a pump per stream that copies
         // it into bounded, rotated log files (`logs`); containerd's own `file://` logging
         // would merge the two streams into one unbounded file.
+        // With a logging binary configured (`logger::LOGGER_ENV`), the shim runs it and
+        // it writes the same files, independent of this program.
+        let logger = logs::logger_uri(&logs, logs::Bounds::default());
         let mut fifos = Vec::new();
         for kind in [StreamKind::Stdout, StreamKind::Stderr] {
             let fifo = run.join(match kind {
@@ -560,9 +563,13 @@ impl Engine for ContainerdEngine {
                 StreamKind::Stderr => "stderr",
             });
             let _ = std::fs::remove_file(&fifo);
-            mkfifo(&fifo)?;
             let log = self.log_path(id, kind);
             let _ = std::fs::remove_file(logs::done_marker(&log));
+            if let Some(uri) = &logger {
+                fifos.push(uri.clone());
+                continue;
+            }
+            mkfifo(&fifo)?;
             logs::start_pump(&fifo, &log, logs::Bounds::default())?;
             fifos.push(fifo.display().to_string());
         }

@@ -67,6 +67,11 @@ pub(crate) fn done_marker(log: &Path) -> PathBuf {
     log.with_extension("done")
 }
 
+/// Says that a logging binary writes the logs in `dir` (it holds its pid).
+fn logger_marker(dir: &Path) -> PathBuf {
+    dir.join("logger")
+}
+
 fn lock_path(log: &Path) -> PathBuf {
     log.with_extension("lock")
 }
@@ -79,18 +84,8 @@ fn io_err(what: &'static str) -> impl Fn(std::io::Error) -> Error {
 /// the stream's lock (then `Ok(false)`). The FIFO's read end is open when this returns,
 /// as the shim needs before it opens the write end.
 pub(crate) fn start_pump(fifo: &Path, log: &Path, bounds: Bounds) -> Result<bool> {
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(lock_path(log))
-        .map_err(io_err("cannot open the log lock"))?;
-    let lock = match Flock::lock(lock, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => lock,
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(false),
-        Err((_, e)) => {
-            return Err(Error::new(ErrorKind::Internal, "cannot lock the log").with_source(e))
-        }
+    let Some(lock) = lock_stream(log).map_err(io_err("cannot lock the log"))? else {
+        return Ok(false);
     };
     // Non-blocking, polled by the runtime: the read end is open before the shim opens
     // the write end, and no readiness is reported until a writer has come.
@@ -115,7 +110,7 @@ pub(crate) fn start_pump(fifo: &Path, log: &Path, bounds: Bounds) -> Result<bool
             // No await between taking bytes from the pipe and their landing in the file:
             // the kernel moves them (splice), so a program that exits or drops this task
             // at any point loses nothing; the next pump resumes where this one stopped.
-            match reader.try_io(|| out.splice_from(reader.as_fd())) {
+            match reader.try_io(|| out.splice_from(reader.as_fd(), true)) {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -129,6 +124,132 @@ pub(crate) fn start_pump(fifo: &Path, log: &Path, bounds: Bounds) -> Result<bool
         let _ = std::fs::write(done_marker(&log), b"");
     });
     Ok(true)
+}
+
+/// The stream's pump lock, or `None` when another pump holds it.
+fn lock_stream(log: &Path) -> std::io::Result<Option<Flock<std::fs::File>>> {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path(log))?;
+    match Flock::lock(lock, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(std::io::Error::from_raw_os_error(e as i32)),
+    }
+}
+
+/// The environment variable that names a logging binary for containerd's `binary://`
+/// log URI: an absolute path to a program that calls [`run_if_invoked`] first (as
+/// `containerctl` does). When it is set, the shim starts that program beside the
+/// container's process and it writes the log files, so output flows whether or not any
+/// program of this library runs; when it is not, a pump of the program that started the
+/// container does (see the module docs).
+pub const LOGGER_ENV: &str = "CONTAINER_RS_CONTAINERD_LOGGER";
+/// The argument that marks a logger invocation.
+const LOGGER_FLAG: &str = "--container-rs-logger";
+
+/// The `binary://` log URI for a container whose logs go to `dir`, when [`LOGGER_ENV`]
+/// names an executable.
+pub(crate) fn logger_uri(dir: &Path, bounds: Bounds) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let program = PathBuf::from(std::env::var_os(LOGGER_ENV)?);
+    let executable = program.is_absolute()
+        && std::fs::metadata(&program)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if !executable {
+        tracing::warn!(program = %program.display(), "{LOGGER_ENV} is not an absolute path to an executable: logs are pumped by this program");
+        return None;
+    }
+    let mut uri = url::Url::parse("binary:///").ok()?;
+    uri.set_path(&program.to_string_lossy());
+    uri.query_pairs_mut()
+        .append_pair(LOGGER_FLAG, "1")
+        .append_pair("--dir", &dir.to_string_lossy())
+        .append_pair("--max-file", &bounds.max_file.to_string())
+        .append_pair("--rotated", &bounds.rotated.to_string());
+    Some(uri.to_string())
+}
+
+/// Runs this process as containerd's logging binary when the shim started it as one
+/// (its arguments carry the logger flag): copies the container's stdout (fd 3) and stderr
+/// (fd 4) into the bounded, rotated log files until the process ends, and returns the
+/// exit code; `None` for any other invocation. Call it first in `main`, before anything
+/// else reads the arguments or starts threads.
+pub fn run_if_invoked() -> Option<std::process::ExitCode> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|a| a == LOGGER_FLAG) {
+        return None;
+    }
+    Some(match logger_main(&args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("container-rs logger: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    })
+}
+
+fn logger_main(args: &[String]) -> std::io::Result<()> {
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_string());
+    // containerd passes the URI's query as key, value pairs, in no fixed order.
+    let (mut dir, mut bounds) = (None, Bounds::default());
+    for pair in args.chunks(2) {
+        match (pair[0].as_str(), pair.get(1)) {
+            ("--dir", Some(v)) => dir = Some(PathBuf::from(v)),
+            ("--max-file", Some(v)) => {
+                bounds.max_file = v.parse().map_err(|_| invalid("--max-file"))?
+            }
+            ("--rotated", Some(v)) => {
+                bounds.rotated = v.parse().map_err(|_| invalid("--rotated"))?
+            }
+            _ => {}
+        }
+    }
+    let dir = dir.ok_or_else(|| invalid("no --dir"))?;
+    // The shim sends SIGTERM when the task is deleted, right after closing the pipes:
+    // caught (not fatal), so the copies run to the pipes' end and mark it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let _term = runtime.block_on(async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    })?;
+    std::fs::write(logger_marker(&dir), std::process::id().to_string())?;
+    let mut workers = Vec::new();
+    for (fd, kind) in [(3, StreamKind::Stdout), (4, StreamKind::Stderr)] {
+        // The shim hands the pipes over as fds 3 and 4; reopened by path (no unsafe fd
+        // adoption), then the inherited descriptors are closed.
+        let pipe = std::fs::File::open(format!("/proc/self/fd/{fd}"))?;
+        let _ = nix::unistd::close(fd);
+        let log = log_path(&dir, kind);
+        let lock = lock_stream(&log)?;
+        let _ = std::fs::remove_file(done_marker(&log));
+        let mut out = Rotating::open(&log, bounds)?;
+        workers.push(std::thread::spawn(move || {
+            let _lock = lock;
+            loop {
+                match out.splice_from(pipe.as_fd(), false) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        eprintln!("container-rs logger: {}: {e}", log.display());
+                        return;
+                    }
+                }
+            }
+            let _ = std::fs::write(done_marker(&log), b"");
+        }));
+    }
+    // Ready: the shim waits for fd 5 to close before it starts the container's process.
+    let _ = nix::unistd::close(5);
+    for worker in workers {
+        let _ = worker.join();
+    }
+    Ok(())
 }
 
 /// The most one splice moves.
@@ -162,7 +283,7 @@ impl Rotating {
 
     /// Moves what `pipe` holds (up to the room left in the current file) into the file;
     /// `Ok(0)` when every writer of the pipe is gone, `WouldBlock` when it is empty.
-    fn splice_from(&mut self, pipe: BorrowedFd<'_>) -> std::io::Result<usize> {
+    fn splice_from(&mut self, pipe: BorrowedFd<'_>, nonblocking: bool) -> std::io::Result<usize> {
         let room = usize::try_from(self.bounds.max_file - self.written).unwrap_or(SPLICE_MAX);
         let mut offset = i64::try_from(self.written).map_err(std::io::Error::other)?;
         let moved = nix::fcntl::splice(
@@ -171,7 +292,11 @@ impl Rotating {
             &self.file,
             Some(&mut offset),
             room.min(SPLICE_MAX),
-            SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE,
+            if nonblocking {
+                SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE
+            } else {
+                SpliceFFlags::SPLICE_F_MOVE
+            },
         )
         .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
         self.written += moved as u64;
@@ -288,7 +413,8 @@ pub(crate) fn read(
                             return None;
                         }
                         let live = running().await;
-                        let drained = done_marker(&st.log).exists() || waited > 50;
+                        let drained =
+                            done_marker(&st.log).exists() || waited > quiet_polls(&st.log);
                         if !live && drained {
                             // The pump may have written its last bytes and the marker
                             // after the read above: read once more before ending.
@@ -304,6 +430,18 @@ pub(crate) fn read(
             })
         })
         .boxed()
+}
+
+/// How many quiet 100 ms polls after the process ended stand for "everything is in the
+/// file" when no pump marked it. A logging binary marks its end only when the task is
+/// deleted (the shim keeps the pipes' write ends until then), but it copies in the kernel
+/// as the bytes arrive: 300 ms of quiet after the exit. A pump of a program that has gone
+/// may never mark it: 5 s.
+fn quiet_polls(log: &Path) -> u32 {
+    match log.parent() {
+        Some(dir) if logger_marker(dir).exists() => 3,
+        _ => 50,
+    }
 }
 
 /// The files written after `current`, oldest first, once `current` has been rotated away
@@ -361,7 +499,7 @@ mod tests {
         let mut w = std::fs::File::from(w);
         w.write_all(data).expect("write the pipe");
         drop(w);
-        while out.splice_from(r.as_fd()).expect("splice") > 0 {}
+        while out.splice_from(r.as_fd(), true).expect("splice") > 0 {}
     }
 
     fn never() -> Running {

@@ -133,6 +133,22 @@ enum VolumeCmd {
 }
 
 fn main() -> ExitCode {
+    // containerd's shim runs this program as the writer of a container's log files
+    // (ADR 0009): that invocation is not a command line of ours.
+    #[cfg(feature = "containerd")]
+    {
+        use container::containerd::logger;
+        if let Some(code) = logger::run_if_invoked() {
+            return code;
+        }
+        // Containers this run starts on containerd log through this same binary, so their
+        // output flows after containerctl exits. Set before any thread exists.
+        if std::env::var_os(logger::LOGGER_ENV).is_none() {
+            if let Ok(program) = std::env::current_exe() {
+                std::env::set_var(logger::LOGGER_ENV, program);
+            }
+        }
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

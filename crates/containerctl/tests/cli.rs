@@ -671,3 +671,51 @@ fn logs_stop_and_pull_as_a_user_sees_them() {
         "terminal escapes without a terminal: {said:?}"
     );
 }
+
+#[test]
+fn a_detached_container_keeps_writing_after_containerctl_exits() {
+    let o = owner("detached-output");
+    let _c = Cleanup(o.clone());
+    let name = format!("{o}-chatty");
+    // Far more than a pipe holds: with nobody copying the output, the process would block.
+    let script =
+        "i=0; while [ $i -lt 20000 ]; do echo line-$i-of-a-chatty-container-xxxxxxxxxxxxxxxx; \
+                  i=$((i+1)); done; touch /tmp/wrote; exec sleep 600";
+    let out = ctl(&o)
+        .args(["run", "-d", "--name", &name, IMAGE, "sh", "-c", script])
+        .output()
+        .expect("run -d");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    // Asked through the engine's own CLI: no program of this library runs meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let mut check = engine_cli();
+        if is_containerd() {
+            check.args(["tasks", "exec", "--exec-id", &format!("check-{n}"), &id]);
+        } else {
+            check.args(["exec", &name]);
+        }
+        let done = check
+            .args(["test", "-f", "/tmp/wrote"])
+            .output()
+            .expect("the engine's CLI")
+            .status
+            .success();
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the container's output stalled once containerctl exited"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = ctl(&o).args(["logs", &name]).output().expect("logs");
+    let logged = text(&out.stdout);
+    assert_eq!(logged.lines().count(), 20000);
+    assert!(logged.ends_with("line-19999-of-a-chatty-container-xxxxxxxxxxxxxxxx\n"));
+    ctl(&o).args(["rm", "-f", &name]).assert().success();
+}
