@@ -59,6 +59,35 @@ pub(crate) fn run_suite(sh: &Shell, backend: Backend, args: &[String]) -> anyhow
         docker_tls_check(sh)?;
         outside_backend(sh)?;
     }
+    if backend == Backend::Containerd {
+        containerd_with_logger(sh, args)?;
+    }
+    Ok(())
+}
+
+/// The containerd suite again, with the main processes' logs written by the shim-run
+/// logging binary (`containerctl`, ADR 0009) instead of the in-process pumps.
+fn containerd_with_logger(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
+    cmd!(
+        sh,
+        "cargo build --quiet -p containerctl --features containerd"
+    )
+    .run()?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "target".into());
+    let logger = sh.current_dir().join(target).join("debug/containerctl");
+    println!(
+        "conformance: containerd, logs by the logging binary {}",
+        logger.display()
+    );
+    let _env = sh.push_env("CONTAINER_RS_CONTAINERD_LOGGER", &logger);
+    cmd!(
+        sh,
+        "cargo test -p container-conformance --features containerd --test containerd -- {args...}"
+    )
+    .run()
+    .context("the containerd conformance run with the logging binary failed")?;
     Ok(())
 }
 
