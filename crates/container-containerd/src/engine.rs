@@ -404,6 +404,20 @@ impl ContainerdEngine {
         logs::log_path(&self.data.join("logs").join(id), stream)
     }
 
+    /// An exec is over with `code`: remembered, its process deleted from the task (best
+    /// effort: the task's deletion takes it anyway) and its FIFO folder removed.
+    async fn exec_ended(&self, exec: &ContainerdExec, code: i64) {
+        let _ = exec.exit.set(code);
+        let delete = DeleteProcessRequest {
+            container_id: exec.container.clone(),
+            exec_id: exec.id.clone(),
+        };
+        if let Ok(r) = self.c.request(delete) {
+            let _ = self.tasks().delete_process(r).await;
+        }
+        let _ = std::fs::remove_dir_all(&exec.dir);
+    }
+
     /// Every task of the namespace, by container id.
     async fn tasks_by_container(
         &self,
@@ -837,21 +851,9 @@ impl Engine for ContainerdEngine {
             // 126 not executable), the runtime's message on stderr.
             let text = s.message().to_string();
             if s.code() == Code::Unknown && text.contains("OCI runtime exec failed") {
-                let code = if text.contains("no such file or directory")
-                    || text.contains("executable file not found")
-                {
-                    127
-                } else {
-                    126
-                };
-                let _ = exec.exit.set(code);
-                let delete = DeleteProcessRequest {
-                    container_id: exec.container.clone(),
-                    exec_id: exec.id.clone(),
-                };
-                if let Ok(r) = self.c.request(delete) {
-                    let _ = self.tasks().delete_process(r).await;
-                }
+                let code =
+                    container_core::error::shell_status_for_runtime_text(&text).unwrap_or(126);
+                self.exec_ended(exec, code).await;
                 let chunk = OutputChunk::new(StreamKind::Stderr, format!("{text}\n"));
                 return Ok(futures::stream::iter([Ok(chunk)]).boxed());
             }
@@ -909,15 +911,7 @@ impl Engine for ContainerdEngine {
         let running = process.status == RUNNING;
         let exit_code = (process.status == STOPPED).then(|| i64::from(process.exit_status));
         if let Some(code) = exit_code {
-            let _ = exec.exit.set(code);
-            let delete = DeleteProcessRequest {
-                container_id: exec.container.clone(),
-                exec_id: exec.id.clone(),
-            };
-            if let Ok(r) = self.c.request(delete) {
-                let _ = self.tasks().delete_process(r).await;
-            }
-            let _ = std::fs::remove_dir_all(&exec.dir);
+            self.exec_ended(exec, code).await;
         }
         Ok(ExecState {
             started: process.status != CREATED,
@@ -959,13 +953,12 @@ impl Engine for ContainerdEngine {
         while let Some(chunk) = output.next().await {
             stderr.extend_from_slice(&chunk?.data);
         }
-        let code = self.finish(&exec).await;
-        match code {
-            Some(0) => Ok(()),
-            _ => Err(Error::new(
+        match container_core::raw::exec_exit_code(self, &exec, "tar").await? {
+            0 => Ok(()),
+            code => Err(Error::new(
                 ErrorKind::Internal,
                 format!(
-                    "tar in the container failed: {}",
+                    "tar in the container exited {code}: {}",
                     String::from_utf8_lossy(&stderr).trim()
                 ),
             )),
@@ -1169,17 +1162,5 @@ impl ContainerdEngine {
                 "not running",
             )),
         }
-    }
-
-    /// Waits for an internal exec's exit; its code.
-    async fn finish(&self, exec: &ContainerdExec) -> Option<i64> {
-        for _ in 0..400 {
-            match self.exec_state(exec).await {
-                Ok(s) if !s.running && s.exit_code.is_some() => return s.exit_code,
-                Ok(_) => tokio::time::sleep(Duration::from_millis(25)).await,
-                Err(_) => return None,
-            }
-        }
-        None
     }
 }

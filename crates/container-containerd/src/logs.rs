@@ -347,6 +347,8 @@ pub(crate) fn read(
         log: PathBuf,
         /// Files still to read, oldest first; the last is the current file.
         files: VecDeque<tokio::fs::File>,
+        /// Quiet polls after the exit that end a follow without a done marker.
+        quiet: u32,
         ended: bool,
     }
     let open = async move {
@@ -362,6 +364,7 @@ pub(crate) fn read(
             files.push_back(file);
         }
         State {
+            quiet: quiet_polls(&log),
             log,
             files,
             ended: false,
@@ -413,8 +416,7 @@ pub(crate) fn read(
                             return None;
                         }
                         let live = running().await;
-                        let drained =
-                            done_marker(&st.log).exists() || waited > quiet_polls(&st.log);
+                        let drained = done_marker(&st.log).exists() || waited > st.quiet;
                         if !live && drained {
                             // The pump may have written its last bytes and the marker
                             // after the read above: read once more before ending.

@@ -185,6 +185,32 @@ pub fn is_transient_text(text: &str) -> bool {
     .any(|p| t.contains(p))
 }
 
+/// What a shell would exit with for a process the OCI runtime could not start, from the
+/// runtime's message (the same runc text on every engine, for `start` and for exec): 127
+/// when the command does not exist, 126 when it exists but cannot be executed; `None`
+/// when `text` is not such a message, or does not say which (callers that know the
+/// process never ran pick their own default).
+pub fn shell_status_for_runtime_text(text: &str) -> Option<i64> {
+    let t = text.to_ascii_lowercase();
+    let start_failed = [
+        "exec failed",
+        "unable to start container process",
+        "exec: \"",
+    ]
+    .iter()
+    .any(|p| t.contains(p));
+    if !start_failed {
+        return None;
+    }
+    if t.contains("executable file not found") || t.contains("no such file or directory") {
+        Some(127)
+    } else if t.contains("permission denied") || t.contains("not a directory") {
+        Some(126)
+    } else {
+        None
+    }
+}
+
 /// The kind for error text that engines pass on from registries, the network and the
 /// OCI runtime, the same on every engine; `None` when the text names no known cause.
 ///
@@ -305,6 +331,20 @@ impl Error {
     /// The kind of failure.
     pub fn kind(&self) -> ErrorKind {
         self.kind
+    }
+
+    /// The exit code a shell would give when this error is the runtime refusing to start
+    /// the command (127 not found, 126 not executable), as `docker run` reports it; `None`
+    /// for any other error. Read from the message and its causes.
+    pub fn shell_status(&self) -> Option<i64> {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            text.push(' ');
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        shell_status_for_runtime_text(&text)
     }
 
     /// Whether calling the same operation again may succeed.
@@ -470,6 +510,27 @@ impl std::error::Error for Error {
 mod tests {
     use super::*;
     use std::error::Error as _;
+
+    #[test]
+    fn start_failures_of_the_command_map_to_126_and_127() {
+        let missing = Error::new(
+            ErrorKind::Internal,
+            "OCI runtime create failed: exec: \"nope\": executable file not found in $PATH",
+        );
+        assert_eq!(missing.shell_status(), Some(127));
+        let denied = Error::new(
+            ErrorKind::Internal,
+            "failed to create shim task: OCI runtime create failed: exec: \"/etc\": permission denied",
+        );
+        assert_eq!(denied.shell_status(), Some(126));
+        let other = Error::new(ErrorKind::NotFound, "no such container: x");
+        assert_eq!(other.shell_status(), None);
+        // From a cause, as Podman and containerd nest it.
+        let nested = Error::new(ErrorKind::NotFound, "start failed").with_source(std::io::Error::other(
+            "runc create failed: unable to start container process: exec: \"x\": executable file not found in $PATH",
+        ));
+        assert_eq!(nested.shell_status(), Some(127));
+    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("connection refused\n(os error 111)")]

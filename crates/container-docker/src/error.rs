@@ -108,10 +108,11 @@ pub(crate) fn runtime_failure(chunk: &OutputChunk) -> Option<RuntimeFailure> {
     Some(
         if has("stopped") || has("not running") || has("container does not exist") {
             RuntimeFailure::NotRunning
-        } else if has("no such file or directory") || has("executable file not found") {
-            RuntimeFailure::Exit(127)
         } else {
-            RuntimeFailure::Exit(RUNTIME_FAILED)
+            RuntimeFailure::Exit(
+                container_core::error::shell_status_for_runtime_text(&text)
+                    .unwrap_or(RUNTIME_FAILED),
+            )
         },
     )
 }

@@ -156,17 +156,7 @@ impl PodmanEngine {
                     "labels": labels,
                     "netns": {"nsmode": "none"},
                 });
-                let body = serde_json::to_vec(&spec).map_err(|e| {
-                    Error::new(ErrorKind::Internal, "cannot encode the probe").with_source(e)
-                })?;
-                self.raw(
-                    Method::POST,
-                    "/libpod/containers/create",
-                    Body::from(body),
-                    "application/json",
-                )
-                .await
-                .map_err(map_error)?;
+                self.create_raw(&spec, "the probe").await?;
                 let containers = self.podman.containers();
                 let handle = containers.get(&probe);
                 let inspected = handle.inspect().await.map_err(map_error);
@@ -228,6 +218,22 @@ impl PodmanEngine {
             .await
             .map_err(|e| podman_api::Error::from(containers_api::conn::Error::from(e)))?;
         Err(fault(status, &bytes))
+    }
+
+    /// `POST /libpod/containers/create` with `spec` (`what` names it in an encoding
+    /// error); the answer's bytes.
+    async fn create_raw(&self, spec: &serde_json::Value, what: &str) -> Result<Bytes> {
+        let body = serde_json::to_vec(spec).map_err(|e| {
+            Error::new(ErrorKind::Internal, format!("cannot encode {what}")).with_source(e)
+        })?;
+        self.raw(
+            Method::POST,
+            "/libpod/containers/create",
+            Body::from(body),
+            "application/json",
+        )
+        .await
+        .map_err(map_error)
     }
 
     /// [`send`](Self::send) for a request whose whole answer is read.
@@ -339,18 +345,7 @@ impl Engine for PodmanEngine {
             self.default_ulimits(config, labels).await?
         };
         let spec = convert::create_spec(name, config, labels, &defaults)?;
-        let body = serde_json::to_vec(&spec).map_err(|e| {
-            Error::new(ErrorKind::Internal, "cannot encode the create request").with_source(e)
-        })?;
-        let bytes = self
-            .raw(
-                Method::POST,
-                "/libpod/containers/create",
-                Body::from(body),
-                "application/json",
-            )
-            .await
-            .map_err(map_error)?;
+        let bytes = self.create_raw(&spec, "the create request").await?;
         convert::created_id(&bytes)
     }
 

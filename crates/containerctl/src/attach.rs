@@ -20,9 +20,6 @@ use crate::fail::Failure;
 pub(crate) const TIMED_OUT: u8 = 124;
 /// Exit code when our stdout is closed (128 + SIGPIPE, as a shell reports it).
 pub(crate) const CLOSED_STDOUT: u8 = 141;
-/// The command cannot be invoked / is not found (as a shell and `docker run`).
-const NOT_EXECUTABLE: u8 = 126;
-const NOT_FOUND: u8 = 127;
 
 /// When `run` pulls the image first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -252,33 +249,6 @@ fn exit_code(code: i64) -> ExitCode {
     }
 }
 
-/// Whether a start failure means the command could not be invoked: 127 when it does not
-/// exist, 126 when it cannot be executed (what `docker run` exits with); the runtime says
-/// so only in its message.
-fn not_invocable(e: &Error) -> Option<u8> {
-    let text = format!(
-        "{e} {}",
-        std::error::Error::source(e)
-            .map(|s| s.to_string())
-            .unwrap_or_default()
-    )
-    .to_lowercase();
-    let exec_failed = text.contains("exec:")
-        || text.contains("executable")
-        || text.contains("exec failed")
-        || text.contains("starting container process");
-    if !exec_failed {
-        return None;
-    }
-    if text.contains("not found") || text.contains("no such file or directory") {
-        Some(NOT_FOUND)
-    } else if text.contains("permission denied") || text.contains("not a directory") {
-        Some(NOT_EXECUTABLE)
-    } else {
-        None
-    }
-}
-
 /// `containerctl run`.
 pub(crate) async fn run(engine: &dyn ContainerManager, args: RunArgs) -> Result<ExitCode, Failure> {
     let mut config = ContainerConfig::new(&args.image);
@@ -342,8 +312,9 @@ pub(crate) async fn run(engine: &dyn ContainerManager, args: RunArgs) -> Result<
         if !args.keep {
             remove(engine, &id).await;
         }
-        if let Some(code) = not_invocable(&e) {
-            eprintln!("containerctl: {}", e);
+        // The runtime could not invoke the command: 127 / 126, as `docker run`.
+        if let Some(code) = e.shell_status().and_then(|c| u8::try_from(c).ok()) {
+            eprintln!("containerctl: {e}");
             return Ok(ExitCode::from(code));
         }
         return Err(e.into());
@@ -515,21 +486,5 @@ mod tests {
         assert!(parse_user("root").is_err());
         assert_eq!(parse_bytes("512m"), Ok(512 * 1024 * 1024));
         assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
-    }
-
-    #[test]
-    fn start_failures_of_the_command_map_to_126_and_127() {
-        let missing = Error::new(
-            ErrorKind::Internal,
-            "OCI runtime create failed: exec: \"nope\": executable file not found in $PATH",
-        );
-        assert_eq!(not_invocable(&missing), Some(NOT_FOUND));
-        let denied = Error::new(
-            ErrorKind::Internal,
-            "failed to create shim task: OCI runtime create failed: exec: \"/etc\": permission denied",
-        );
-        assert_eq!(not_invocable(&denied), Some(NOT_EXECUTABLE));
-        let other = Error::new(ErrorKind::NotFound, "no such container: x");
-        assert_eq!(not_invocable(&other), None);
     }
 }

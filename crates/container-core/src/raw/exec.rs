@@ -132,8 +132,9 @@ impl Drop for StartGuard {
 }
 
 /// Polls the exec's state until the engine no longer reports it running; its exit code.
-/// `command` (the exec's argv\[0\]) names the exec in errors.
-async fn exit_code<E: Engine>(engine: &E, exec: &E::Exec, command: &str) -> Result<i64> {
+/// `command` (the exec's argv\[0\]) names the exec in errors. For a backend's own execs
+/// (a `tar` for copies) as much as for the manager's.
+pub async fn exit_code<E: Engine>(engine: &E, exec: &E::Exec, command: &str) -> Result<i64> {
     let deadline = tokio::time::Instant::now() + EXIT_WAIT;
     let mut delay = Duration::from_millis(2);
     loop {

@@ -43,6 +43,7 @@ use crate::types::{
     RegistryAuth, VolumeInfo,
 };
 
+pub use exec::exit_code as exec_exit_code;
 pub use manager::EngineManager;
 pub use tar_exec::tar_out;
 

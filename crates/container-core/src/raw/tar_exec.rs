@@ -5,11 +5,11 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 
+use super::exec::exit_code;
 use super::{ByteStream, Engine};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exec::{ExecSpec, StreamKind};
@@ -18,9 +18,6 @@ use crate::exec::{ExecSpec, StreamKind};
 const STDERR_KEPT: usize = 4096;
 /// A shell's exit code for a missing command.
 const NOT_FOUND: i64 = 127;
-/// How long the exit code may lag behind the end of the output.
-const EXIT_POLLS: u32 = 200;
-const EXIT_POLL: Duration = Duration::from_millis(25);
 
 /// A tar archive of `path` in the running container `id`, its entries named from the
 /// last component of `path` (`dir/...`, as archive endpoints name them), streamed as tar
@@ -63,7 +60,7 @@ pub async fn tar_out<E: Engine + Clone>(
         }
     };
     let Some(first) = first else {
-        let code = exit_code(engine, &exec).await?;
+        let code = exit_code(engine, &exec, "tar").await?;
         let text = said(&stderr);
         return match code {
             _ if text.contains("No such file") => Err(Error::new(
@@ -94,7 +91,7 @@ pub async fn tar_out<E: Engine + Clone>(
     // After the last bytes: a tar that failed midway makes the copy fail.
     let engine = engine.clone();
     let end = stream::once(async move {
-        match exit_code(&engine, &exec).await {
+        match exit_code(&engine, &exec, "tar").await {
             Ok(0) => None,
             Ok(code) => Some(Err(Error::new(
                 ErrorKind::Internal,
@@ -109,25 +106,5 @@ pub async fn tar_out<E: Engine + Clone>(
             .chain(rest)
             .chain(end)
             .boxed(),
-    ))
-}
-
-/// The exit code once the engine reports the exec ended (it may lag the output's end).
-async fn exit_code<E: Engine>(engine: &E, exec: &E::Exec) -> Result<i64> {
-    for _ in 0..EXIT_POLLS {
-        let state = engine.exec_state(exec).await?;
-        if !state.running {
-            return state.exit_code.ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Internal,
-                    "the tar exec ended without an exit code",
-                )
-            });
-        }
-        tokio::time::sleep(EXIT_POLL).await;
-    }
-    Err(Error::new(
-        ErrorKind::Timeout,
-        "the tar exec's output ended but the engine still reports it running",
     ))
 }
