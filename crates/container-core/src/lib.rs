@@ -17,8 +17,8 @@ pub mod validate;
 
 pub use error::{BoxError, Error, ErrorKind, Operation, Result};
 pub use exec::{
-    ExecControl, ExecEvent, ExecKiller, ExecOutput, ExecSpec, ExecStream, Line, LineEvent, Lines,
-    OutputChunk, StreamKind,
+    ExecControl, ExecEvent, ExecExit, ExecKiller, ExecOutput, ExecSource, ExecSpec, ExecStream,
+    Line, LineEvent, Lines, OutputChunk, StreamKind,
 };
 pub use labels::Ownership;
 pub use manager::{ContainerManager, LogStream};

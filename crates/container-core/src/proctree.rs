@@ -165,6 +165,11 @@ impl ContainerCgroup {
         Some(mount.mount_point.join(rel))
     }
 
+    /// The container's main process, as the engine reported it.
+    pub fn main_pid(&self) -> i32 {
+        self.main_pid
+    }
+
     /// The cgroup directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -181,39 +186,69 @@ impl ContainerCgroup {
     /// only, never the container's main process, each pinned. Empty when `exec_pid` is
     /// not (or no longer) in the container.
     pub fn exec_tree(&self, exec_pid: i32) -> Vec<Pinned> {
-        if exec_pid == self.main_pid {
-            return Vec::new();
-        }
+        self.exec_processes(Some(exec_pid), None)
+    }
+
+    /// Every process one exec started, each pinned: the tree under `root` (its first
+    /// process, while it runs) plus every member whose environment carries `cookie`
+    /// (`KEY`, `VALUE`: the mark the exec was started with, inherited by every
+    /// descendant, daemonized ones included), among the cgroup's members only and never
+    /// the container's main process.
+    pub fn exec_processes(&self, root: Option<i32>, cookie: Option<(&str, &str)>) -> Vec<Pinned> {
+        let root = root.filter(|r| *r != self.main_pid);
         let before = self.members();
-        if !before.contains(&exec_pid) {
+        let root = root.filter(|r| before.contains(r));
+        if root.is_none() && cookie.is_none() {
             return Vec::new();
         }
-        let pinned: Vec<(Pinned, i32)> = before
+        let pinned: Vec<(Pinned, i32, bool)> = before
             .iter()
             .filter(|p| **p != self.main_pid)
-            .filter_map(|p| Pinned::open(*p))
+            .filter_map(|p| {
+                let (pinned, ppid) = Pinned::open(*p)?;
+                let marked = cookie.is_some_and(|(key, value)| carries(*p, key, value));
+                Some((pinned, ppid, marked))
+            })
             .collect();
-        // Still in the container after being pinned: the pinned process is the member.
+        // Still in the container and alive after the reads: the facts are the pinned
+        // process's own.
         let after = self.members();
-        let mut by_pid: HashMap<i32, (Pinned, i32)> = pinned
+        let mut by_pid: HashMap<i32, (Pinned, i32, bool)> = pinned
             .into_iter()
-            .filter(|(p, _)| after.contains(&p.pid) && p.alive())
-            .map(|(p, ppid)| (p.pid, (p, ppid)))
+            .filter(|(p, _, _)| after.contains(&p.pid) && p.alive())
+            .map(|entry| (entry.0.pid, entry))
             .collect();
         let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-        for (pid, (_, ppid)) in &by_pid {
+        for (pid, (_, ppid, _)) in &by_pid {
             children.entry(*ppid).or_default().push(*pid);
         }
-        let mut tree = Vec::new();
-        let mut queue = vec![exec_pid];
+        let mut found = Vec::new();
+        let mut queue: Vec<i32> = root.into_iter().collect();
         while let Some(pid) = queue.pop() {
-            if let Some((p, _)) = by_pid.remove(&pid) {
-                tree.push(p);
+            if let Some((p, _, _)) = by_pid.remove(&pid) {
+                found.push(p);
                 queue.extend(children.get(&pid).into_iter().flatten().copied());
             }
         }
-        tree
+        found.extend(
+            by_pid
+                .into_values()
+                .filter(|(_, _, marked)| *marked)
+                .map(|(p, _, _)| p),
+        );
+        found
     }
+}
+
+/// Whether process `pid`'s environment holds `key=value` exactly. A process that cannot
+/// be read (gone, or not ours to read) does not.
+fn carries(pid: i32, key: &str, value: &str) -> bool {
+    Process::new(pid)
+        .and_then(|p| p.environ())
+        .is_ok_and(|env| {
+            env.get(std::ffi::OsStr::new(key))
+                .is_some_and(|v| v.as_os_str() == std::ffi::OsStr::new(value))
+        })
 }
 
 /// Whether the v1 cgroup mount `m` carries `controller` (`memory`, or `name=systemd`).
@@ -263,12 +298,17 @@ impl Signalled {
 }
 
 /// The argv of a `kill` that, run inside the container as root, sends `signal` to the
-/// host PIDs `pids` under their in-container PIDs (`NSpid`); `None` when none of them is
-/// visible. Used when the host may not signal the processes itself (EPERM).
-pub fn kill_argv(pids: &[i32], signal: Signal) -> Option<Vec<String>> {
+/// host PIDs `pids` under their PIDs in the container's PID namespace (the one of its
+/// main process `main_pid`, read from `NSpid`); `None` when none of them is visible.
+/// A process in a PID namespace nested inside the container (bwrap, unshare, nested
+/// podman) is named by its PID at the container's level, never by its innermost one
+/// (which would name another process of the container, PID 1 included). Used when the
+/// host may not signal the processes itself (EPERM).
+pub fn kill_argv(pids: &[i32], main_pid: i32, signal: Signal) -> Option<Vec<String>> {
+    let level = ns_pids(main_pid)?.len();
     let inner: Vec<String> = pids
         .iter()
-        .filter_map(|pid| ns_pid(*pid))
+        .filter_map(|pid| ns_pids(*pid)?.get(level.checked_sub(1)?).copied())
         .map(|p| p.to_string())
         .collect();
     if inner.is_empty() {
@@ -283,10 +323,9 @@ pub fn kill_argv(pids: &[i32], signal: Signal) -> Option<Vec<String>> {
     Some(argv)
 }
 
-/// The PID of a host process inside its own (innermost) PID namespace.
-pub fn ns_pid(pid: i32) -> Option<i32> {
-    let status = Process::new(pid).ok()?.status().ok()?;
-    status.nspid?.last().copied()
+/// A host process's PIDs, from the host's PID namespace inward (`NSpid`).
+fn ns_pids(pid: i32) -> Option<Vec<i32>> {
+    Process::new(pid).ok()?.status().ok()?.nspid
 }
 
 #[cfg(test)]
@@ -361,9 +400,80 @@ mod tests {
     #[test]
     fn kill_argv_uses_namespace_pids() {
         let me = std::process::id() as i32;
-        let argv = kill_argv(&[me], Signal::TERM).expect("visible");
+        let argv = kill_argv(&[me], me, Signal::TERM).expect("visible");
         assert_eq!(&argv[..3], &["kill", "-s", "TERM"]);
         assert_eq!(argv.len(), 4);
-        assert!(kill_argv(&[], Signal::TERM).is_none());
+        assert!(kill_argv(&[], me, Signal::TERM).is_none());
+    }
+
+    #[test]
+    fn kill_argv_names_a_nested_namespace_process_at_the_containers_level() {
+        // This process stands in for the container's main process; `unshare` puts a
+        // `sleep` into a PID namespace nested below it, where it is PID 1.
+        let me = std::process::id() as i32;
+        let mut nested = std::process::Command::new("unshare")
+            .args(["--pid", "--fork", "--kill-child", "sleep", "30"])
+            .spawn()
+            .expect("spawn unshare");
+        let outer = i32::try_from(nested.id()).expect("pid");
+        let mut sleeper = None;
+        for _ in 0..100 {
+            sleeper = procfs::process::all_processes().ok().and_then(|all| {
+                all.flatten()
+                    .find(|p| p.stat().is_ok_and(|s| s.ppid == outer))
+                    .map(|p| p.pid)
+            });
+            if sleeper.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let sleeper = sleeper.expect("the nested sleep");
+        let nspid = ns_pids(sleeper).expect("NSpid");
+        assert_eq!(nspid.len(), ns_pids(me).expect("NSpid").len() + 1);
+        assert_eq!(nspid.last(), Some(&1), "PID 1 of its own namespace");
+        let argv = kill_argv(&[sleeper], me, Signal::TERM).expect("visible");
+        assert_eq!(
+            argv[3],
+            sleeper.to_string(),
+            "named at the main process's level"
+        );
+        let _ = nested.kill();
+        let _ = nested.wait();
+    }
+
+    #[test]
+    fn a_marked_process_is_found_after_it_left_the_tree() {
+        // A daemon: double-forked, re-parented away from the exec's tree, but it keeps
+        // the mark in its environment.
+        let me = std::process::id() as i32;
+        let cg = ContainerCgroup::of_main_process(me).expect("this process's cgroup");
+        let value = uuid::Uuid::new_v4().simple().to_string();
+        let status = std::process::Command::new("sh")
+            .args(["-c", "setsid sh -c 'sleep 31 &' </dev/null >/dev/null 2>&1"])
+            .env("CONTAINER_RS_TEST_MARK", &value)
+            .status()
+            .expect("spawn");
+        assert!(status.success());
+        let mut found = Vec::new();
+        for _ in 0..100 {
+            found = cg.exec_processes(None, Some(("CONTAINER_RS_TEST_MARK", &value)));
+            if !found.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(found.len(), 1, "the daemonized sleep: {found:?}");
+        let signalled = Signalled::default();
+        signalled.signal(found, Signal::KILL);
+        for _ in 0..100 {
+            if !signalled.any_alive() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(!signalled.any_alive());
+        let other = cg.exec_processes(None, Some(("CONTAINER_RS_TEST_MARK", "another")));
+        assert!(other.is_empty(), "nothing carries another mark");
     }
 }

@@ -66,6 +66,15 @@ fn env_entries(env: &[String]) -> Result<()> {
                 "environment entries must not contain NUL bytes",
             ));
         }
+        if entry
+            .split_once('=')
+            .is_some_and(|(key, _)| key == crate::raw::EXEC_MARK)
+        {
+            return Err(Error::invalid_input(format!(
+                "environment variable {} is reserved: it marks an exec's processes",
+                crate::raw::EXEC_MARK
+            )));
+        }
     }
     Ok(())
 }
@@ -260,6 +269,15 @@ mod tests {
     use crate::ErrorKind;
     use crate::Signal;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_exec_mark_is_reserved() {
+        let spec = ExecSpec::new(["true"]).env("CONTAINER_RS_EXEC", "forged");
+        let e = exec_spec(&spec).expect_err("reserved");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.message().contains("CONTAINER_RS_EXEC"), "{e}");
+        assert!(exec_spec(&ExecSpec::new(["true"]).env("CONTAINER_RS_EXECX", "1")).is_ok());
+    }
 
     const IMG: &str = "127.0.0.1:5000/container-rs/busybox:1";
 

@@ -22,7 +22,7 @@ pub mod labels {
 
 /// Exec defaults.
 pub mod exec {
-    pub use container_core::exec::{DEFAULT_KILL_GRACE, DEFAULT_OUTPUT_LIMIT};
+    pub use container_core::exec::{DEFAULT_KILL_GRACE, DEFAULT_OUTPUT_LIMIT, EXIT_DRAIN};
 }
 
 /// The input checks every manager runs before any engine call, for callers that want

@@ -14,7 +14,7 @@ use crate::{ensure, ensure_eq, fail};
 
 /// A build container: `sleep infinity` under an init (when the backend has one), which
 /// forwards SIGTERM: a stray signal to PID 1 ends the container.
-async fn build_container(
+pub(crate) async fn build_container(
     ctx: &Ctx,
     t: &mut Tracker,
     case: u32,
@@ -39,7 +39,7 @@ async fn build_container(
 }
 
 /// The container still runs with the same main process (same PID, same start time).
-async fn same_main_process(
+pub(crate) async fn same_main_process(
     m: &dyn ContainerManager,
     id: &str,
     before: &ContainerInfo,

@@ -21,6 +21,7 @@ pub mod kill;
 pub mod lifecycle;
 pub mod mounts;
 pub mod ownership;
+pub mod steps;
 pub mod streaming;
 pub mod timeouts;
 pub mod volumes;
@@ -49,6 +50,7 @@ pub enum Section {
     Files,
     Features,
     Kill,
+    Steps,
 }
 
 impl Section {
@@ -69,6 +71,7 @@ impl Section {
             Section::Files => "files",
             Section::Features => "features",
             Section::Kill => "kill",
+            Section::Steps => "steps",
         }
     }
 }
@@ -467,6 +470,36 @@ pub static CASES: &[Case] = &[
         "exec_children_killed",
         kill::case_70_exec_children_killed
     ),
+    case!(
+        71,
+        Steps,
+        "background_child_holds_output",
+        steps::case_71_background_child_holds_output
+    ),
+    case!(
+        72,
+        Steps,
+        "redirected_output_runs_to_end",
+        steps::case_72_redirected_output_runs_to_end
+    ),
+    case!(
+        73,
+        Steps,
+        "deadline_holds_unread",
+        steps::case_73_deadline_holds_unread
+    ),
+    case!(
+        74,
+        Steps,
+        "drop_in_grace_still_kills",
+        steps::case_74_drop_in_grace_still_kills
+    ),
+    case!(
+        75,
+        Steps,
+        "daemonized_children_end_with_step",
+        steps::case_75_daemonized_children_end_with_step
+    ),
 ];
 
 #[cfg(test)]
@@ -476,7 +509,7 @@ mod tests {
     #[test]
     fn the_table_has_every_case_once_in_order() {
         let numbers: Vec<u32> = CASES.iter().map(|c| c.number).collect();
-        assert_eq!(numbers, (1..=70).collect::<Vec<_>>());
+        assert_eq!(numbers, (1..=75).collect::<Vec<_>>());
         let features: Vec<u32> = CASES
             .iter()
             .filter(|c| c.feature.is_some())

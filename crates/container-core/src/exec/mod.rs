@@ -22,4 +22,4 @@ pub use spec::{
     ExecEvent, ExecOutput, ExecSpec, OutputChunk, StreamKind, DEFAULT_KILL_GRACE,
     DEFAULT_OUTPUT_LIMIT,
 };
-pub use stream::{ExecKiller, ExecStream};
+pub use stream::{ExecExit, ExecKiller, ExecSource, ExecStream, EXIT_DRAIN};

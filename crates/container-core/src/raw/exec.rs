@@ -1,5 +1,7 @@
-//! The exec of [`EngineManager`]: create, start (never cut off midway), output then exit
-//! status, and the one [`ExecControl`] for every engine (see `docs/adr/0003-exec-kill.md`).
+//! The exec of [`EngineManager`]: create, start (never cut off midway), the exit read from
+//! the engine's exec state (not from the end of the output), and the one [`ExecControl`]
+//! for every engine (see `docs/adr/0003-exec-kill.md`). The lifecycle itself (output,
+//! exit, deadline, kill) is [`ExecStream`]'s task.
 //!
 //! Killing, for an engine without a native exec kill, signals only processes proven to be
 //! the exec's ([`proctree`]): the tree under the PID the engine reports for the exec,
@@ -10,26 +12,41 @@
 //! ([`ConnectOptions::remote_exec_kill`](crate::ConnectOptions::remote_exec_kill));
 //! otherwise the kill fails and the caller is told so.
 //!
+//! Every exec is started with a mark in its environment ([`EXEC_MARK`], a random value
+//! of its own), inherited by every process it starts: a timed-out, dropped or killed exec
+//! ends its daemonized descendants too (re-parented to the container's init, out of its
+//! tree), found by that mark among the container's own processes. A process that clears
+//! its environment escapes this (see the ADR).
+//!
 //! The `/proc` and cgroup reads run on the blocking pool, never on the async workers.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::stream::{self, BoxStream, StreamExt};
-use tokio::sync::Mutex as AsyncMutex;
+use futures::stream::StreamExt;
+use tokio::sync::{watch, Mutex as AsyncMutex};
 use tokio::task::JoinHandle;
 
 use super::manager::{within, EngineManager};
 use super::{Engine, ExecState, OutputStream};
 use crate::error::{Error, ErrorKind, Operation, Result};
-use crate::exec::{terminate, ExecControl, ExecEvent, ExecSpec, ExecStream};
+use crate::exec::{terminate, ExecControl, ExecExit, ExecSource, ExecSpec, ExecStream};
 use crate::manager::ContainerManager;
 use crate::proctree::{self, ContainerCgroup, Signalled};
 use crate::signal::Signal;
 
-/// How long to wait for the engine to report the exit after the output closed.
-const EXIT_WAIT: Duration = Duration::from_secs(10);
+/// The environment variable that marks every process of one exec (see the module docs).
+pub const EXEC_MARK: &str = "CONTAINER_RS_EXEC";
+/// The first pause between two looks at an exec's state; it doubles up to
+/// [`EXIT_POLL_MAX`], and starts again when the output ends.
+const EXIT_POLL_FIRST: Duration = Duration::from_millis(2);
+/// The longest pause between two looks at a running exec's state: how late, at most, the
+/// end of an exec whose output is held open by a child is seen.
+const EXIT_POLL_MAX: Duration = Duration::from_millis(250);
+/// How long the engine may fail to answer about a running exec (retryable errors)
+/// before the exec's stream ends with that error.
+const STATE_OUTAGE: Duration = Duration::from_secs(10);
 /// How long a signal waits for an exec the engine has not started yet, or whose PID it
 /// has not filled in yet (moby reports `Running` before the PID).
 const START_WAIT: Duration = Duration::from_secs(3);
@@ -43,6 +60,10 @@ pub(super) async fn start<E: Engine>(
     spec: &ExecSpec,
 ) -> Result<ExecStream> {
     let engine = manager.engine_arc();
+    let mark = uuid::Uuid::new_v4().simple().to_string();
+    let mut spec = spec.clone();
+    spec.env.push(format!("{EXEC_MARK}={mark}"));
+    let spec = &spec;
     let exec = manager
         .call(Operation::Exec, engine.exec_create(container, spec))
         .await?;
@@ -53,6 +74,7 @@ pub(super) async fn start<E: Engine>(
         container: container.to_string(),
         call_timeout: manager.call_timeout(),
         remote_kill: manager.remote_exec_kill(),
+        mark,
         cgroup: AsyncMutex::new(None),
         signalled: Arc::default(),
     });
@@ -74,20 +96,26 @@ pub(super) async fn start<E: Engine>(
     let output = guard.wait().await?;
     let backend = manager.backend();
     let resource = manager.container(container);
-    let output = output.map(move |item| {
-        item.map(ExecEvent::Output)
-            .map_err(|e| e.context(backend, Operation::Exec, resource.clone()))
+    let output = output
+        .map(move |item| item.map_err(|e| e.context(backend, Operation::Exec, resource.clone())));
+    let exit = Arc::new(EngineExit {
+        engine,
+        exec,
+        command: spec.cmd.first().cloned().unwrap_or_default(),
+        limit: Some(manager.call_timeout()),
+        seen: Mutex::new(None),
     });
-    let resource = manager.container(container);
-    let command = spec.cmd.first().cloned().unwrap_or_default();
-    let exit = stream::once(async move {
-        exit_code(engine.as_ref(), &exec, &command)
-            .await
-            .map(ExecEvent::Exit)
-            .map_err(|e| e.context(backend, Operation::Exec, resource))
-    });
-    let events: BoxStream<'static, Result<ExecEvent>> = output.chain(exit).boxed();
-    Ok(ExecStream::new(events, control, spec, manager.container(container)).with_backend(backend))
+    let source = ExecSource {
+        output: output.boxed(),
+        exit,
+        control,
+    };
+    Ok(ExecStream::spawn(
+        source,
+        spec,
+        Some(backend),
+        manager.container(container),
+    ))
 }
 
 /// Owns the start task until its output is handed over; dropped earlier (the caller
@@ -105,9 +133,22 @@ impl StartGuard {
         };
         let started = starting.await;
         self.starting = None;
-        started.map_err(|e| {
+        let started = started.map_err(|e| {
             Error::new(ErrorKind::Internal, "the exec start task failed").with_source(e)
-        })?
+        })?;
+        if let Err(e) = &started {
+            if e.kind() == ErrorKind::Timeout {
+                // Cut off by the call timeout: the engine may have started the process
+                // all the same. End whatever of it runs (nothing, if it never started).
+                let (control, grace) = (self.control.clone(), self.grace);
+                tokio::spawn(async move {
+                    if let Err(e) = terminate(control, grace).await {
+                        tracing::warn!(error = %e, "an exec whose start timed out could not be ended");
+                    }
+                });
+            }
+        }
+        started
     }
 }
 
@@ -133,30 +174,104 @@ impl Drop for StartGuard {
 
 /// Polls the exec's state until the engine no longer reports it running; its exit code.
 /// `command` (the exec's argv\[0\]) names the exec in errors. For a backend's own execs
-/// (a `tar` for copies) as much as for the manager's.
+/// (a `tar` for copies) whose output was read to its end.
 pub async fn exit_code<E: Engine>(engine: &E, exec: &E::Exec, command: &str) -> Result<i64> {
-    let deadline = tokio::time::Instant::now() + EXIT_WAIT;
-    let mut delay = Duration::from_millis(2);
+    let (_ended, output_ended) = watch::channel(true);
+    let state = wait_exited(engine, exec, None, output_ended).await?;
+    code_of(&state, command)
+}
+
+/// The exit code in `state`; the engine must give one once the exec ended.
+fn code_of(state: &ExecState, command: &str) -> Result<i64> {
+    state.exit_code.ok_or_else(|| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("the engine reports the exec `{command}` ended but gives no exit code"),
+        )
+    })
+}
+
+/// Polls `exec`'s state (each look within `limit`) until its process has exited; that
+/// state. The one poll loop behind every exec's end: a state that says "not running" ends
+/// it once the engine says the exec started (or, for engines that cannot say, once the
+/// output ended); before that it is an exec the engine has not started yet. Retryable
+/// errors are looked past for [`STATE_OUTAGE`].
+async fn wait_exited<E: Engine>(
+    engine: &E,
+    exec: &E::Exec,
+    limit: Option<Duration>,
+    mut output_ended: watch::Receiver<bool>,
+) -> Result<ExecState> {
+    let mut delay = EXIT_POLL_FIRST;
+    let mut failing: Option<tokio::time::Instant> = None;
+    let mut hint = true;
     loop {
-        let state = engine.exec_state(exec).await?;
-        if !state.running {
-            return state.exit_code.ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Internal,
-                    format!("the engine reports the exec `{command}` ended but gives no exit code"),
-                )
-            });
+        let ended = *output_ended.borrow_and_update();
+        let state = match limit {
+            Some(limit) => within(limit, Operation::Exec, engine.exec_state(exec)).await,
+            None => engine.exec_state(exec).await,
+        };
+        match state {
+            Ok(state) if !state.running && (state.started || ended) => return Ok(state),
+            Ok(_) => failing = None,
+            Err(e) if e.is_retryable() => {
+                let since = *failing.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= STATE_OUTAGE {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
         }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Error::new(
-                ErrorKind::Timeout,
-                format!(
-                    "the output of exec `{command}` closed but the engine still reports it running"
-                ),
-            ));
+        tokio::select! {
+            () = tokio::time::sleep(delay) => delay = (delay * 2).min(EXIT_POLL_MAX),
+            changed = output_ended.changed(), if hint && !ended => match changed {
+                Ok(()) => delay = EXIT_POLL_FIRST,
+                // The output was dropped without an end: no more hints.
+                Err(_) => hint = false,
+            },
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// The exit of one exec, read from the engine's exec state.
+struct EngineExit<E: Engine> {
+    engine: Arc<E>,
+    exec: Arc<E::Exec>,
+    command: String,
+    limit: Option<Duration>,
+    /// The state that said the process exited.
+    seen: Mutex<Option<ExecState>>,
+}
+
+#[async_trait]
+impl<E: Engine> ExecExit for EngineExit<E> {
+    async fn exited(&self, output_ended: watch::Receiver<bool>) -> Result<()> {
+        let state = wait_exited(self.engine.as_ref(), &self.exec, self.limit, output_ended).await?;
+        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(state);
+        Ok(())
+    }
+
+    async fn code(&self, settled: bool) -> Result<i64> {
+        let seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| Error::new(ErrorKind::Internal, "the exec's exit was not seen"))?;
+        if settled {
+            return code_of(&seen, &self.command);
+        }
+        // Output read after the exit can refine the code (Docker's start failures).
+        let again = match self.limit {
+            Some(limit) => within(limit, Operation::Exec, self.engine.exec_state(&self.exec)).await,
+            None => self.engine.exec_state(&self.exec).await,
+        };
+        match again {
+            Ok(state) if !state.running && state.exit_code.is_some() => {
+                code_of(&state, &self.command)
+            }
+            _ => code_of(&seen, &self.command),
+        }
     }
 }
 
@@ -178,6 +293,8 @@ struct Control<E: Engine> {
     container: String,
     call_timeout: Duration,
     remote_kill: bool,
+    /// The value of [`EXEC_MARK`] in this exec's processes.
+    mark: String,
     /// The container's cgroup, once found.
     cgroup: AsyncMutex<Option<ContainerCgroup>>,
     /// Every process signalled so far (see [`Signalled`]).
@@ -187,36 +304,44 @@ struct Control<E: Engine> {
 #[async_trait]
 impl<E: Engine> ExecControl for Control<E> {
     async fn signal(&self, signal: Signal) -> Result<()> {
-        if self.engine.capabilities().native_exec_kill {
-            return self.call(self.engine.exec_kill(&self.exec, signal)).await;
-        }
-        let Some(state) = self.started().await? else {
-            return Ok(()); // the engine no longer knows the exec: it is gone
+        // The exec's own process: natively where the engine can, else by its tree.
+        let (state, native) = if self.engine.capabilities().native_exec_kill {
+            let sent = match self.call(self.engine.exec_kill(&self.exec, signal)).await {
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()), // already exited
+                other => other,
+            };
+            (None, Some(sent))
+        } else {
+            (self.started().await?, None)
         };
+        let running = state.as_ref().is_some_and(|s| s.running);
         let seen = self.seen().await?;
         tracing::debug!(?state, ?seen, %signal, "signalling exec");
         let cgroup = match seen {
             Seen::Local(cgroup) => Some(cgroup),
             Seen::Stopped => None,
-            Seen::Remote if state.running => return self.remote(signal).await,
+            Seen::Remote if native.is_none() && running => return self.remote(signal).await,
             Seen::Remote => None,
         };
-        let root = state.pid.filter(|_| state.running);
+        // Then every process it started, daemonized ones included (by the mark).
+        let root = state.and_then(|s| s.pid.filter(|_| s.running));
         let signalled = self.signalled.clone();
+        let mark = self.mark.clone();
+        let main = cgroup.as_ref().map(ContainerCgroup::main_pid);
         let refused = tokio::task::spawn_blocking(move || {
-            let found = match (cgroup, root) {
-                (Some(cgroup), Some(root)) => cgroup.exec_tree(root),
-                _ => Vec::new(),
-            };
+            let found = cgroup
+                .map(|c| c.exec_processes(root, Some((EXEC_MARK, &mark))))
+                .unwrap_or_default();
             signalled.signal(found, signal)
         })
         .await
         .map_err(|e| Error::new(ErrorKind::Internal, "the signal task failed").with_source(e))?;
-        if refused.is_empty() {
-            Ok(())
-        } else {
-            self.kill_inside(&refused, signal).await
+        if !refused.is_empty() {
+            if let Some(main) = main {
+                self.kill_inside(&refused, main, signal).await?;
+            }
         }
+        native.unwrap_or(Ok(()))
     }
 
     async fn is_running(&self) -> Result<bool> {
@@ -293,9 +418,9 @@ impl<E: Engine> Control<E> {
 
     /// The host refused to signal (not root): send it from inside the container, as root,
     /// to the same processes under their in-container PIDs.
-    async fn kill_inside(&self, pids: &[i32], signal: Signal) -> Result<()> {
+    async fn kill_inside(&self, pids: &[i32], main: i32, signal: Signal) -> Result<()> {
         let pids = pids.to_vec();
-        let argv = tokio::task::spawn_blocking(move || proctree::kill_argv(&pids, signal))
+        let argv = tokio::task::spawn_blocking(move || proctree::kill_argv(&pids, main, signal))
             .await
             .map_err(|e| Error::new(ErrorKind::Internal, "the pid task failed").with_source(e))?;
         let Some(cmd) = argv else {

@@ -12,7 +12,8 @@
 //! - the connect timeout, per-call timeouts, and retries of idempotent calls;
 //! - capabilities: an operation the engine lacks is `Unsupported` here, before the engine;
 //! - "already in the target state" is `Ok`, "removal in progress" waits for the removal;
-//! - the exec: exit status read once the output ends, the timeout / drop / kill sequence
+//! - the exec: its end read from the engine's exec state (the process's exit, not the end
+//!   of its output), the timeout / drop / kill sequence
 //!   (TERM, grace, KILL) with the engine supplying only "this exec's processes" or a
 //!   native kill;
 //! - the buffered exec, cleanup, the tar packing and safe unpacking of copies.
@@ -43,7 +44,7 @@ use crate::types::{
     RegistryAuth, VolumeInfo,
 };
 
-pub use exec::exit_code as exec_exit_code;
+pub use exec::{exit_code as exec_exit_code, EXEC_MARK};
 pub use manager::EngineManager;
 pub use tar_exec::tar_out;
 
