@@ -1,0 +1,266 @@
+//! Execs: FIFOs opened before the exec exists, start, state, and the end of an exec.
+
+use super::*;
+
+/// One exec: its id, FIFOs, and the exit code once read.
+#[derive(Debug)]
+pub struct ContainerdExec {
+    container: String,
+    id: String,
+    dir: PathBuf,
+    stdin: bool,
+    exit: OnceLock<i64>,
+    /// The FIFO read ends, opened before the exec exists, until the start takes them.
+    pipes: std::sync::Mutex<Option<PipePair>>,
+}
+
+pub(super) type PipePair = (
+    tokio::net::unix::pipe::Receiver,
+    Option<tokio::net::unix::pipe::Receiver>,
+);
+
+pub(super) fn mkfifo(path: &Path) -> Result<()> {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("cannot make the FIFO {}", path.display()),
+        )
+        .with_source(e)
+    })
+}
+
+/// The output of `stdout` and `stderr` FIFO receivers (read only when polled), merged.
+pub(super) fn pipe_output(
+    stdout: tokio::net::unix::pipe::Receiver,
+    stderr: Option<tokio::net::unix::pipe::Receiver>,
+) -> OutputStream {
+    fn read(r: tokio::net::unix::pipe::Receiver, kind: StreamKind) -> OutputStream {
+        futures::stream::unfold(r, move |mut r| async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            match r.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(OutputChunk::new(kind, buf)), r))
+                }
+                Err(e) => Some((Err(io_err("reading the process output failed")(e)), r)),
+            }
+        })
+        .boxed()
+    }
+    match stderr {
+        Some(err) => futures::stream::select(
+            read(stdout, StreamKind::Stdout),
+            read(err, StreamKind::Stderr),
+        )
+        .boxed(),
+        None => read(stdout, StreamKind::Stdout),
+    }
+}
+
+pub(super) fn open_receiver(path: &Path) -> Result<tokio::net::unix::pipe::Receiver> {
+    tokio::net::unix::pipe::OpenOptions::new()
+        .open_receiver(path)
+        .map_err(io_err("cannot open a FIFO"))
+}
+
+impl ContainerdEngine {
+    /// An exec is over with `code`: remembered, its process deleted from the task (best
+    /// effort: the task's deletion takes it anyway) and its FIFO folder removed.
+    pub(super) async fn exec_ended(&self, exec: &ContainerdExec, code: i64) {
+        let _ = exec.exit.set(code);
+        let delete = DeleteProcessRequest {
+            container_id: exec.container.clone(),
+            exec_id: exec.id.clone(),
+        };
+        if let Ok(r) = self.c.request(delete) {
+            let _ = self.tasks().delete_process(r).await;
+        }
+        let _ = std::fs::remove_dir_all(&exec.dir);
+    }
+}
+
+pub(super) async fn create(
+    engine: &ContainerdEngine,
+    container: &str,
+    spec: &ExecSpec,
+) -> Result<ContainerdExec> {
+    let record = engine.container(container).await?;
+    let container = record.id.as_str();
+    let base = ContainerdEngine::spec_of(&record);
+    let mut process = base["process"].clone();
+    process["args"] = serde_json::json!(spec.cmd);
+    let mut env: Vec<String> = process["env"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    env.extend(spec.env.iter().cloned());
+    process["env"] = serde_json::json!(env);
+    if let Some(dir) = &spec.working_dir {
+        process["cwd"] = serde_json::json!(dir);
+    }
+    if let Some(user) = spec.user {
+        process["user"] = serde_json::json!({"uid": user.uid, "gid": user.gid});
+    }
+    process["terminal"] = serde_json::json!(spec.tty);
+    let id = format!("exec-{}", uuid::Uuid::new_v4().simple());
+    let dir = engine.run.join(container).join(&id);
+    std::fs::create_dir_all(&dir).map_err(io_err("cannot make the exec folder"))?;
+    let exec = ContainerdExec {
+        container: container.to_string(),
+        id,
+        dir,
+        stdin: spec.stdin.is_some(),
+        exit: OnceLock::new(),
+        pipes: std::sync::Mutex::new(None),
+    };
+    mkfifo(&exec.dir.join("stdout"))?;
+    if !spec.tty {
+        mkfifo(&exec.dir.join("stderr"))?;
+    }
+    if exec.stdin {
+        mkfifo(&exec.dir.join("stdin"))?;
+    }
+    let value = serde_json::to_vec(&process)
+        .map_err(|e| Error::new(ErrorKind::Internal, "cannot encode the process").with_source(e))?;
+    let path = |n: &str| exec.dir.join(n).display().to_string();
+    let request = ExecProcessRequest {
+        container_id: container.to_string(),
+        stdin: if exec.stdin {
+            path("stdin")
+        } else {
+            String::new()
+        },
+        stdout: path("stdout"),
+        stderr: if spec.tty {
+            String::new()
+        } else {
+            path("stderr")
+        },
+        terminal: spec.tty,
+        spec: Some(any(PROCESS_TYPE, value)),
+        exec_id: exec.id.clone(),
+    };
+    // The read ends open before the exec exists: the shim opens the write ends.
+    let stdout = open_receiver(&exec.dir.join("stdout"))?;
+    let stderr = if spec.tty {
+        None
+    } else {
+        Some(open_receiver(&exec.dir.join("stderr"))?)
+    };
+    match engine.tasks().exec(engine.c.request(request)?).await {
+        Ok(_) => {}
+        Err(s) if s.code() == Code::NotFound || s.code() == Code::FailedPrecondition => {
+            return Err(state_conflict(
+                format!("container {container} is not running"),
+                "not running",
+            ))
+        }
+        Err(s) => return Err(map_status(s)),
+    }
+    *exec
+        .pipes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((stdout, stderr));
+    Ok(exec)
+}
+
+pub(super) async fn start(
+    engine: &ContainerdEngine,
+    exec: &ContainerdExec,
+    spec: &ExecSpec,
+) -> Result<OutputStream> {
+    let taken = exec
+        .pipes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    let (stdout, stderr) =
+        taken.ok_or_else(|| Error::new(ErrorKind::Internal, "the exec's output pipes are gone"))?;
+    let start = StartRequest {
+        container_id: exec.container.clone(),
+        exec_id: exec.id.clone(),
+    };
+    if let Err(s) = engine.tasks().start(engine.c.request(start)?).await {
+        // The runtime could not start the binary: what a shell says (127 not found,
+        // 126 not executable), the runtime's message on stderr.
+        let text = s.message().to_string();
+        if s.code() == Code::Unknown && text.contains("OCI runtime exec failed") {
+            let code = container_core::error::shell_status_for_runtime_text(&text).unwrap_or(126);
+            engine.exec_ended(exec, code).await;
+            let chunk = OutputChunk::new(StreamKind::Stderr, format!("{text}\n"));
+            return Ok(futures::stream::iter([Ok(chunk)]).boxed());
+        }
+        return Err(map_status(s));
+    }
+    if let Some(data) = spec.stdin.clone() {
+        let mut sender = tokio::net::unix::pipe::OpenOptions::new()
+            .read_write(true)
+            .open_sender(exec.dir.join("stdin"))
+            .map_err(io_err("cannot open the exec's stdin"))?;
+        let (engine, container, exec_id) =
+            (engine.clone(), exec.container.clone(), exec.id.clone());
+        tokio::spawn(async move {
+            let _ = sender.write_all(&data).await;
+            drop(sender);
+            // The shim keeps the stdin FIFO open: EOF reaches the process only when
+            // it is told to close it.
+            let close = CloseIoRequest {
+                container_id: container,
+                exec_id,
+                stdin: true,
+            };
+            if let Ok(request) = engine.c.request(close) {
+                if let Err(e) = engine.tasks().close_io(request).await {
+                    tracing::debug!(error = %map_status(e), "closing the exec's stdin failed");
+                }
+            }
+        });
+    }
+    Ok(pipe_output(stdout, stderr))
+}
+
+pub(super) async fn state(
+    engine: &ContainerdEngine,
+    exec: &ContainerdExec,
+) -> Result<ExecState> {
+    if let Some(code) = exec.exit.get() {
+        return Ok(ExecState {
+            started: true,
+            running: false,
+            exit_code: Some(*code),
+            pid: None,
+            container_id: exec.container.clone(),
+        });
+    }
+    let request = GetRequest {
+        container_id: exec.container.clone(),
+        exec_id: exec.id.clone(),
+    };
+    let process = engine
+        .tasks()
+        .get(engine.c.request(request)?)
+        .await
+        .map_err(map_status)?
+        .into_inner()
+        .process
+        .ok_or_else(|| Error::new(ErrorKind::Internal, "an exec without a process"))?;
+    let running = process.status == RUNNING;
+    let exit_code = (process.status == STOPPED).then(|| i64::from(process.exit_status));
+    if let Some(code) = exit_code {
+        engine.exec_ended(exec, code).await;
+    }
+    Ok(ExecState {
+        started: process.status != CREATED,
+        running,
+        exit_code,
+        pid: (running && process.pid > 0)
+            .then(|| i32::try_from(process.pid).unwrap_or(0))
+            .filter(|p| *p > 0),
+        container_id: exec.container.clone(),
+    })
+}
