@@ -2,7 +2,7 @@
 //! `docs/adr/0001-error-taxonomy.md`). containerd folds many state conflicts into
 //! `Unknown` with text: callers check state first where that matters.
 
-use container_core::error::kind_for_engine_text;
+use container_core::error::{kind_for_engine_text, transport_failure};
 use container_core::{Error, ErrorKind};
 use containerd_client::tonic::{Code, Status};
 
@@ -15,7 +15,9 @@ const CONFLICTS: &[&str] = &[
     "not running",
 ];
 
-/// Maps a gRPC status to the core taxonomy.
+/// Maps a gRPC status to the core taxonomy. The retry status is the kind's default; the
+/// manager settles it by the operation. An `Unavailable` that is tonic's failure to
+/// connect to the socket (its text, or an I/O cause) is marked [`Error::before_send`].
 pub(crate) fn map_status(status: Status) -> Error {
     let message = status.message().trim().replace('\n', " ");
     let kind = match status.code() {
@@ -34,17 +36,40 @@ pub(crate) fn map_status(status: Status) -> Error {
         Code::Unknown => kind_for_engine_text(&message, CONFLICTS),
         Code::Internal | Code::DataLoss | Code::Ok => ErrorKind::Internal,
     };
-    Error::new(kind, message).with_source(status)
+    let before_send = status.code() == Code::Unavailable
+        && transport_failure(&status).is_some_and(|t| t.before_send);
+    let mapped = Error::new(kind, message).with_source(status);
+    if before_send {
+        mapped.before_send()
+    } else {
+        mapped
+    }
 }
 
-/// A registry error from oci-client.
+/// A registry error from oci-client. A connection that failed, timed out or broke off
+/// midway (a reset mid-blob, hyper's "connection closed before message completed",
+/// reqwest's "error decoding response body" over either) is `Unavailable`: the pull is
+/// worth another try.
 pub(crate) fn map_registry(e: oci_client::errors::OciDistributionError) -> Error {
     use oci_client::errors::OciDistributionError as O;
     let text = e.to_string();
+    // oci-client's wrappers are transparent (their source skips the wrapped error):
+    // read the wrapped error itself.
+    let transport = match &e {
+        O::IoError(io) => transport_failure(io),
+        O::RequestError(r) => transport_failure(r),
+        _ => None,
+    };
     let kind = match &e {
         O::AuthenticationFailure(_) | O::UnauthorizedError { .. } => ErrorKind::Unauthenticated,
         O::ImageManifestNotFoundError(_) => ErrorKind::NotFound,
-        O::RequestError(r) if r.is_connect() || r.is_timeout() => ErrorKind::Unavailable,
+        // A body that broke off (oci-client reads no JSON through reqwest).
+        O::RequestError(r) if r.is_connect() || r.is_timeout() || r.is_body() || r.is_decode() => {
+            ErrorKind::Unavailable
+        }
+        O::RequestError(_) | O::IoError(_) if transport.is_some() => {
+            transport.map_or(ErrorKind::Unavailable, |t| t.kind)
+        }
         O::ServerError { code, .. } => container_core::error::kind_for_http_status(*code)
             .unwrap_or_else(|| kind_for_engine_text(&text, &[])),
         _ => kind_for_engine_text(&text, &[]),
@@ -55,6 +80,95 @@ pub(crate) fn map_registry(e: oci_client::errors::OciDistributionError) -> Error
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oci_client::client::{ClientConfig, ClientProtocol};
+    use oci_client::errors::OciDistributionError as O;
+    use oci_client::manifest::OciDescriptor;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Pulls a blob from a registry on this host that sends the headers and a tenth of
+    /// the body, then closes the connection (`reset`: with a TCP reset); the mapped error.
+    async fn blob_cut_off(reset: bool) -> Error {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.expect("read");
+                assert!(n > 0, "the client closed before its request ended");
+                seen.extend_from_slice(&buf[..n]);
+            }
+            socket
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\
+                      Content-Length: 1000\r\n\r\n",
+                )
+                .await
+                .expect("headers");
+            socket.write_all(&[7u8; 100]).await.expect("body");
+            socket.flush().await.expect("flush");
+            // Let the client read what came, then break off mid-blob.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if reset {
+                socket.set_zero_linger().expect("linger");
+            }
+            drop(socket);
+        });
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let registry = oci_client::Client::new(ClientConfig {
+            protocol: ClientProtocol::Http,
+            ..ClientConfig::default()
+        });
+        let reference: oci_client::Reference = format!("{addr}/library/x:1").parse().expect("ref");
+        let layer = OciDescriptor {
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            digest: format!("sha256:{}", "a".repeat(64)),
+            size: 1000,
+            ..OciDescriptor::default()
+        };
+        let mut out = Vec::new();
+        let e = registry
+            .pull_blob(&reference, &layer, &mut out)
+            .await
+            .expect_err("the blob was cut off");
+        server.await.expect("server");
+        map_registry(e)
+    }
+
+    #[tokio::test]
+    async fn a_blob_cut_off_midway_is_unavailable_and_retryable() {
+        for reset in [false, true] {
+            let e = blob_cut_off(reset).await;
+            assert_eq!(e.kind(), ErrorKind::Unavailable, "reset: {reset}: {e}");
+            assert!(e.is_retryable(), "reset: {reset}: {e}");
+        }
+    }
+
+    #[test]
+    fn transport_io_errors_from_the_registry_are_unavailable() {
+        use std::io::ErrorKind as K;
+        for kind in [
+            K::ConnectionReset,
+            K::ConnectionAborted,
+            K::BrokenPipe,
+            K::UnexpectedEof,
+        ] {
+            let e = map_registry(O::IoError(std::io::Error::from(kind)));
+            assert_eq!(e.kind(), ErrorKind::Unavailable, "{kind:?}: {e}");
+            assert!(e.is_retryable(), "{kind:?}");
+        }
+        // Wrapped, as oci-client's blob streams wrap a body error.
+        let wrapped = std::io::Error::other(std::io::Error::from(K::ConnectionReset));
+        assert_eq!(
+            map_registry(O::IoError(wrapped)).kind(),
+            ErrorKind::Unavailable
+        );
+        // A local failure (the spool file) is not the network.
+        let full = std::io::Error::from(K::StorageFull);
+        assert_eq!(map_registry(O::IoError(full)).kind(), ErrorKind::Internal);
+    }
 
     #[test]
     fn each_code_maps_to_its_row() {
@@ -90,5 +204,22 @@ mod tests {
             assert_eq!(e.kind(), kind, "{code:?} {text}");
         }
         assert!(map_status(Status::new(Code::Unavailable, "x")).is_retryable());
+    }
+
+    #[test]
+    fn only_a_failure_to_connect_is_marked_before_send() {
+        // tonic's own status when the socket refuses the connection.
+        let refused = map_status(Status::unavailable("Connection refused (os error 111)"));
+        assert_eq!(refused.kind(), ErrorKind::Unavailable);
+        assert!(refused.is_before_send());
+        assert!(refused.settle_retryable(false).is_retryable());
+        // The connection broke with the request sent: only an idempotent call retries.
+        let broken = map_status(Status::unavailable(
+            "error reading from server: broken pipe",
+        ));
+        assert!(!broken.is_before_send());
+        assert!(!broken.settle_retryable(false).is_retryable());
+        let deadline = map_status(Status::new(Code::DeadlineExceeded, "late"));
+        assert!(!deadline.is_before_send());
     }
 }

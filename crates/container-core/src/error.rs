@@ -3,8 +3,9 @@
 //!
 //! The design follows `docs/adr/0001-error-taxonomy.md`: the kind says *what* went wrong,
 //! [`Error::is_retryable`] says whether trying the same call again can help. They are
-//! separate because a `Timeout` is worth retrying for an idempotent inspect but not for a
-//! non-idempotent create, and only the code that raised it knows which.
+//! separate because a `Timeout` is worth retrying for an idempotent inspect but not for an
+//! exec that may have run; the manager, which knows the operation, decides it in one
+//! place ([`Error::settle_retryable`]).
 
 use std::fmt;
 
@@ -39,11 +40,26 @@ pub enum ErrorKind {
     Internal,
 }
 
+/// Whether an I/O error on the connection to an engine or registry happened before any
+/// request was sent: the connection was refused, the socket is missing, the host or
+/// network is unreachable. Only such a failure makes a non-idempotent call retryable.
+pub fn io_before_send(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        err.kind(),
+        K::ConnectionRefused
+            | K::NotFound
+            | K::AddrNotAvailable
+            | K::HostUnreachable
+            | K::NetworkUnreachable
+    )
+}
+
 impl ErrorKind {
     /// Whether an error of this kind is retryable when nothing more specific is known.
     ///
-    /// `Timeout` is not retryable by default: only the raiser knows whether the operation
-    /// was idempotent, and it says so with [`Error::set_retryable`].
+    /// `Timeout` is not retryable by default: whether it is depends on the operation, and
+    /// the manager decides that once for every error ([`Error::settle_retryable`]).
     pub fn default_retryable(self) -> bool {
         matches!(self, ErrorKind::RateLimited | ErrorKind::Unavailable)
     }
@@ -60,7 +76,9 @@ impl ErrorKind {
             | K::BrokenPipe
             | K::UnexpectedEof
             | K::NotFound
-            | K::AddrNotAvailable => ErrorKind::Unavailable,
+            | K::AddrNotAvailable
+            | K::HostUnreachable
+            | K::NetworkUnreachable => ErrorKind::Unavailable,
             K::TimedOut => ErrorKind::Timeout,
             K::PermissionDenied => ErrorKind::PermissionDenied,
             _ => ErrorKind::Internal,
@@ -152,8 +170,10 @@ impl Operation {
 }
 
 impl Operation {
-    /// Whether repeating the operation after an unknown outcome (a timeout) is safe.
-    /// Create is idempotent by name; exec, kill and copy-in are not.
+    /// Whether repeating the operation after an unknown outcome (a timeout, a connection
+    /// lost after the request was sent) is safe. Create is idempotent by name (a create
+    /// without a name is not: the manager passes that to [`Error::settle_retryable`]);
+    /// exec, kill and copy-in are not.
     pub fn is_idempotent(self) -> bool {
         !matches!(self, Operation::Exec | Operation::Kill | Operation::CopyTo)
     }
@@ -166,23 +186,94 @@ impl fmt::Display for Operation {
 }
 
 /// Whether `text` (an engine's or registry's error message) names a transient network
-/// failure: worth another try. The same table for every engine.
+/// failure: worth another try. The same table for every engine. A failed name lookup
+/// (Go's "no such host") is one: the registry could not be reached, which says nothing
+/// of whether the image exists.
 pub fn is_transient_text(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
     [
         "connection refused",
         "connection reset",
+        "connection aborted",
+        "broken pipe",
+        "connection closed before message completed",
+        "end of file before message length reached",
         "i/o timeout",
         "tls handshake timeout",
         "unexpected eof",
+        "unexpected end of file",
         "502 bad gateway",
         "503 service unavailable",
         "504 gateway",
         "server misbehaving",
         "no route to host",
+        "no such host",
+        "temporary failure in name resolution",
+        "name or service not known",
     ]
     .iter()
     .any(|p| t.contains(p))
+}
+
+/// Whether a client's own transport error text says the connection was never made (so
+/// nothing was sent): refused, or the host name did not resolve.
+fn is_connect_text(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    [
+        "connection refused",
+        "no such host",
+        "temporary failure in name resolution",
+        "name or service not known",
+        "no route to host",
+    ]
+    .iter()
+    .any(|p| t.contains(p))
+}
+
+/// What a client-side transport error says (see [`transport_failure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportFailure {
+    /// `Unavailable`, or `Timeout` for a connection that timed out.
+    pub kind: ErrorKind,
+    /// The failure came before any request was sent (see [`Error::before_send`]).
+    pub before_send: bool,
+}
+
+/// The transport failure in a client library's error (an HTTP or gRPC client's error
+/// and its causes): an I/O error on the connection (refused, reset, aborted, broken
+/// pipe, early EOF, a missing socket, timed out), or a cause whose text names one
+/// (hyper's "connection closed before message completed"). `None` when nothing in the
+/// chain is one. For the backends' own transport errors, never for an engine's message.
+pub fn transport_failure(err: &(dyn std::error::Error + 'static)) -> Option<TransportFailure> {
+    let mut by_text = None;
+    let mut next = Some(err);
+    // Bounded: a cyclic or absurdly deep chain is not walked forever.
+    for _ in 0..32 {
+        let Some(e) = next else { break };
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            let kind = ErrorKind::from_io(io);
+            if matches!(kind, ErrorKind::Unavailable | ErrorKind::Timeout) {
+                return Some(TransportFailure {
+                    kind,
+                    before_send: io_before_send(io),
+                });
+            }
+            // A wrapping I/O error (`io::Error::other(cause)`): its cause is the error.
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner as &(dyn std::error::Error + 'static));
+                continue;
+            }
+        }
+        let text = e.to_string();
+        if by_text.is_none() && is_transient_text(&text) {
+            by_text = Some(TransportFailure {
+                kind: ErrorKind::Unavailable,
+                before_send: is_connect_text(&text),
+            });
+        }
+        next = e.source();
+    }
+    by_text
 }
 
 /// What a shell would exit with for a process the OCI runtime could not start, from the
@@ -224,6 +315,10 @@ pub fn kind_for_common_text(text: &str) -> Option<ErrorKind> {
         ErrorKind::RateLimited
     } else if has("unauthorized") || has("authentication required") || has("no basic auth") {
         ErrorKind::Unauthenticated
+    } else if is_transient_text(text) {
+        // Before the not-found texts: a network failure says why the object could not
+        // be reached, and its text can hold their words (Go's "no such host").
+        ErrorKind::Unavailable
     } else if has("manifest unknown")
         || has("name unknown")
         || has("repository does not exist")
@@ -239,9 +334,9 @@ pub fn kind_for_common_text(text: &str) -> Option<ErrorKind> {
         ErrorKind::PermissionDenied
     } else if has("invalid reference format") || has("invalid argument") {
         ErrorKind::InvalidInput
-    } else if is_transient_text(text) {
-        ErrorKind::Unavailable
     } else if has("context deadline exceeded") || has("timeout") {
+        // Go's deadline text: a Timeout like the client's own deadline, retryable for
+        // an idempotent operation (`Error::settle_retryable`).
         ErrorKind::Timeout
     } else {
         return None;
@@ -290,6 +385,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub struct Error {
     kind: ErrorKind,
     retryable: bool,
+    before_send: bool,
     retries_exhausted: bool,
     attempts: u32,
     backend: Option<BackendKind>,
@@ -308,6 +404,7 @@ impl Error {
         Error {
             kind,
             retryable: kind.default_retryable(),
+            before_send: false,
             retries_exhausted: false,
             attempts: 0,
             backend: None,
@@ -385,6 +482,46 @@ impl Error {
     /// Overrides the retry status (for example a `Timeout` of an idempotent call).
     pub fn set_retryable(mut self, retryable: bool) -> Self {
         self.retryable = retryable;
+        self
+    }
+
+    /// Marks the error as raised before any request was sent: the connection to the
+    /// engine was refused, its socket is missing, its host did not resolve. Only such an
+    /// error is retryable for a non-idempotent operation (see
+    /// [`settle_retryable`](Self::settle_retryable)). Set by the backends' error mapping,
+    /// from their transport errors only.
+    pub fn before_send(mut self) -> Self {
+        self.before_send = true;
+        self
+    }
+
+    /// Whether the error was raised before any request was sent
+    /// ([`before_send`](Self::before_send)).
+    pub fn is_before_send(&self) -> bool {
+        self.before_send
+    }
+
+    /// The retry rule, the one place it is decided per call (ADR 0001): whether the
+    /// operation that failed can be repeated as it is (`idempotent`: pull, inspect, list,
+    /// image exists, start, stop, remove, a named create) decides for the outcomes that
+    /// leave it unknown.
+    ///
+    /// - `Timeout`, the client's deadline or one the engine reports ("context deadline
+    ///   exceeded"): retryable exactly when `idempotent`.
+    /// - `Unavailable`: retryable when `idempotent`, or when nothing was sent
+    ///   ([`is_before_send`](Self::is_before_send)); a reset after an exec, a copy-in or
+    ///   an unnamed create was sent may have left it done.
+    /// - `RateLimited`: as it is (the engine refused the call).
+    /// - anything else: never retryable for a non-idempotent call, else as it is.
+    ///
+    /// An error a retry policy gave up on stays not retryable.
+    pub fn settle_retryable(mut self, idempotent: bool) -> Self {
+        self.retryable = match self.kind {
+            ErrorKind::Timeout => idempotent,
+            ErrorKind::Unavailable => idempotent || self.before_send,
+            ErrorKind::RateLimited => self.retryable,
+            _ => self.retryable && idempotent,
+        };
         self
     }
 
@@ -487,6 +624,7 @@ impl fmt::Debug for Error {
         f.debug_struct("Error")
             .field("kind", &self.kind)
             .field("retryable", &self.retryable)
+            .field("before_send", &self.before_send)
             .field("retries_exhausted", &self.retries_exhausted)
             .field("attempts", &self.attempts)
             .field("backend", &self.backend)
@@ -678,6 +816,131 @@ mod tests {
         );
         assert!(is_transient_text("read: Connection Reset by peer"));
         assert!(!is_transient_text("manifest unknown"));
+    }
+
+    #[test]
+    fn a_dns_failure_is_unavailable_not_a_missing_image() {
+        for text in [
+            "Get \"https://nope.example/v2/\": dial tcp: lookup nope.example: no such host",
+            "pinging container registry nope.example: Get \"https://nope.example/v2/\": dial tcp: lookup nope.example on 127.0.0.53:53: no such host",
+            "dial tcp: lookup registry: Temporary failure in name resolution",
+            "error sending request: dns error: failed to lookup address information: Name or service not known",
+        ] {
+            assert_eq!(
+                kind_for_common_text(text),
+                Some(ErrorKind::Unavailable),
+                "{text}"
+            );
+            assert!(is_transient_text(text), "{text}");
+        }
+        // What engines say of a missing object stays NotFound.
+        for text in [
+            "No such container: x",
+            "no such image: busybox:nope",
+            "no such volume v",
+        ] {
+            assert_eq!(
+                kind_for_common_text(text),
+                Some(ErrorKind::NotFound),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_status_is_settled_by_the_operation() {
+        let settled = |kind, idempotent| Error::new(kind, "x").settle_retryable(idempotent);
+        // A deadline, the client's or the engine's: only for an idempotent call.
+        assert!(settled(ErrorKind::Timeout, true).is_retryable());
+        assert!(!settled(ErrorKind::Timeout, false).is_retryable());
+        // A connection lost after the request was sent: only for an idempotent call.
+        assert!(settled(ErrorKind::Unavailable, true).is_retryable());
+        assert!(!settled(ErrorKind::Unavailable, false).is_retryable());
+        // Nothing was sent: safe for any call.
+        let refused = Error::new(ErrorKind::Unavailable, "refused").before_send();
+        assert!(refused.is_before_send());
+        assert!(refused.settle_retryable(false).is_retryable());
+        // The engine refused the call: retryable either way.
+        assert!(settled(ErrorKind::RateLimited, false).is_retryable());
+        // Never for the other kinds, and never once a policy gave up.
+        assert!(!settled(ErrorKind::Internal, true).is_retryable());
+        assert!(!settled(ErrorKind::NotFound, false).is_retryable());
+        let exhausted = Error::new(ErrorKind::Timeout, "x")
+            .settle_retryable(true)
+            .mark_exhausted(3)
+            .settle_retryable(true);
+        assert!(!exhausted.is_retryable());
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Chain {
+        text: &'static str,
+        #[source]
+        cause: Option<Box<dyn std::error::Error + Send + Sync>>,
+    }
+
+    #[test]
+    fn transport_failures_are_found_in_the_cause_chain() {
+        use std::io::ErrorKind as K;
+        let wrap = |text, cause: Box<dyn std::error::Error + Send + Sync>| Chain {
+            text,
+            cause: Some(cause),
+        };
+        // A reset mid-body, as reqwest over hyper reports it.
+        let reset = wrap(
+            "error decoding response body",
+            Box::new(wrap(
+                "error reading a body from connection",
+                Box::new(std::io::Error::from(K::ConnectionReset)),
+            )),
+        );
+        assert_eq!(
+            transport_failure(&reset),
+            Some(TransportFailure {
+                kind: ErrorKind::Unavailable,
+                before_send: false
+            })
+        );
+        // hyper's early close has no I/O cause: its text says it.
+        let closed = wrap(
+            "error decoding response body",
+            Box::new(Chain {
+                text: "connection closed before message completed",
+                cause: None,
+            }),
+        );
+        assert_eq!(
+            transport_failure(&closed).map(|t| t.kind),
+            Some(ErrorKind::Unavailable)
+        );
+        // A refused connection: nothing was sent. Inside a wrapping I/O error too.
+        let refused = std::io::Error::other(wrap(
+            "client error (Connect)",
+            Box::new(std::io::Error::from(K::ConnectionRefused)),
+        ));
+        assert_eq!(
+            transport_failure(&refused),
+            Some(TransportFailure {
+                kind: ErrorKind::Unavailable,
+                before_send: true
+            })
+        );
+        let timed_out = std::io::Error::from(K::TimedOut);
+        assert_eq!(
+            transport_failure(&timed_out).map(|t| t.kind),
+            Some(ErrorKind::Timeout)
+        );
+        // Not a transport failure: a full disk, a bad document.
+        assert_eq!(
+            transport_failure(&std::io::Error::from(K::StorageFull)),
+            None
+        );
+        let bad = Chain {
+            text: "expected value at line 1 column 1",
+            cause: None,
+        };
+        assert_eq!(transport_failure(&bad), None);
     }
 
     #[test]

@@ -1,13 +1,26 @@
 //! Every Docker error becomes a core [`Error`] here, in one place: by HTTP status, and by
 //! text for the errors Docker sends inside a 200 stream (pull) or with a coarse status.
 
-use container_core::error::{is_transient_text, kind_for_engine_text, kind_for_http_status};
+use container_core::error::{
+    io_before_send, kind_for_engine_text, kind_for_http_status, transport_failure,
+};
 use container_core::raw::Removal;
 use container_core::{Error, ErrorKind, OutputChunk, Result};
 
 /// Maps a bollard error to the core taxonomy (see `docs/adr/0001-error-taxonomy.md`).
+/// The retry status is the kind's default; the manager settles it by the operation. A
+/// failure to connect at all is marked [`Error::before_send`].
 pub(crate) fn map_error(e: bollard::errors::Error) -> Error {
     use bollard::errors::Error as B;
+    let before_send = match &e {
+        B::IOError { err } => io_before_send(err),
+        B::SocketNotFoundError(_) => true,
+        B::HyperLegacyError { err } if err.is_connect() => true,
+        B::HyperResponseError { .. } | B::HyperLegacyError { .. } => {
+            transport_failure(&e).is_some_and(|t| t.before_send)
+        }
+        _ => false,
+    };
     let (kind, message) = match &e {
         B::DockerResponseServerError {
             status_code,
@@ -30,7 +43,7 @@ pub(crate) fn map_error(e: bollard::errors::Error) -> Error {
             format!("no engine socket at {path}"),
         ),
         B::HyperResponseError { .. } | B::HyperLegacyError { .. } => (
-            ErrorKind::Unavailable,
+            transport_failure(&e).map_or(ErrorKind::Unavailable, |t| t.kind),
             "connection to the engine failed".into(),
         ),
         B::UnsupportedURISchemeError { uri } => (
@@ -52,12 +65,12 @@ pub(crate) fn map_error(e: bollard::errors::Error) -> Error {
         ),
         _ => (ErrorKind::Internal, "unexpected engine error".into()),
     };
-    let retryable = kind.default_retryable()
-        // a stream that broke mid-way with a 5xx text is worth another try
-        || matches!(&e, B::DockerStreamError { error } if is_transient_text(error));
-    Error::new(kind, message)
-        .set_retryable(retryable)
-        .with_source(e)
+    let mapped = Error::new(kind, message).with_source(e);
+    if before_send {
+        mapped.before_send()
+    } else {
+        mapped
+    }
 }
 
 /// A container removal's result: "removal already in progress" (409) means another
@@ -200,13 +213,48 @@ mod tests {
     }
 
     #[test]
+    fn a_dns_failure_in_a_pull_is_unavailable_and_retryable() {
+        let e =
+            stream("Get \"https://nope.example/v2/\": dial tcp: lookup nope.example: no such host");
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert!(e.is_retryable(), "{e}");
+        let e = status(
+            500,
+            "Get \"https://nope.example/v2/\": dial tcp: lookup nope.example on 127.0.0.11:53: no such host",
+        );
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert_eq!(status(404, "No such image: x").kind(), ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn an_engine_deadline_in_a_pull_is_a_timeout_retried_as_the_operation_allows() {
+        let text = "Get \"https://registry-1.docker.io/v2/\": context deadline exceeded";
+        let e = stream(text);
+        assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+        assert!(
+            e.settle_retryable(true).is_retryable(),
+            "pull is idempotent"
+        );
+        assert!(!stream(text).settle_retryable(false).is_retryable());
+    }
+
+    #[test]
     fn transport_errors_are_unavailable_and_retryable() {
         let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         let e = map_error(B::IOError { err: io });
         assert_eq!(e.kind(), ErrorKind::Unavailable);
         assert!(e.is_retryable());
+        assert!(e.is_before_send(), "refused: nothing was sent");
         let e = map_error(B::SocketNotFoundError("/x.sock".into()));
         assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(e.is_before_send());
+        // A reset may come after the request was sent: the manager decides by the
+        // operation whether that is retryable.
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let e = map_error(B::IOError { err: reset });
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(!e.is_before_send());
+        assert!(!e.settle_retryable(false).is_retryable());
         let e = map_error(B::RequestTimeoutError);
         assert_eq!(e.kind(), ErrorKind::Timeout);
         assert!(

@@ -2,14 +2,21 @@
 //! text for the coarse 500s libpod sends for conflicts and for the errors it reports
 //! inside a 200 pull stream.
 
-use container_core::error::{kind_for_engine_text, kind_for_http_status};
+use container_core::error::{io_before_send, kind_for_engine_text, kind_for_http_status};
 use container_core::raw::Removal;
 use container_core::{Error, ErrorKind, Result};
 
 /// Maps a podman-api error to the core taxonomy (see `docs/adr/0001-error-taxonomy.md`).
+/// The retry status is the kind's default; the manager settles it by the operation. A
+/// failure to connect at all is marked [`Error::before_send`].
 pub(crate) fn map_error(e: podman_api::Error) -> Error {
     use podman_api::conn::Error as C;
     use podman_api::Error as P;
+    let before_send = match &e {
+        P::IO(err) | P::Error(C::IO(err)) => io_before_send(err),
+        P::Error(C::Hyper(h)) => h.is_connect(),
+        _ => false,
+    };
     let (kind, message) = match &e {
         P::Fault { code, message } | P::Error(C::Fault { code, message }) => (
             kind_for_status(code.as_u16(), message),
@@ -46,7 +53,12 @@ pub(crate) fn map_error(e: podman_api::Error) -> Error {
         P::Error(C::InvalidUri(_)) => (ErrorKind::InvalidInput, "invalid request URI".into()),
         _ => (ErrorKind::Internal, "unexpected engine error".into()),
     };
-    Error::new(kind, message.replace('\n', " ")).with_source(e)
+    let mapped = Error::new(kind, message.replace('\n', " ")).with_source(e);
+    if before_send {
+        mapped.before_send()
+    } else {
+        mapped
+    }
 }
 
 /// Ok for "already in the target state": libpod answers 304, which podman-api raises
@@ -164,11 +176,39 @@ mod tests {
     }
 
     #[test]
+    fn a_dns_failure_in_a_pull_is_unavailable_and_retryable() {
+        let text = "initializing source docker://nope.example/x:1: pinging container registry nope.example: Get \"https://nope.example/v2/\": dial tcp: lookup nope.example: no such host";
+        let e = text_error(text);
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert!(e.is_retryable(), "{e}");
+        let e = status(500, text);
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert_eq!(status(400, "no such volume v").kind(), ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn an_engine_deadline_in_a_pull_is_a_timeout_retried_as_the_operation_allows() {
+        let text = "initializing source docker://r/x:1: pinging container registry r: Get \"https://r/v2/\": context deadline exceeded";
+        let e = text_error(text);
+        assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+        assert!(
+            e.settle_retryable(true).is_retryable(),
+            "pull is idempotent"
+        );
+        assert!(!text_error(text).settle_retryable(false).is_retryable());
+    }
+
+    #[test]
     fn transport_errors_are_unavailable_and_retryable() {
         let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         let e = map_error(podman_api::Error::IO(io));
         assert_eq!(e.kind(), ErrorKind::Unavailable);
         assert!(e.is_retryable());
+        assert!(e.is_before_send(), "refused: nothing was sent");
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let e = map_error(podman_api::Error::IO(reset));
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(!e.is_before_send(), "a reset may come after the request");
         let e = map_error(podman_api::Error::UnsupportedScheme("ftp".into()));
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
     }

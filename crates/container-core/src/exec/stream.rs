@@ -87,9 +87,10 @@ impl Naming {
         self.apply(Error::new(kind, message))
     }
 
-    /// Adds what `e` does not say yet: backend, operation, resource.
+    /// Adds what `e` does not say yet: backend, operation, resource; and settles its
+    /// retry status as an exec's (it may have run: never retried blindly).
     fn apply(&self, e: Error) -> Error {
-        let mut e = e.with_operation(Operation::Exec);
+        let mut e = e.with_operation(Operation::Exec).settle_retryable(false);
         if let Some(backend) = self.backend {
             e = e.with_backend(backend);
         }

@@ -96,8 +96,13 @@ pub(super) async fn start<E: Engine>(
     let output = guard.wait().await?;
     let backend = manager.backend();
     let resource = manager.container(container);
-    let output = output
-        .map(move |item| item.map_err(|e| e.context(backend, Operation::Exec, resource.clone())));
+    // An output error comes after the start: the exec may have run, never retried.
+    let output = output.map(move |item| {
+        item.map_err(|e| {
+            e.context(backend, Operation::Exec, resource.clone())
+                .settle_retryable(false)
+        })
+    });
     let exit = Arc::new(EngineExit {
         engine,
         exec,

@@ -193,18 +193,33 @@ impl<E: Engine> EngineManager<E> {
         names.retain(|_, name| name != id);
     }
 
-    /// One operation: its span, and its errors with backend, operation and resource.
+    /// One operation: its span, and its errors with backend, operation and resource,
+    /// their retry status settled by the operation's idempotency.
     async fn run<T>(
         &self,
         op: Operation,
         resource: &str,
         fut: impl Future<Output = Result<T>>,
     ) -> Result<T> {
+        self.run_as(op, op.is_idempotent(), resource, fut).await
+    }
+
+    /// [`run`](Self::run) for an operation whose idempotency depends on its arguments
+    /// (a create is idempotent by name only): every error the caller sees has its retry
+    /// status settled here, by [`Error::settle_retryable`].
+    async fn run_as<T>(
+        &self,
+        op: Operation,
+        idempotent: bool,
+        resource: &str,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         let backend = self.backend;
         let span = tracing::info_span!("container", %backend, operation = op.as_str(), resource);
-        fut.instrument(span)
-            .await
-            .map_err(|e| e.context(backend, op, resource))
+        fut.instrument(span).await.map_err(|e| {
+            e.context(backend, op, resource)
+                .settle_retryable(idempotent)
+        })
     }
 
     /// One engine call under the per-call deadline.
@@ -278,18 +293,23 @@ impl<E: Engine> EngineManager<E> {
 }
 
 /// `fut` under the deadline `limit`: past it, `Timeout`, retryable when `op` is idempotent.
+/// A deadline the engine reports ("context deadline exceeded") follows the same rule, here
+/// already, so a retry loop around the call sees it. Other errors are settled when the
+/// operation ends ([`EngineManager::run`]): an exec's state poll, an idempotent read
+/// under [`Operation::Exec`], looks past an outage.
 pub(super) async fn within<T>(
     limit: Duration,
     op: Operation,
     fut: impl Future<Output = Result<T>>,
 ) -> Result<T> {
     match tokio::time::timeout(limit, fut).await {
+        Ok(Err(e)) if e.kind() == ErrorKind::Timeout => Err(e.settle_retryable(op.is_idempotent())),
         Ok(r) => r,
         Err(_) => Err(Error::new(
             ErrorKind::Timeout,
             format!("the engine did not answer within {limit:?}"),
         )
-        .set_retryable(op.is_idempotent())),
+        .settle_retryable(op.is_idempotent())),
     }
 }
 
@@ -366,7 +386,12 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
                         auth: options.auth.as_ref(),
                         progress,
                     };
-                    let digest = self.engine.pull(request).await?;
+                    // Settled per attempt, so the policy retries an engine's deadline too.
+                    let digest = self
+                        .engine
+                        .pull(request)
+                        .await
+                        .map_err(|e| e.settle_retryable(Operation::Pull.is_idempotent()))?;
                     // A stream can end "successfully" without the image (a dropped
                     // connection): confirm it.
                     if !self
@@ -423,6 +448,8 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
 
     async fn create(&self, config: &ContainerConfig) -> Result<String> {
         let resource = config.name.as_deref().unwrap_or(&config.image);
+        // Idempotent by its name; without one, a try again makes another container.
+        let idempotent = config.name.is_some();
         let fut = async {
             validate::container_config(config)?;
             self.check_capabilities(config)?;
@@ -454,7 +481,8 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
             self.remember(&id, &name);
             Ok(id)
         };
-        self.run(Operation::Create, resource, fut).await
+        self.run_as(Operation::Create, idempotent, resource, fut)
+            .await
     }
 
     async fn start(&self, id: &str) -> Result<()> {
@@ -573,7 +601,10 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
         let stream = self.run(Operation::Logs, &resource, fut).await?;
         let backend = self.backend;
         Ok(stream
-            .map_err(move |e| e.context(backend, Operation::Logs, resource.clone()))
+            .map_err(move |e| {
+                e.context(backend, Operation::Logs, resource.clone())
+                    .settle_retryable(Operation::Logs.is_idempotent())
+            })
             .boxed())
     }
 

@@ -1,7 +1,7 @@
 //! [`EngineManager`] over a scripted fake engine: the contract rules that need no real
 //! engine (the conformance suite checks the rest against real ones).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,6 +36,10 @@ struct Fake {
     wait: Option<i64>,
     /// Labels of every volume the engine reports.
     volume_labels: Labels,
+    /// Errors a call answers with, in order, before it answers as usual.
+    fail: Mutex<HashMap<&'static str, VecDeque<Error>>>,
+    /// Calls that never answer.
+    hang: Vec<&'static str>,
 }
 
 impl Fake {
@@ -45,6 +49,33 @@ impl Fake {
 
     fn calls(&self) -> Vec<&'static str> {
         self.calls.lock().expect("calls").clone()
+    }
+
+    /// Records `call`, then answers with its next scripted error, or hangs, or goes on.
+    async fn scripted(&self, call: &'static str) -> Result<()> {
+        self.record(call);
+        let failed = self
+            .fail
+            .lock()
+            .expect("fail")
+            .get_mut(call)
+            .and_then(VecDeque::pop_front);
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if self.hang.contains(&call) {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+
+    /// Scripts `errors` as the first answers of `call`.
+    fn failing(self, call: &'static str, errors: impl IntoIterator<Item = Error>) -> Self {
+        self.fail
+            .lock()
+            .expect("fail")
+            .insert(call, errors.into_iter().collect());
+        self
     }
 }
 
@@ -73,7 +104,7 @@ impl Engine for Arc<Fake> {
         ))
     }
     async fn pull(&self, _request: PullRequest<'_>) -> Result<Option<String>> {
-        self.record("pull");
+        self.scripted("pull").await?;
         Ok(None)
     }
     async fn image_exists(&self, _image: &ImageRef) -> Result<bool> {
@@ -85,7 +116,7 @@ impl Engine for Arc<Fake> {
         Err(missing())
     }
     async fn create(&self, _n: &str, _c: &ContainerConfig, _l: &Labels) -> Result<String> {
-        self.record("create");
+        self.scripted("create").await?;
         Ok(self.created_id.clone())
     }
     async fn start(&self, _id: &str) -> Result<()> {
@@ -126,11 +157,10 @@ impl Engine for Arc<Fake> {
         Err(missing())
     }
     async fn exec_create(&self, _container: &str, _spec: &ExecSpec) -> Result<()> {
-        self.record("exec_create");
-        Ok(())
+        self.scripted("exec_create").await
     }
     async fn exec_start(&self, _exec: &(), _spec: &ExecSpec) -> Result<OutputStream> {
-        self.record("exec_start");
+        self.scripted("exec_start").await?;
         Ok(Box::pin(futures::stream::empty()))
     }
     async fn exec_state(&self, _exec: &()) -> Result<ExecState> {
@@ -145,8 +175,7 @@ impl Engine for Arc<Fake> {
         Err(missing())
     }
     async fn copy_to(&self, _id: &str, _dir: &str, _archive: File) -> Result<()> {
-        self.record("copy_to");
-        Ok(())
+        self.scripted("copy_to").await
     }
     async fn create_volume(&self, name: &str, _labels: &Labels) -> Result<VolumeInfo> {
         self.record("create_volume");
@@ -382,4 +411,141 @@ async fn an_exec_whose_engine_gives_no_exit_code_fails() {
     assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
     assert_eq!(e.operation(), Some(Operation::Exec));
     assert!(e.message().contains("`true`"), "names the exec: {e}");
+}
+
+fn reset() -> Error {
+    Error::new(ErrorKind::Unavailable, "read: connection reset by peer")
+}
+
+/// Go's own deadline text, as Docker and Podman pass it on.
+fn engine_deadline() -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        "Get \"https://registry.example/v2/\": context deadline exceeded",
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_engine_reported_deadline_is_retried_like_the_client_deadline() {
+    // An idempotent inspect whose engine says "context deadline exceeded": retried.
+    let fake = Fake {
+        inspect: Mutex::new(VecDeque::from([
+            Err(engine_deadline()),
+            Ok(info("c1", "n", ContainerState::Running)),
+        ])),
+        ..Fake::default()
+    };
+    let (m, fake) = manager(fake).await;
+    let i = m.inspect("c1").await.expect("retried");
+    assert_eq!(i.state, ContainerState::Running);
+    assert_eq!(fake.calls(), vec!["inspect", "inspect"]);
+
+    // A pull the engine cut off with its deadline: retried by the pull's policy.
+    let (m, fake) = manager(Fake::default().failing("pull", [engine_deadline()])).await;
+    let options = crate::types::PullOptions::default().with_retry(RetryPolicy {
+        jitter: false,
+        ..RetryPolicy::calls()
+    });
+    m.pull("img:1", &options).await.expect("retried pull");
+    let pulls = fake.calls().iter().filter(|c| **c == "pull").count();
+    assert_eq!(pulls, 2, "{:?}", fake.calls());
+
+    // Given up on, it is a Timeout that says so, not one the caller retries again.
+    let (m, _) = manager(Fake::default().failing("pull", (0..4).map(|_| engine_deadline()))).await;
+    let e = m.pull("img:1", &options).await.expect_err("gave up");
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(e.retries_exhausted(), "{e}");
+    assert!(!e.is_retryable(), "{e}");
+
+    // The same text on an exec, which may have run: not retryable.
+    let fake = Fake {
+        caps: Capabilities::oci_engine(),
+        ..Fake::default()
+    }
+    .failing("exec_start", [engine_deadline()]);
+    let (m, _) = manager(fake).await;
+    let e = m
+        .exec_stream("c1", &ExecSpec::new(["true"]))
+        .await
+        .map(drop)
+        .expect_err("deadline");
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(!e.is_retryable(), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exec_that_may_have_run_is_not_retryable() {
+    // exec create and start: the request reached the engine, the exec may exist or run.
+    for call in ["exec_create", "exec_start"] {
+        let fake = Fake {
+            caps: Capabilities::oci_engine(),
+            ..Fake::default()
+        }
+        .failing(call, [reset()]);
+        let (m, _) = manager(fake).await;
+        let e = m
+            .exec_stream("c1", &ExecSpec::new(["true"]))
+            .await
+            .map(drop)
+            .expect_err(call);
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{call}: {e}");
+        assert!(!e.is_retryable(), "{call}: {e}");
+        assert_eq!(e.operation(), Some(Operation::Exec), "{call}");
+    }
+
+    // A connection refused before anything was sent: nothing ran, try again.
+    let refused = Error::new(ErrorKind::Unavailable, "connection refused").before_send();
+    let fake = Fake {
+        caps: Capabilities::oci_engine(),
+        ..Fake::default()
+    }
+    .failing("exec_create", [refused]);
+    let (m, _) = manager(fake).await;
+    let e = m
+        .exec_stream("c1", &ExecSpec::new(["true"]))
+        .await
+        .map(drop)
+        .expect_err("refused");
+    assert!(e.is_retryable(), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_copy_in_that_may_have_run_is_not_retryable() {
+    // The archive may have been unpacked, partly or whole.
+    let fake = Fake {
+        caps: Capabilities::oci_engine(),
+        ..Fake::default()
+    }
+    .failing("copy_to", [reset()]);
+    let (m, _) = manager(fake).await;
+    let host = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let e = m.copy_to("c1", &host, "/tmp").await.expect_err("copy_to");
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(!e.is_retryable(), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_a_named_create_is_retryable_after_a_reset_or_timeout() {
+    // An unnamed create makes a new container on every try: neither a reset nor a
+    // timeout is retryable. A named create is idempotent by its name: both are.
+    for named in [true, false] {
+        let config = if named {
+            ContainerConfig::new("img:1").name("build")
+        } else {
+            ContainerConfig::new("img:1")
+        };
+        let (m, _) = manager(Fake::default().failing("create", [reset()])).await;
+        let e = m.create(&config).await.expect_err("reset");
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert_eq!(e.is_retryable(), named, "named: {named}: {e}");
+
+        let fake = Fake {
+            hang: vec!["create"],
+            ..Fake::default()
+        };
+        let (m, _) = manager(fake).await;
+        let e = m.create(&config).await.expect_err("hangs");
+        assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+        assert_eq!(e.is_retryable(), named, "named: {named}: {e}");
+    }
 }
