@@ -80,12 +80,24 @@ fn io_err(what: &'static str) -> impl Fn(std::io::Error) -> Error {
     move |e| Error::new(ErrorKind::from_io(&e), what).with_source(e)
 }
 
+/// A pump that runs; dropping this handle leaves it running (detached).
+#[derive(Debug)]
+pub(crate) struct Pump(tokio::task::AbortHandle);
+
+impl Pump {
+    /// Stops the pump: its FIFO read end and its lock are released. For a pump whose
+    /// task was never created (no writer will ever come).
+    pub(crate) fn abort(&self) {
+        self.0.abort();
+    }
+}
+
 /// Starts copying `fifo` into `log` in a task of this program, unless another pump holds
-/// the stream's lock (then `Ok(false)`). The FIFO's read end is open when this returns,
+/// the stream's lock (then `Ok(None)`). The FIFO's read end is open when this returns,
 /// as the shim needs before it opens the write end.
-pub(crate) fn start_pump(fifo: &Path, log: &Path, bounds: Bounds) -> Result<bool> {
+pub(crate) fn start_pump(fifo: &Path, log: &Path, bounds: Bounds) -> Result<Option<Pump>> {
     let Some(lock) = lock_stream(log).map_err(io_err("cannot lock the log"))? else {
-        return Ok(false);
+        return Ok(None);
     };
     // Non-blocking, polled by the runtime: the read end is open before the shim opens
     // the write end, and no readiness is reported until a writer has come.
@@ -93,7 +105,7 @@ pub(crate) fn start_pump(fifo: &Path, log: &Path, bounds: Bounds) -> Result<bool
         .open_receiver(fifo)
         .map_err(io_err("cannot open a FIFO"))?;
     let log = log.to_path_buf();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let _lock = lock;
         let mut out = match Rotating::open(&log, bounds) {
             Ok(out) => out,
@@ -123,7 +135,7 @@ pub(crate) fn start_pump(fifo: &Path, log: &Path, bounds: Bounds) -> Result<bool
         // Every writer closed its end and everything it wrote is in the files.
         let _ = std::fs::write(done_marker(&log), b"");
     });
-    Ok(true)
+    Ok(Some(Pump(task.abort_handle())))
 }
 
 /// The stream's pump lock, or `None` when another pump holds it.
@@ -641,7 +653,11 @@ mod tests {
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
             .expect("test step");
         let log = dir.path().join("stdout.log");
-        assert!(start_pump(&fifo, &log, Bounds::default()).expect("test step"));
-        assert!(!start_pump(&fifo, &log, Bounds::default()).expect("test step"));
+        assert!(start_pump(&fifo, &log, Bounds::default())
+            .expect("test step")
+            .is_some());
+        assert!(start_pump(&fifo, &log, Bounds::default())
+            .expect("test step")
+            .is_none());
     }
 }

@@ -19,7 +19,8 @@ use containerd_client::services::v1::snapshots::{
 };
 use containerd_client::services::v1::{
     ApplyRequest, CreateImageRequest, CreateRequest, DeleteRequest, GetImageRequest, Image, Info,
-    InfoRequest, UpdateImageRequest, UpdateRequest, WriteAction, WriteContentRequest,
+    InfoRequest, ListResourcesRequest, UpdateImageRequest, UpdateRequest, WriteAction,
+    WriteContentRequest,
 };
 use containerd_client::types::Descriptor;
 use futures::StreamExt;
@@ -372,6 +373,24 @@ impl Containerd {
             .await
             .map_err(map_status)?;
         Ok(id)
+    }
+
+    /// The keys of the snapshots `lease` holds (what was prepared under it).
+    pub(crate) async fn leased_snapshots(&self, lease: &str) -> Result<Vec<String>> {
+        let request = ListResourcesRequest {
+            id: lease.to_string(),
+        };
+        let resources = LeasesClient::new(self.channel.clone())
+            .list_resources(self.request(request)?)
+            .await
+            .map_err(map_status)?
+            .into_inner()
+            .resources;
+        Ok(resources
+            .into_iter()
+            .filter(|r| r.r#type.starts_with("snapshots/"))
+            .map(|r| r.id)
+            .collect())
     }
 
     pub(crate) async fn drop_lease(&self, lease: &str) -> Result<()> {

@@ -243,17 +243,8 @@ impl ContainerdEngine {
                 Some(lease),
             )?)
             .await;
-        if let Err(s) = created {
-            let remove = RemoveSnapshotRequest {
-                snapshotter: SNAPSHOTTER.to_string(),
-                key: name.to_string(),
-            };
-            if let Ok(r) = self.c.request(remove) {
-                let _ = snapshots.remove(r).await;
-            }
-            return Err(map_status(s));
-        }
-        Ok(())
+        // A failure leaves the snapshot to the create's lease (`CreateLease`).
+        created.map(drop).map_err(map_status)
     }
 
     pub(super) async fn running_or_conflict(&self, id: &str) -> Result<()> {
@@ -295,7 +286,7 @@ pub(super) async fn create(
     }
     // Under a lease until the container record references the snapshot: a garbage
     // collection in between would take it.
-    let lease = engine.c.lease().await?;
+    let lease = CreateLease::new(engine, engine.c.lease().await?);
     // A new id for every container, the name as a label (and as the snapshot key,
     // which makes the name unique: a second prepare of it is `Conflict`).
     let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -306,14 +297,119 @@ pub(super) async fn create(
     };
     let mut labels = labels.clone();
     labels.insert(NAME_LABEL.to_string(), name.to_string());
-    let made = engine
-        .make_container(name, &id, &labels, image_name, top, spec, &lease)
+    // The snapshot and the record are made in a task of their own: a caller that gives
+    // up midway never cuts a request off (containerd would finish it unseen, leaving a
+    // snapshot keyed by the name); the task then undoes what it made.
+    let (caller, mut gone) = tokio::sync::oneshot::channel::<()>();
+    let making = {
+        let (engine, name, id) = (engine.clone(), name.to_string(), id.clone());
+        tokio::spawn(async move {
+            let made = engine
+                .make_container(&name, &id, &labels, image_name, top, spec, &lease.id)
+                .await;
+            let abandoned = matches!(
+                gone.try_recv(),
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed)
+            );
+            if made.is_ok() && abandoned {
+                tracing::debug!(container = %id, "create abandoned by its caller, undone");
+                if let Ok(record) = engine.container(&id).await {
+                    if let Err(e) = engine.remove_record(&record, true).await {
+                        tracing::debug!(error = %e, "an abandoned create's container not removed");
+                    }
+                }
+                lease.release(None).await;
+                return made;
+            }
+            lease.release(made.is_ok().then_some(id.as_str())).await;
+            made
+        })
+    };
+    let made = making
+        .await
+        .map_err(|e| Error::new(ErrorKind::Internal, "the create task failed").with_source(e))?;
+    drop(caller);
+    made?;
+    Ok(id)
+}
+
+/// A create's lease, until the create is over. Released after a failure, or dropped
+/// because the caller gave up midway, it takes what the create prepared with it: the
+/// snapshot its prepare made (found through the lease, so another create's snapshot of
+/// the same name is never touched) unless a container record now holds it. Without
+/// this, a cancelled create left a snapshot whose key is the name, and every retry was
+/// `Conflict` until the lease expired.
+struct CreateLease {
+    engine: ContainerdEngine,
+    id: String,
+    released: bool,
+}
+
+impl CreateLease {
+    fn new(engine: &ContainerdEngine, id: String) -> Self {
+        CreateLease {
+            engine: engine.clone(),
+            id,
+            released: false,
+        }
+    }
+
+    /// Ends the lease; `made` is the container the create made, if it did.
+    async fn release(mut self, made: Option<&str>) {
+        self.released = true;
+        release_create(
+            self.engine.clone(),
+            self.id.clone(),
+            made.map(str::to_string),
+        )
         .await;
+    }
+}
+
+impl Drop for CreateLease {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let (engine, lease) = (self.engine.clone(), self.id.clone());
+            handle.spawn(release_create(engine, lease, None));
+        }
+    }
+}
+
+/// See [`CreateLease`]. A container record made before the caller gave up stays (a
+/// create by the same name adopts it).
+async fn release_create(engine: ContainerdEngine, lease: String, made: Option<String>) {
+    if made.is_none() {
+        match engine.c.leased_snapshots(&lease).await {
+            Ok(keys) => {
+                for key in keys {
+                    let held = engine
+                        .container(&key)
+                        .await
+                        .is_ok_and(|c| c.snapshot_key == key);
+                    if held {
+                        continue;
+                    }
+                    let remove = RemoveSnapshotRequest {
+                        snapshotter: SNAPSHOTTER.to_string(),
+                        key,
+                    };
+                    if let Ok(r) = engine.c.request(remove) {
+                        let mut snapshots = SnapshotsClient::new(engine.c.channel.clone());
+                        if let Err(e) = snapshots.remove(r).await {
+                            tracing::debug!(error = %map_status(e), "snapshot of a failed create not removed");
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, %lease, "cannot list what a failed create made"),
+        }
+    }
     if let Err(e) = engine.c.drop_lease(&lease).await {
         tracing::debug!(error = %e, %lease, "create lease not deleted; it expires");
     }
-    made?;
-    Ok(id)
 }
 
 pub(super) async fn remove(engine: &ContainerdEngine, id: &str, force: bool) -> Result<Removal> {

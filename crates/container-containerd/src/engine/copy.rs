@@ -26,16 +26,13 @@ pub(super) async fn copy_to(
     archive: File,
 ) -> Result<()> {
     engine.running_or_conflict(id).await?;
-    let mut data = Vec::new();
-    tokio::fs::File::from_std(archive)
-        .read_to_end(&mut data)
-        .await
-        .map_err(io_err("cannot read the archive"))?;
+    // The archive streams from its file into tar's stdin: never whole in memory.
     let spec = ExecSpec::new(["tar", "-xf", "-", "-C", dir])
         .user(0, 0)
-        .stdin(data);
+        .stdin(Vec::new());
     let exec = engine.exec_create(id, &spec).await?;
-    let mut output = engine.exec_start(&exec, &spec).await?;
+    let archive = Box::new(tokio::fs::File::from_std(archive));
+    let mut output = super::exec::start_with(engine, &exec, Some(archive)).await?;
     let mut stderr = Vec::new();
     while let Some(chunk) = output.next().await {
         stderr.extend_from_slice(&chunk?.data);

@@ -2,7 +2,9 @@
 
 use super::*;
 
-/// One exec: its id, FIFOs, and the exit code once read.
+/// One exec: its id, FIFOs, and the exit code once read. Its FIFO folder goes with it:
+/// dropped (a failed or abandoned create or start as much as a finished exec), the folder
+/// is removed and a stdin writer still running is stopped.
 #[derive(Debug)]
 pub struct ContainerdExec {
     container: String,
@@ -12,6 +14,89 @@ pub struct ContainerdExec {
     exit: OnceLock<i64>,
     /// The FIFO read ends, opened before the exec exists, until the start takes them.
     pipes: std::sync::Mutex<Option<PipePair>>,
+    /// The task writing the exec's stdin, while it runs.
+    feeder: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl ContainerdExec {
+    /// Stops the stdin writer, if one still runs (the process is gone, or nobody waits).
+    fn stop_feeding(&self) {
+        if let Some(feeder) = self
+            .feeder
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            feeder.abort();
+        }
+    }
+}
+
+impl Drop for ContainerdExec {
+    fn drop(&mut self) {
+        self.stop_feeding();
+        // tmpfs, a few entries: cheap enough for a drop.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// How long the stdin writer waits for the shim to open the stdin FIFO's read end.
+const STDIN_OPEN_WAIT: Duration = Duration::from_secs(10);
+
+/// Writes `source` into the exec's stdin FIFO, then has the shim close the process's
+/// stdin (EOF), in a task the exec owns: it ends with the exec (see
+/// [`ContainerdExec::stop_feeding`]), never blocking on a process that stopped reading.
+/// The FIFO is opened write-only, so a reader gone is an error, not a silent hang.
+pub(super) fn feed_stdin(
+    engine: &ContainerdEngine,
+    exec: &ContainerdExec,
+    mut source: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+) {
+    let (engine, container, exec_id, fifo) = (
+        engine.clone(),
+        exec.container.clone(),
+        exec.id.clone(),
+        exec.dir.join("stdin"),
+    );
+    let task = tokio::spawn(async move {
+        let opened = tokio::time::Instant::now();
+        let mut sender = loop {
+            match tokio::net::unix::pipe::OpenOptions::new().open_sender(&fifo) {
+                Ok(sender) => break sender,
+                // No reader yet (ENXIO): the shim opens it as the process starts.
+                Err(e)
+                    if e.raw_os_error() == Some(nix::libc::ENXIO)
+                        && opened.elapsed() < STDIN_OPEN_WAIT =>
+                {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot open the exec's stdin");
+                    return;
+                }
+            }
+        };
+        if let Err(e) = tokio::io::copy(&mut source, &mut sender).await {
+            tracing::debug!(error = %e, "writing the exec's stdin stopped");
+        }
+        drop(sender);
+        // The shim keeps the stdin FIFO open: EOF reaches the process only when it is
+        // told to close it.
+        let close = CloseIoRequest {
+            container_id: container,
+            exec_id,
+            stdin: true,
+        };
+        if let Ok(request) = engine.c.request(close) {
+            if let Err(e) = engine.tasks().close_io(request).await {
+                tracing::debug!(error = %map_status(e), "closing the exec's stdin failed");
+            }
+        }
+    });
+    *exec
+        .feeder
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task.abort_handle());
 }
 
 pub(super) type PipePair = (
@@ -69,6 +154,7 @@ impl ContainerdEngine {
     /// effort: the task's deletion takes it anyway) and its FIFO folder removed.
     pub(super) async fn exec_ended(&self, exec: &ContainerdExec, code: i64) {
         let _ = exec.exit.set(code);
+        exec.stop_feeding();
         let delete = DeleteProcessRequest {
             container_id: exec.container.clone(),
             exec_id: exec.id.clone(),
@@ -117,6 +203,7 @@ pub(super) async fn create(
         stdin: spec.stdin.is_some(),
         exit: OnceLock::new(),
         pipes: std::sync::Mutex::new(None),
+        feeder: std::sync::Mutex::new(None),
     };
     mkfifo(&exec.dir.join("stdout"))?;
     if !spec.tty {
@@ -174,6 +261,19 @@ pub(super) async fn start(
     exec: &ContainerdExec,
     spec: &ExecSpec,
 ) -> Result<OutputStream> {
+    let stdin = spec.stdin.clone().map(|data| {
+        Box::new(std::io::Cursor::new(data)) as Box<dyn tokio::io::AsyncRead + Send + Unpin>
+    });
+    start_with(engine, exec, stdin).await
+}
+
+/// Starts `exec`, feeding `stdin` (the exec must have been created with a stdin) then
+/// EOF; its output.
+pub(super) async fn start_with(
+    engine: &ContainerdEngine,
+    exec: &ContainerdExec,
+    stdin: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>,
+) -> Result<OutputStream> {
     let taken = exec
         .pipes
         .lock()
@@ -195,39 +295,30 @@ pub(super) async fn start(
             let chunk = OutputChunk::new(StreamKind::Stderr, format!("{text}\n"));
             return Ok(futures::stream::iter([Ok(chunk)]).boxed());
         }
+        // Not started: the shim's record of it goes (its folder goes with the exec).
+        let delete = DeleteProcessRequest {
+            container_id: exec.container.clone(),
+            exec_id: exec.id.clone(),
+        };
+        if let Ok(r) = engine.c.request(delete) {
+            let _ = engine.tasks().delete_process(r).await;
+        }
         return Err(map_status(s));
     }
-    if let Some(data) = spec.stdin.clone() {
-        let mut sender = tokio::net::unix::pipe::OpenOptions::new()
-            .read_write(true)
-            .open_sender(exec.dir.join("stdin"))
-            .map_err(io_err("cannot open the exec's stdin"))?;
-        let (engine, container, exec_id) =
-            (engine.clone(), exec.container.clone(), exec.id.clone());
-        tokio::spawn(async move {
-            let _ = sender.write_all(&data).await;
-            drop(sender);
-            // The shim keeps the stdin FIFO open: EOF reaches the process only when
-            // it is told to close it.
-            let close = CloseIoRequest {
-                container_id: container,
-                exec_id,
-                stdin: true,
-            };
-            if let Ok(request) = engine.c.request(close) {
-                if let Err(e) = engine.tasks().close_io(request).await {
-                    tracing::debug!(error = %map_status(e), "closing the exec's stdin failed");
-                }
-            }
-        });
+    match stdin {
+        Some(source) if exec.stdin => feed_stdin(engine, exec, source),
+        Some(_) => {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                "stdin given to an exec created without one",
+            ))
+        }
+        None => {}
     }
     Ok(pipe_output(stdout, stderr))
 }
 
-pub(super) async fn state(
-    engine: &ContainerdEngine,
-    exec: &ContainerdExec,
-) -> Result<ExecState> {
+pub(super) async fn state(engine: &ContainerdEngine, exec: &ContainerdExec) -> Result<ExecState> {
     if let Some(code) = exec.exit.get() {
         return Ok(ExecState {
             started: true,

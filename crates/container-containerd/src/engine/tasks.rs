@@ -102,7 +102,7 @@ impl ContainerdEngine {
                 if logs::done_marker(&log).exists() {
                     continue;
                 }
-                if logs::start_pump(&fifo, &log, logs::Bounds::default())? {
+                if logs::start_pump(&fifo, &log, logs::Bounds::default())?.is_some() {
                     tracing::debug!(container = %task.id, stream = name, "resumed the log pump");
                 }
             }
@@ -145,6 +145,7 @@ pub(super) async fn start(engine: &ContainerdEngine, id: &str) -> Result<()> {
     // it writes the same files, independent of this program.
     let logger = logs::logger_uri(&logs, logs::Bounds::default());
     let mut fifos = Vec::new();
+    let mut pumps = StartingPumps(Vec::new());
     for kind in [StreamKind::Stdout, StreamKind::Stderr] {
         let fifo = run.join(match kind {
             StreamKind::Stdout => "stdout",
@@ -158,7 +159,17 @@ pub(super) async fn start(engine: &ContainerdEngine, id: &str) -> Result<()> {
             continue;
         }
         mkfifo(&fifo)?;
-        logs::start_pump(&fifo, &log, logs::Bounds::default())?;
+        let Some(pump) = logs::start_pump(&fifo, &log, logs::Bounds::default())? else {
+            // Starting without a reader would block the process once the pipe fills.
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "the log of container {id} is still pumped by another program (its lock \
+                     is held); start again once that program let go"
+                ),
+            ));
+        };
+        pumps.0.push(pump);
         fifos.push(fifo.display().to_string());
     }
     let request = CreateTaskRequest {
@@ -197,8 +208,23 @@ pub(super) async fn start(engine: &ContainerdEngine, id: &str) -> Result<()> {
         .start(engine.c.request(start)?)
         .await
         .map_err(map_status)?;
+    pumps.0.clear(); // the task runs: its pumps live on with it
     std::fs::write(run.join("started"), b"").map_err(io_err("cannot record the start"))?;
     Ok(())
+}
+
+/// The log pumps of a task being started, stopped if the start fails or is abandoned
+/// before the task runs: a task never created would leave them waiting for a writer that
+/// never comes, holding their locks and FIFOs (a task created but not started is deleted
+/// by the next start, and its pumps are new then).
+struct StartingPumps(Vec<logs::Pump>);
+
+impl Drop for StartingPumps {
+    fn drop(&mut self) {
+        for pump in &self.0 {
+            pump.abort();
+        }
+    }
 }
 
 pub(super) async fn stop(
@@ -208,7 +234,9 @@ pub(super) async fn stop(
 ) -> Result<()> {
     let container = engine.container(id).await?;
     let id = container.id.as_str();
-    if !matches!(engine.task(id).await?, Some(p) if p.status == RUNNING) {
+    // Created (never started) or stopped: nothing to stop. Running, paused or pausing:
+    // its processes exist, and a stop must end them or say it could not.
+    if !matches!(engine.task(id).await?, Some(p) if !matches!(p.status, CREATED | STOPPED)) {
         return Ok(());
     }
     let spec = ContainerdEngine::spec_of(&container);
@@ -223,11 +251,40 @@ pub(super) async fn stop(
             .map_or(Duration::from_secs(10), Duration::from_millis)
     });
     engine.signal(id, "", signal, false).await?;
-    if engine.wait_task(id, grace).await?.is_none() {
-        engine.signal(id, "", Signal::KILL, true).await?;
-        engine.wait_task(id, Duration::from_secs(10)).await?;
+    if engine.wait_task(id, grace).await?.is_some() {
+        return Ok(());
     }
-    Ok(())
+    engine.signal(id, "", Signal::KILL, true).await?;
+    if engine.wait_task(id, KILL_WAIT).await?.is_some() {
+        return Ok(());
+    }
+    // Not seen to exit: gone is stopped; anything else is not (a frozen task, a process
+    // in uninterruptible sleep), and a stop never says Ok for a container that runs.
+    match engine.task(id).await? {
+        Some(p) if p.status != STOPPED => Err(Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "container {id} still runs {KILL_WAIT:?} after SIGKILL (the task is {})",
+                task_status(p.status)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// How long a stop waits for the task to exit after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// containerd's name of a task status (containerd.v1.types.Status).
+fn task_status(status: i32) -> &'static str {
+    match status {
+        CREATED => "created",
+        RUNNING => "running",
+        STOPPED => "stopped",
+        4 => "paused",
+        5 => "pausing",
+        _ => "in an unknown state",
+    }
 }
 
 pub(super) async fn kill(engine: &ContainerdEngine, id: &str, signal: Signal) -> Result<()> {
