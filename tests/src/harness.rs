@@ -559,7 +559,7 @@ mod tests {
     fn every_case_is_planned_and_features_get_a_check() {
         let none = Capabilities::default();
         let plans = plan(Some(none), |_| true);
-        assert_eq!(plans.len(), 75 + 4);
+        assert_eq!(plans.len(), 76 + 5);
         let ignored: Vec<_> = plans.iter().filter_map(|p| p.unsupported.clone()).collect();
         assert_eq!(
             ignored,
@@ -567,7 +567,8 @@ mod tests {
                 "unsupported:init",
                 "unsupported:resource_limits",
                 "unsupported:userns_keep_id",
-                "unsupported:tty_exec"
+                "unsupported:tty_exec",
+                "unsupported:resource_limits"
             ]
         );
         assert!(plans

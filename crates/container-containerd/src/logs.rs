@@ -285,18 +285,25 @@ impl Rotating {
             .write(true)
             .open(path)?;
         let written = file.metadata()?.len();
-        Ok(Self {
+        let mut log = Self {
             path: path.to_path_buf(),
             file,
             written,
             bounds,
-        })
+        };
+        // Already full (a bound lowered since, a crash between a write and its
+        // rotation): rotated now, so the room left is never negative.
+        if log.written >= log.bounds.max_file {
+            log.rotate()?;
+        }
+        Ok(log)
     }
 
     /// Moves what `pipe` holds (up to the room left in the current file) into the file;
     /// `Ok(0)` when every writer of the pipe is gone, `WouldBlock` when it is empty.
     fn splice_from(&mut self, pipe: BorrowedFd<'_>, nonblocking: bool) -> std::io::Result<usize> {
-        let room = usize::try_from(self.bounds.max_file - self.written).unwrap_or(SPLICE_MAX);
+        let room = usize::try_from(self.bounds.max_file.saturating_sub(self.written))
+            .unwrap_or(SPLICE_MAX);
         let mut offset = i64::try_from(self.written).map_err(std::io::Error::other)?;
         let moved = nix::fcntl::splice(
             pipe,
@@ -535,6 +542,25 @@ mod tests {
         .await
         .expect("test step");
         chunks.iter().flat_map(|c| c.data.to_vec()).collect()
+    }
+
+    #[test]
+    fn a_file_already_over_the_bound_is_rotated_not_underflowed() {
+        let dir = tempfile::tempdir().expect("test step");
+        let log = dir.path().join("stdout.log");
+        std::fs::write(&log, [b'o'; 25]).expect("an oversized log");
+        let bounds = Bounds {
+            max_file: 10,
+            rotated: 2,
+        };
+        let mut out = Rotating::open(&log, bounds).expect("open");
+        feed(&mut out, b"new");
+        assert_eq!(std::fs::read(&log).expect("read"), b"new");
+        assert_eq!(
+            std::fs::metadata(rotated(&log, 1)).expect("rotated").len(),
+            25,
+            "the oversized file was rotated away whole"
+        );
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@
 //! removed, which tells the two apart by whether the cgroup directory still exists.
 //! On cgroup v2 the engine's own report is used as is.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -19,41 +19,71 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::proctree::ContainerCgroup;
 use rustix::event::{eventfd, EventfdFlags};
 
-/// The containers the kernel OOM-killed in, by the id they were armed with.
+/// The containers the kernel OOM-killed in, by the id they were armed with: per run of
+/// the container, so a restart starts with a clean flag.
 #[derive(Debug, Clone, Default)]
 pub struct OomWatch {
-    killed: Arc<Mutex<HashSet<String>>>,
+    runs: Arc<Mutex<HashMap<String, Run>>>,
+}
+
+/// The current run of one container: its number, and whether the kernel OOM-killed in
+/// it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    number: u64,
+    killed: bool,
 }
 
 impl OomWatch {
-    /// Whether the kernel reported an OOM kill in container `id`.
+    /// Whether the kernel reported an OOM kill in container `id`'s current run.
     pub fn killed(&self, id: &str) -> bool {
-        self.killed
+        self.runs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains(id)
+            .get(id)
+            .is_some_and(|r| r.killed)
+    }
+
+    /// A new run of `id` begins: its flag is clear. Returns the run's number.
+    fn begin(&self, id: &str) -> u64 {
+        let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
+        let run = runs.entry(id.to_string()).or_default();
+        *run = Run {
+            number: run.number + 1,
+            killed: false,
+        };
+        run.number
+    }
+
+    /// The kernel reported an OOM kill in run `number` of `id`; a watch of an earlier
+    /// run (woken late, by its cgroup's removal, while a new one already exists at the
+    /// same path) changes nothing.
+    fn record(&self, id: &str, number: u64) {
+        let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(run) = runs.get_mut(id).filter(|r| r.number == number) {
+            run.killed = true;
+        }
     }
 
     /// Arms the watch on container `id`, whose (waiting) main process is `pid`. Blocking:
     /// call it from `spawn_blocking`. `false` when there is nothing to arm (cgroup v2, not
     /// visible from here, not root).
     pub fn arm(&self, id: &str, pid: i32) -> bool {
+        // A start is a new run, armed or not: an earlier run's OOM is not this one's.
+        let number = self.begin(id);
         let Some(dir) = ContainerCgroup::v1_controller_dir(pid, "memory") else {
             return false;
         };
         match arm_at(&dir) {
             Ok(wait) => {
-                let (killed, id) = (self.killed.clone(), id.to_string());
+                let (watch, id) = (self.clone(), id.to_string());
                 let spawned =
                     std::thread::Builder::new()
                         .name("oom-watch".into())
                         .spawn(move || {
                             if wait() {
                                 tracing::debug!(container = %id, "kernel OOM notification");
-                                killed
-                                    .lock()
-                                    .unwrap_or_else(PoisonError::into_inner)
-                                    .insert(id);
+                                watch.record(&id, number);
                             }
                         });
                 spawned.is_ok()
@@ -85,4 +115,24 @@ fn arm_at(dir: &std::path::Path) -> std::io::Result<impl FnOnce() -> bool + Send
         drop(control);
         woke && dir.exists()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restart_clears_the_flag_and_a_late_watch_of_the_old_run_changes_nothing() {
+        let watch = OomWatch::default();
+        let first = watch.begin("c");
+        watch.record("c", first);
+        assert!(watch.killed("c"));
+        let second = watch.begin("c");
+        assert!(!watch.killed("c"), "a new run starts clean");
+        watch.record("c", first);
+        assert!(!watch.killed("c"), "the old run's watch is not this run's");
+        watch.record("c", second);
+        assert!(watch.killed("c"));
+        assert!(!watch.killed("other"));
+    }
 }

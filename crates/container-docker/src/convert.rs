@@ -174,6 +174,10 @@ fn time(text: Option<&str>) -> Option<SystemTime> {
 pub(crate) fn container_info(r: ContainerInspectResponse) -> ContainerInfo {
     let st = r.state.unwrap_or_default();
     let status = state(st.status.map(|s| s.to_string()), st.exit_code.unwrap_or(0));
+    // Docker before 23 never clears OOMKilled when the container starts again: a flag
+    // that outlived its run (the container runs again, or its last exit was no SIGKILL)
+    // is not this run's.
+    let oom_killed = st.oom_killed.unwrap_or(false) && status == ContainerState::Exited(137);
     let config = r.config.unwrap_or_default();
     let name = r.name.unwrap_or_default();
     ContainerInfo::new(
@@ -183,7 +187,7 @@ pub(crate) fn container_info(r: ContainerInspectResponse) -> ContainerInfo {
         status,
     )
     .with_labels(config.labels.unwrap_or_default().into_iter().collect())
-    .with_oom_killed(st.oom_killed.unwrap_or(false))
+    .with_oom_killed(oom_killed)
     .with_pid(st.pid.and_then(|p| u32::try_from(p).ok()))
     .with_times(
         time(st.started_at.as_deref()),
@@ -402,6 +406,32 @@ mod tests {
             .expect("epoch");
         assert_eq!(secs.as_secs(), 1_796_119_200);
         assert_eq!(i.finished_at, None, "Docker's zero time is no time");
+    }
+
+    #[test]
+    fn an_oom_flag_docker_kept_from_an_earlier_run_is_dropped() {
+        let with = |status, exit_code| ContainerInspectResponse {
+            state: Some(bollard::models::ContainerState {
+                status: Some(status),
+                exit_code: Some(exit_code),
+                oom_killed: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        use bollard::models::ContainerStateStatusEnum as S;
+        assert!(
+            container_info(with(S::EXITED, 137)).oom_killed,
+            "this run's"
+        );
+        assert!(
+            !container_info(with(S::RUNNING, 0)).oom_killed,
+            "runs again"
+        );
+        assert!(
+            !container_info(with(S::EXITED, 0)).oom_killed,
+            "exited by itself"
+        );
     }
 
     #[test]

@@ -140,7 +140,8 @@ fn client(endpoint: &str) -> Result<(Podman, Transport)> {
 
 impl PodmanEngine {
     /// The service's default ulimits, learned once from a probe container created (never
-    /// started) with `config`'s image and `labels`, then removed.
+    /// started) with `config`'s image and `labels`, then removed. The probe runs in a
+    /// task of its own: a caller that gives up midway never leaves the probe behind.
     async fn default_ulimits(
         &self,
         config: &ContainerConfig,
@@ -148,29 +149,40 @@ impl PodmanEngine {
     ) -> Result<Vec<Ulimit>> {
         self.ulimit_defaults
             .get_or_try_init(|| async {
-                let probe = format!("crs-ulimits-{}", uuid::Uuid::new_v4().simple());
-                let spec = serde_json::json!({
-                    "image": config.image,
-                    "name": probe,
-                    "command": ["true"],
-                    "labels": labels,
-                    "netns": {"nsmode": "none"},
-                });
-                self.create_raw(&spec, "the probe").await?;
-                let containers = self.podman.containers();
-                let handle = containers.get(&probe);
-                let inspected = handle.inspect().await.map_err(map_error);
-                let opts = ContainerDeleteOpts::builder()
-                    .force(true)
-                    .timeout(0)
-                    .build();
-                if let Err(e) = handle.delete(&opts).await {
-                    tracing::warn!(container = %probe, error = %map_error(e), "probe not removed");
-                }
-                Ok(convert::default_ulimits(&inspected?))
+                let (engine, image, labels) = (self.clone(), config.image.clone(), labels.clone());
+                tokio::spawn(async move { engine.probe_ulimits(&image, &labels).await })
+                    .await
+                    .map_err(|e| {
+                        Error::new(ErrorKind::Internal, "the ulimit probe task failed")
+                            .with_source(e)
+                    })?
             })
             .await
             .cloned()
+    }
+
+    /// Creates the probe, reads its ulimits, removes it.
+    async fn probe_ulimits(&self, image: &str, labels: &Labels) -> Result<Vec<Ulimit>> {
+        let probe = format!("crs-ulimits-{}", uuid::Uuid::new_v4().simple());
+        let spec = serde_json::json!({
+            "image": image,
+            "name": probe,
+            "command": ["true"],
+            "labels": labels,
+            "netns": {"nsmode": "none"},
+        });
+        self.create_raw(&spec, "the probe").await?;
+        let containers = self.podman.containers();
+        let handle = containers.get(&probe);
+        let inspected = handle.inspect().await.map_err(map_error);
+        let opts = ContainerDeleteOpts::builder()
+            .force(true)
+            .timeout(0)
+            .build();
+        if let Err(e) = handle.delete(&opts).await {
+            tracing::warn!(container = %probe, error = %map_error(e), "probe not removed");
+        }
+        Ok(convert::default_ulimits(&inspected?))
     }
 
     /// The podman-api client, for what this crate does not wrap.

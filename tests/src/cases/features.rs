@@ -173,6 +173,47 @@ pub async fn case_65_resource_limits(ctx: &Ctx) -> Result<(), Failure> {
 
 /// Check for 65: resource limits are refused as `Unsupported` exactly when the capability
 /// is off.
+/// Case 76: the OOM flag belongs to one run: a container OOM-killed once and started
+/// again (its second run stays under its limit) is not reported as OOM-killed.
+pub async fn case_76_oom_flag_cleared_on_restart(ctx: &Ctx) -> Result<(), Failure> {
+    let m = ctx.manager();
+    let mut t = ctx.tracker();
+    // The first run leaves a mark in the container's own filesystem and eats memory; the
+    // second finds the mark and only sleeps.
+    let mut once = ContainerConfig::new(ctx.image()).name(ctx.name(76)).cmd([
+        "sh",
+        "-c",
+        "[ -e /oom-once ] && exec sleep 600; touch /oom-once; \
+         x=$(head -c 268435456 /dev/zero | tr '\\0' a); echo survived",
+    ]);
+    once.resources.memory_bytes = Some(32 << 20);
+    let id = run_config(ctx, &mut t, &once).await?;
+    let code = tokio::time::timeout(Duration::from_secs(60), m.wait(&id))
+        .await
+        .map_err(|_| Failure::new("the memory hog neither finished nor died in 60 s"))??;
+    ensure_eq!(
+        code,
+        137,
+        "exit code of the first run, over its memory limit"
+    );
+    let info = m.inspect(&id).await?;
+    ensure!(
+        info.oom_killed,
+        "the first run is not reported as OOM-killed: {info:?}"
+    );
+    m.start(&id).await?;
+    let info = m.inspect(&id).await?;
+    ensure!(
+        info.state.is_running(),
+        "the second run is not running: {info:?}"
+    );
+    ensure!(
+        !info.oom_killed,
+        "the second run is reported as OOM-killed (the first run's flag stuck): {info:?}"
+    );
+    Ok(())
+}
+
 pub async fn check_65_resource_limits(ctx: &Ctx) -> Result<(), Failure> {
     let m = ctx.manager();
     let mut t = ctx.tracker();

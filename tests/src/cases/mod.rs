@@ -500,6 +500,13 @@ pub static CASES: &[Case] = &[
         "daemonized_children_end_with_step",
         steps::case_75_daemonized_children_end_with_step
     ),
+    case!(
+        76,
+        Features,
+        "oom_flag_cleared_on_restart",
+        features::case_76_oom_flag_cleared_on_restart,
+        feature(resource_limits, features::check_65_resource_limits)
+    ),
 ];
 
 #[cfg(test)]
@@ -509,13 +516,13 @@ mod tests {
     #[test]
     fn the_table_has_every_case_once_in_order() {
         let numbers: Vec<u32> = CASES.iter().map(|c| c.number).collect();
-        assert_eq!(numbers, (1..=75).collect::<Vec<_>>());
+        assert_eq!(numbers, (1..=76).collect::<Vec<_>>());
         let features: Vec<u32> = CASES
             .iter()
             .filter(|c| c.feature.is_some())
             .map(|c| c.number)
             .collect();
-        assert_eq!(features, vec![64, 65, 66, 67]);
+        assert_eq!(features, vec![64, 65, 66, 67, 76]);
         let mut names: Vec<String> = CASES.iter().map(Case::trial_name).collect();
         names.sort();
         names.dedup();

@@ -553,9 +553,19 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
             // exit, so the code returned is always the code of a real exit.
             loop {
                 let code = self.engine.wait(id).await?;
-                let info = self
+                let info = match self
                     .idempotent(Operation::Inspect, || self.engine.inspect(id))
-                    .await?;
+                    .await
+                {
+                    Ok(info) => info,
+                    // Removed right after it exited (auto-remove, a concurrent remove):
+                    // the engine's exit code is the answer.
+                    Err(e) if e.kind() == ErrorKind::NotFound => match code {
+                        Some(code) => return Ok(code),
+                        None => return Err(e),
+                    },
+                    Err(e) => return Err(e),
+                };
                 match info.state {
                     ContainerState::Exited(exited) => return Ok(code.unwrap_or(exited)),
                     ContainerState::Created

@@ -549,3 +549,21 @@ async fn only_a_named_create_is_retryable_after_a_reset_or_timeout() {
         assert_eq!(e.is_retryable(), named, "named: {named}: {e}");
     }
 }
+
+#[tokio::test]
+async fn wait_keeps_the_engines_exit_code_when_the_container_is_gone_after() {
+    // The engine reports the exit, then the container is removed (auto-remove, another
+    // caller) before the inspect that follows: the exit code is still the answer.
+    let (m, _fake) = manager(Fake {
+        wait: Some(5),
+        ..Fake::default()
+    })
+    .await;
+    assert_eq!(m.wait("c1").await.expect("the engine's exit code"), 5);
+    let (m, _fake) = manager(Fake::default()).await;
+    let e = m
+        .wait("c1")
+        .await
+        .expect_err("no exit code and no container");
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+}
