@@ -36,18 +36,23 @@ pub fn unpack_safely_as(archive: impl Read, dest: &Path, owner: Option<User>) ->
             dest.display()
         )));
     }
-    let mut ar = tar::Archive::new(archive);
+    let mut tail = Tail::new(archive);
+    let mut ar = tar::Archive::new(&mut tail);
     ar.set_preserve_permissions(true);
     ar.set_preserve_mtime(true);
     ar.set_preserve_ownerships(false);
     ar.set_unpack_xattrs(false);
     ar.set_overwrite(true);
     let entries = ar.entries().map_err(io_error)?;
+    // Where the archive's last entry ends: its end-of-archive block must follow there.
+    let mut end = 0u64;
     // `tar` sets a directory's mtime before its contents are written, which then change
     // it again: restore directory mtimes once everything is in place.
     let mut dir_times = Vec::new();
     for entry in entries {
         let mut entry = entry.map_err(io_error)?;
+        let stored = entry.header().entry_size().map_err(io_error)?;
+        end = entry.raw_file_position() + stored.div_ceil(BLOCK) * BLOCK;
         let path = entry.path().map_err(io_error)?.into_owned();
         check_entry_path(&path)?;
         if let Some(link) = entry.link_name().map_err(io_error)? {
@@ -79,6 +84,15 @@ pub fn unpack_safely_as(archive: impl Read, dest: &Path, owner: Option<User>) ->
             }
         }
     }
+    drop(ar);
+    // A stream cut off between two entries reads like a shorter archive: only the
+    // end-of-archive block after the last entry says that everything arrived.
+    if !tail.ends_with_zero_block_at(end) {
+        return Err(Error::new(
+            ErrorKind::Unavailable,
+            "the archive is truncated: it ends without its end-of-archive block",
+        ));
+    }
     // Deepest first, so setting a parent's time comes after its children are done.
     dir_times.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
     for (dir, mtime) in dir_times {
@@ -86,6 +100,57 @@ pub fn unpack_safely_as(archive: impl Read, dest: &Path, owner: Option<User>) ->
         filetime::set_symlink_file_times(&dir, t, t).map_err(io_error)?;
     }
     Ok(())
+}
+
+/// A tar block.
+const BLOCK: u64 = 512;
+
+/// A reader that remembers how much was read and the last block's worth of bytes, to
+/// check after the `tar` crate is done that the archive had its end-of-archive block
+/// (the crate takes a plain end of input for the end of the archive). Written by hand:
+/// a few lines no crate offers.
+struct Tail<R> {
+    inner: R,
+    read: u64,
+    last: Vec<u8>,
+}
+
+impl<R: Read> Tail<R> {
+    fn new(inner: R) -> Self {
+        Tail {
+            inner,
+            read: 0,
+            last: Vec::with_capacity(BLOCK as usize * 2),
+        }
+    }
+
+    /// Whether a whole block of zeros was read starting at `offset`, and nothing but
+    /// zeros after it.
+    fn ends_with_zero_block_at(&self, offset: u64) -> bool {
+        let Some(after) = self.read.checked_sub(offset) else {
+            return false;
+        };
+        if after < BLOCK {
+            return false;
+        }
+        // Only the last block's worth is kept: enough, every byte after the last entry
+        // is zero in a well-formed archive.
+        let kept = (self.last.len() as u64).min(after);
+        self.last[self.last.len() - kept as usize..]
+            .iter()
+            .all(|b| *b == 0)
+    }
+}
+
+impl<R: Read> Read for Tail<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        self.last.extend_from_slice(&buf[..n]);
+        let excess = self.last.len().saturating_sub(BLOCK as usize);
+        self.last.drain(..excess);
+        Ok(n)
+    }
 }
 
 /// `dest/path` and each of its parents below `dest` that does not exist yet.
@@ -146,6 +211,20 @@ where
     S: Stream<Item = Result<Bytes>>,
 {
     let spool = tempfile::tempfile().map_err(io_error)?;
+    receive_into(body, spool, dest, stall, owner).await
+}
+
+/// [`receive_and_unpack`] through the given spool file.
+async fn receive_into<S>(
+    body: S,
+    spool: File,
+    dest: &Path,
+    stall: Duration,
+    owner: Option<User>,
+) -> Result<()>
+where
+    S: Stream<Item = Result<Bytes>>,
+{
     let mut spool = tokio::fs::File::from_std(spool);
     let mut body = std::pin::pin!(body);
     loop {
@@ -157,6 +236,12 @@ where
             .await
             .map_err(io_error)?;
     }
+    // The last write's error (a full disk) surfaces here, never as a shorter archive.
+    tokio::io::AsyncWriteExt::flush(&mut spool)
+        .await
+        .map_err(|e| {
+            Error::new(ErrorKind::from_io(&e), "cannot spool the archive").with_source(e)
+        })?;
     let mut file = spool.into_std().await;
     let dest = dest.to_path_buf();
     tokio::task::spawn_blocking(move || {
@@ -165,6 +250,39 @@ where
     })
     .await
     .map_err(|e| Error::new(ErrorKind::Internal, "the unpack task failed").with_source(e))?
+}
+
+/// Runs `upload` (an engine taking the archive file whose reading offset `progress`
+/// shares: a `try_clone` of it) under a progress deadline instead of a total one: it
+/// fails with `Timeout` when the engine takes no byte for `stall`, or does not finish
+/// within `stall` after it took the last one. A steady large copy never times out.
+pub async fn upload_with_progress<F>(upload: F, mut progress: File, stall: Duration) -> Result<()>
+where
+    F: std::future::Future<Output = Result<()>>,
+{
+    let len = progress.metadata().map_err(io_error)?.len();
+    let poll = (stall / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut upload = std::pin::pin!(upload);
+    let mut offset = 0u64;
+    let mut moved = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            done = &mut upload => return done,
+            () = tokio::time::sleep(poll) => {}
+        }
+        let now = progress.stream_position().map_err(io_error)?;
+        if now != offset {
+            offset = now;
+            moved = tokio::time::Instant::now();
+        } else if moved.elapsed() >= stall {
+            let message = if offset >= len {
+                format!("the engine took the whole archive but did not finish within {stall:?}")
+            } else {
+                format!("the copy stalled: the engine took no bytes for {stall:?} ({offset} of {len} sent)")
+            };
+            return Err(Error::new(ErrorKind::Timeout, message));
+        }
+    }
 }
 
 /// Packs the host file or directory `source` into a temporary tar file, named in the
@@ -200,6 +318,49 @@ pub fn pack(source: &Path) -> Result<File> {
 mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    #[tokio::test]
+    async fn a_spool_that_cannot_be_written_fails_the_copy() {
+        // /dev/full: every write fails with ENOSPC, reads give zeros (an "empty"
+        // archive): the copy must fail, never pass as an empty success.
+        let spool = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let src = tempfile::tempdir().expect("tmp");
+        std::fs::write(src.path().join("f"), b"data").expect("write");
+        let mut tar = pack(&src.path().join("f")).expect("pack");
+        let mut bytes = Vec::new();
+        tar.read_to_end(&mut bytes).expect("read");
+        let body = futures::stream::iter([Ok(Bytes::from(bytes))]);
+        let dest = tempfile::tempdir().expect("tmp");
+        let e = receive_into(body, spool, dest.path(), Duration::from_secs(5), None)
+            .await
+            .expect_err("a full disk is an error");
+        assert_ne!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    }
+
+    #[test]
+    fn an_archive_cut_between_two_entries_is_an_error() {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in [("a", &b"first"[..]), ("b", &b"second"[..])] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            b.append_data(&mut header, name, data).expect("append");
+        }
+        let whole = b.into_inner().expect("finish");
+        // Header and one data block per entry: cut right after the first one.
+        let cut = &whole[..1024];
+        let dest = tempfile::tempdir().expect("tmp");
+        let e = unpack_safely(cut, dest.path()).expect_err("truncated");
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        // The whole archive unpacks.
+        let dest = tempfile::tempdir().expect("tmp");
+        unpack_safely(&whole[..], dest.path()).expect("whole");
+        assert_eq!(std::fs::read(dest.path().join("b")).expect("b"), b"second");
+    }
 
     fn archive_with(path: &str, data: &[u8]) -> Vec<u8> {
         let mut header = tar::Header::new_gnu();

@@ -669,9 +669,15 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
                 .map_err(|e| {
                     Error::new(ErrorKind::Internal, "pack task failed").with_source(e)
                 })??;
-            self.call(
-                Operation::CopyTo,
+            // A progress deadline, not a total one: a large copy takes as long as it
+            // takes while bytes move; a stall ends it.
+            let progress = file.try_clone().map_err(|e| {
+                Error::new(ErrorKind::Internal, "cannot watch the archive").with_source(e)
+            })?;
+            archive::upload_with_progress(
                 self.engine.copy_to(id, container_dir, file),
+                progress,
+                self.call_timeout,
             )
             .await
         };

@@ -40,6 +40,9 @@ struct Fake {
     fail: Mutex<HashMap<&'static str, VecDeque<Error>>>,
     /// Calls that never answer.
     hang: Vec<&'static str>,
+    /// `copy_to` reads the archive 4 KiB at a time with this pause between reads, and
+    /// stops taking bytes (hangs) once it has read the given number, if any.
+    copy_pace: Option<(Duration, Option<usize>)>,
 }
 
 impl Fake {
@@ -174,8 +177,24 @@ impl Engine for Arc<Fake> {
         self.record("copy_from");
         Err(missing())
     }
-    async fn copy_to(&self, _id: &str, _dir: &str, _archive: File) -> Result<()> {
-        self.scripted("copy_to").await
+    async fn copy_to(&self, _id: &str, _dir: &str, mut archive: File) -> Result<()> {
+        self.scripted("copy_to").await?;
+        if let Some((pace, stall_after)) = self.copy_pace {
+            let mut buf = [0u8; 4096];
+            let mut taken = 0;
+            loop {
+                if stall_after.is_some_and(|n| taken >= n) {
+                    std::future::pending::<()>().await;
+                }
+                let n = std::io::Read::read(&mut archive, &mut buf).expect("read");
+                if n == 0 {
+                    return Ok(());
+                }
+                taken += n;
+                tokio::time::sleep(pace).await;
+            }
+        }
+        Ok(())
     }
     async fn create_volume(&self, name: &str, _labels: &Labels) -> Result<VolumeInfo> {
         self.record("create_volume");
@@ -566,4 +585,42 @@ async fn wait_keeps_the_engines_exit_code_when_the_container_is_gone_after() {
         .await
         .expect_err("no exit code and no container");
     assert_eq!(e.kind(), ErrorKind::NotFound);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_copy_in_has_a_progress_deadline_not_a_total_one() {
+    // A 64 KiB input: about 17 reads of 4 KiB.
+    let src = tempfile::tempdir().expect("tmp");
+    let input = src.path().join("input");
+    std::fs::write(&input, vec![7u8; 64 << 10]).expect("write");
+    let copy = |pace| {
+        let input = input.clone();
+        async move {
+            let (m, _fake) = manager(Fake {
+                caps: Capabilities::oci_engine(),
+                copy_pace: Some(pace),
+                ..Fake::default()
+            })
+            .await;
+            m.copy_to("c1", &input, "/in").await
+        }
+    };
+    // Steady, 500 ms a read: 8 s in all, far past the 1 s call timeout.
+    let started = tokio::time::Instant::now();
+    copy((Duration::from_millis(500), None))
+        .await
+        .expect("a steady copy is never cut off");
+    assert!(started.elapsed() > Duration::from_secs(5));
+    // Stalled after 8 KiB: a Timeout about a second after the last byte moved.
+    let started = tokio::time::Instant::now();
+    let e = copy((Duration::from_millis(100), Some(8 << 10)))
+        .await
+        .expect_err("stalled");
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(!e.is_retryable(), "a copy-in may have run: {e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }
