@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
+use container_core::raw::Progress;
 use container_core::{Error, ErrorKind, ImageRef, LayerPhase, PullProgress, RegistryAuth, Result};
 use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::diff_client::DiffClient;
@@ -148,8 +149,12 @@ const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
 /// `~/.docker`), its `auths` or its credential helpers, as `docker pull` would use them
 /// (and as nerdctl does): anonymous when none is configured. An identity token (an OAuth
 /// refresh token) is not a registry credential oci-client can send: anonymous, with a
-/// warning.
-async fn config_auth(registry: &str) -> oci_client::secrets::RegistryAuth {
+/// warning. A credential helper that does not answer within the stall deadline is a
+/// `Timeout`.
+async fn config_auth(
+    registry: &str,
+    progress: Progress<'_>,
+) -> Result<oci_client::secrets::RegistryAuth> {
     use oci_client::secrets::RegistryAuth as Auth;
     let key = if registry == "docker.io" || registry == "index.docker.io" {
         DOCKER_HUB_KEY.to_string()
@@ -157,8 +162,11 @@ async fn config_auth(registry: &str) -> oci_client::secrets::RegistryAuth {
         registry.to_string()
     };
     // The lookup may run a credential helper (a child process): off the async threads.
-    let found = tokio::task::spawn_blocking(move || docker_credential::get_credential(&key)).await;
-    match found {
+    let found = off_thread(progress, "Docker's credential helper", move || {
+        docker_credential::get_credential(&key)
+    })
+    .await?;
+    Ok(match found {
         Ok(Ok(docker_credential::DockerCredential::UsernamePassword(user, password))) => {
             tracing::debug!(registry, "registry credentials from Docker's config.json");
             Auth::Basic(user, password)
@@ -179,17 +187,32 @@ async fn config_auth(registry: &str) -> oci_client::secrets::RegistryAuth {
             tracing::warn!(registry, error = %e, "the credential lookup failed");
             Auth::Anonymous
         }
-    }
+    })
+}
+
+/// `work` on the blocking pool, waited for within the stall deadline (`what` names it
+/// in the `Timeout`). On expiry the work is abandoned, not stopped: a blocking thread
+/// cannot be cancelled, so a hung credential helper keeps its thread until it exits.
+async fn off_thread<T: Send + 'static>(
+    progress: Progress<'_>,
+    what: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<std::result::Result<T, tokio::task::JoinError>> {
+    progress
+        .within(what, async { Ok(tokio::task::spawn_blocking(work).await) })
+        .await
 }
 
 impl Containerd {
     /// Pulls `image` (one attempt; the manager retries), sending layer events to
-    /// `progress`; returns the manifest digest.
+    /// `progress`; returns the manifest digest. Every wait on the registry (the
+    /// manifest, the config, each read of a blob) and on Docker's credential helper is
+    /// bounded by `progress`'s stall deadline: `Timeout` when nothing arrives in time.
     pub async fn pull(
         &self,
         image: &ImageRef,
         auth: Option<&RegistryAuth>,
-        progress: &(dyn Fn(&PullProgress) + Send + Sync),
+        progress: Progress<'_>,
     ) -> Result<Option<String>> {
         let reference = Reference::try_from(image.to_string())
             .map_err(|e| Error::invalid_input(format!("image reference {image}")).with_source(e))?;
@@ -203,9 +226,11 @@ impl Containerd {
             Some(a) => {
                 oci_client::secrets::RegistryAuth::Basic(a.username.clone(), a.password.clone())
             }
-            None => config_auth(image.registry()).await,
+            None => config_auth(image.registry(), progress).await?,
         };
-        let (manifest_bytes, manifest) = self.manifest(&registry, &reference, &auth).await?;
+        let (manifest_bytes, manifest) = self
+            .manifest(&registry, &reference, &auth, progress)
+            .await?;
         let manifest_digest = sha256(&manifest_bytes);
         let config = Blob::from_json(&manifest["config"])?;
         let layers: Vec<Blob> = manifest["layers"]
@@ -216,10 +241,7 @@ impl Containerd {
             .collect::<Result<_>>()?;
 
         let mut config_bytes = Vec::new();
-        registry
-            .pull_blob(&reference, &config.oci(), &mut config_bytes)
-            .await
-            .map_err(map_registry)?;
+        fetch_blob(&registry, &reference, &config, progress, &mut config_bytes).await?;
         let config_json: Value = serde_json::from_slice(&config_bytes)
             .map_err(|e| bad_manifest("the image config is not JSON").with_source(e))?;
         let diff_ids: Vec<String> = config_json["rootfs"]["diff_ids"]
@@ -247,14 +269,14 @@ impl Containerd {
                     ),
                 ]);
                 if self.has_blob(&layer.digest).await? {
-                    progress(&event(layer, LayerPhase::AlreadyExists));
+                    progress.report(&event(layer, LayerPhase::AlreadyExists));
                     self.label_blob(&layer.digest, &labels).await?;
                 } else {
-                    progress(&event(layer, LayerPhase::Downloading));
-                    let file = self.download(&registry, &reference, layer).await?;
+                    progress.report(&event(layer, LayerPhase::Downloading));
+                    let file = download(&registry, &reference, layer, progress).await?;
                     self.write_blob(layer, file, std::mem::take(&mut labels), &lease)
                         .await?;
-                    progress(&event(layer, LayerPhase::Complete));
+                    progress.report(&event(layer, LayerPhase::Complete));
                 }
             }
             for (i, layer) in layers.iter().enumerate() {
@@ -263,7 +285,7 @@ impl Containerd {
                     .unpack(layer, &diff_ids[i], &chain[i], parent, &lease)
                     .await?
                 {
-                    progress(&event(layer, LayerPhase::Extracting));
+                    progress.report(&event(layer, LayerPhase::Extracting));
                 }
             }
             let top = chain.last().cloned().unwrap_or_default();
@@ -314,6 +336,7 @@ impl Containerd {
         registry: &oci_client::Client,
         reference: &Reference,
         auth: &oci_client::secrets::RegistryAuth,
+        progress: Progress<'_>,
     ) -> Result<(Vec<u8>, Value)> {
         let accepted = [
             OCI_IMAGE_MEDIA_TYPE,
@@ -323,10 +346,15 @@ impl Containerd {
         ];
         let mut reference = reference.clone();
         for _ in 0..2 {
-            let (bytes, digest) = registry
-                .pull_manifest_raw(&reference, auth, &accepted)
-                .await
-                .map_err(map_registry)?;
+            // A manifest is small: its whole answer is one wait for data.
+            let (bytes, digest) = progress
+                .within("the registry's manifest", async {
+                    registry
+                        .pull_manifest_raw(&reference, auth, &accepted)
+                        .await
+                        .map_err(map_registry)
+                })
+                .await?;
             if !digest.is_empty() && sha256(&bytes) != digest {
                 return Err(Error::new(
                     ErrorKind::Internal,
@@ -440,29 +468,6 @@ impl Containerd {
             .await
             .map_err(map_status)?;
         Ok(())
-    }
-
-    /// Downloads `blob` into a temporary file (bounded memory); oci-client checks its
-    /// digest.
-    async fn download(
-        &self,
-        registry: &oci_client::Client,
-        reference: &Reference,
-        blob: &Blob,
-    ) -> Result<tokio::fs::File> {
-        let spool = tempfile::tempfile().map_err(|e| {
-            Error::new(ErrorKind::Internal, "cannot make a spool file").with_source(e)
-        })?;
-        let mut file = tokio::fs::File::from_std(spool);
-        registry
-            .pull_blob(reference, &blob.oci(), &mut file)
-            .await
-            .map_err(map_registry)?;
-        use tokio::io::AsyncSeekExt;
-        file.rewind().await.map_err(|e| {
-            Error::new(ErrorKind::Internal, "cannot read the spool file").with_source(e)
-        })?;
-        Ok(file)
     }
 
     async fn put_bytes(
@@ -705,6 +710,58 @@ impl Containerd {
     }
 }
 
+/// Downloads `blob` into a temporary file (bounded memory).
+async fn download(
+    registry: &oci_client::Client,
+    reference: &Reference,
+    blob: &Blob,
+    progress: Progress<'_>,
+) -> Result<tokio::fs::File> {
+    let spool = tempfile::tempfile()
+        .map_err(|e| Error::new(ErrorKind::Internal, "cannot make a spool file").with_source(e))?;
+    let mut file = tokio::fs::File::from_std(spool);
+    fetch_blob(registry, reference, blob, progress, &mut file).await?;
+    use tokio::io::AsyncSeekExt;
+    file.rewind().await.map_err(|e| {
+        Error::new(ErrorKind::Internal, "cannot read the spool file").with_source(e)
+    })?;
+    Ok(file)
+}
+
+/// Copies `blob` from the registry into `out`; oci-client checks its digest at the end.
+/// The answer, and then every chunk of its body, must come within the stall deadline: a
+/// registry that stops sending midway is a `Timeout`, however slow the blob may be.
+async fn fetch_blob<W>(
+    registry: &oci_client::Client,
+    reference: &Reference,
+    blob: &Blob,
+    progress: Progress<'_>,
+    out: &mut W,
+) -> Result<()>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let what = format!("the registry's blob {}", blob.digest);
+    let mut body = progress
+        .within(&what, async {
+            registry
+                .pull_blob_stream(reference, &blob.oci())
+                .await
+                .map_err(map_registry)
+        })
+        .await?;
+    let spool = |e: std::io::Error| {
+        Error::new(ErrorKind::Internal, "cannot write the downloaded blob").with_source(e)
+    };
+    while let Some(chunk) = progress.next(&what, &mut body).await? {
+        let chunk = chunk
+            .map_err(|e| map_registry(oci_client::errors::OciDistributionError::IoError(e)))?;
+        out.write_all(&chunk).await.map_err(spool)?;
+    }
+    out.flush().await.map_err(spool)
+}
+
 fn event(layer: &Blob, phase: LayerPhase) -> PullProgress {
     let done = matches!(phase, LayerPhase::Complete | LayerPhase::AlreadyExists);
     let size = u64::try_from(layer.size).ok();
@@ -727,6 +784,26 @@ mod tests {
         let chain = chain_ids(&[a.clone(), b.clone()]);
         assert_eq!(chain[0], a);
         assert_eq!(chain[1], sha256(format!("{a} {b}").as_bytes()));
+    }
+
+    #[tokio::test]
+    async fn a_credential_helper_that_does_not_answer_is_a_timeout() {
+        let quiet = |_: &PullProgress| {};
+        let progress =
+            Progress::new(&quiet).with_stall_timeout(Some(std::time::Duration::from_millis(200)));
+        let started = std::time::Instant::now();
+        let hung = off_thread(progress, "Docker's credential helper", || {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+        })
+        .await;
+        let waited = started.elapsed();
+        let e = hung.expect_err("the helper hung");
+        assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+        assert!(e.to_string().contains("credential helper"), "{e}");
+        assert!(waited < std::time::Duration::from_secs(1), "{waited:?}");
+        // One that answers in time gives its answer.
+        let answered = off_thread(progress, "Docker's credential helper", || 7).await;
+        assert_eq!(answered.expect("in time").expect("joined"), 7);
     }
 
     #[test]

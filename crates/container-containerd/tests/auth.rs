@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use container_containerd::Containerd;
+use container_core::raw::Progress;
 use container_core::{ErrorKind, ImageRef, RegistryAuth};
 
 const ADDR: &str = "127.0.0.1:5001";
@@ -86,11 +87,12 @@ async fn pulls_with_credentials_from_docker_config_json() {
     let image = ImageRef::parse(IMAGE).expect("ref");
     let _ = c.remove_image(&image, true).await;
     let none = |_: &container_core::PullProgress| {};
+    let none = Progress::new(&none);
 
     // No credentials anywhere: the registry refuses.
     docker_config(&config_dir, None);
     let e = c
-        .pull(&image, None, &none)
+        .pull(&image, None, none)
         .await
         .expect_err("anonymous pull");
     assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{e}");
@@ -100,7 +102,7 @@ async fn pulls_with_credentials_from_docker_config_json() {
     let wrong = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:nope"));
     docker_config(&config_dir, Some(&wrong));
     let e = c
-        .pull(&image, None, &none)
+        .pull(&image, None, none)
         .await
         .expect_err("wrong password");
     assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{e}");
@@ -109,7 +111,7 @@ async fn pulls_with_credentials_from_docker_config_json() {
     let right = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
     docker_config(&config_dir, Some(&right));
     let digest = c
-        .pull(&image, None, &none)
+        .pull(&image, None, none)
         .await
         .expect("pull with config.json");
     assert!(digest.is_some_and(|d| d.starts_with("sha256:")));
@@ -119,7 +121,7 @@ async fn pulls_with_credentials_from_docker_config_json() {
     // Explicit RegistryAuth wins over config.json.
     let explicit = RegistryAuth::new(USER, "nope");
     let e = c
-        .pull(&image, Some(&explicit), &none)
+        .pull(&image, Some(&explicit), none)
         .await
         .expect_err("explicit wrong password");
     assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{e}");

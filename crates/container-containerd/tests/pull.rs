@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use container_containerd::Containerd;
+use container_core::raw::Progress;
 use container_core::{ErrorKind, ImageRef, LayerPhase, PullProgress};
 
 const IMAGE: &str = "127.0.0.1:5000/container-rs/busybox-user:2";
@@ -55,7 +56,10 @@ async fn pull_unpacks_and_remove_collects_without_any_go_tool() {
 
     let events = Mutex::new(Vec::new());
     let record = |e: &PullProgress| events.lock().expect("events").push(e.clone());
-    let digest = c.pull(&image, None, &record).await.expect("pull");
+    let digest = c
+        .pull(&image, None, Progress::new(&record))
+        .await
+        .expect("pull");
     let digest = digest.expect("a manifest digest");
     assert!(digest.starts_with("sha256:"), "{digest}");
     assert!(c.image_exists(&image).await.expect("exists"));
@@ -79,7 +83,9 @@ async fn pull_unpacks_and_remove_collects_without_any_go_tool() {
 
     // Again: nothing fetched or unpacked.
     events.lock().expect("events").clear();
-    c.pull(&image, None, &record).await.expect("second pull");
+    c.pull(&image, None, Progress::new(&record))
+        .await
+        .expect("second pull");
     let second = phases(&events);
     assert!(
         second.iter().all(|p| *p == LayerPhase::AlreadyExists),
@@ -90,7 +96,10 @@ async fn pull_unpacks_and_remove_collects_without_any_go_tool() {
     assert!(!c.image_exists(&image).await.expect("exists"));
 
     let missing = ImageRef::parse("127.0.0.1:5000/container-rs/no-such-image:1").expect("ref");
-    let e = c.pull(&missing, None, &record).await.expect_err("missing");
+    let e = c
+        .pull(&missing, None, Progress::new(&record))
+        .await
+        .expect_err("missing");
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     assert!(!e.is_retryable());
 }

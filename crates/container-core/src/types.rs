@@ -781,17 +781,63 @@ pub enum LayerPhase {
 pub type ProgressFn = Arc<dyn Fn(&PullProgress) + Send + Sync>;
 
 /// How to pull an image.
-#[derive(Clone, Default)]
+///
+/// Three deadlines bound a pull, so that a registry that stops sending never hangs the
+/// caller (`docs/adr/0011-pull-deadlines.md`):
+///
+/// - [`stall_timeout`](Self::stall_timeout) (default 60 s): an attempt that receives
+///   nothing for this long is stalled and ends with a `Timeout`;
+/// - [`attempt_timeout`](Self::attempt_timeout) (default 30 min): one attempt, however
+///   busy, ends with a `Timeout` after this long;
+/// - [`timeout`](Self::timeout) (default none): the whole pull, retries included.
+///
+/// A pull is idempotent, so the first two are retryable: the [`retry`](Self::retry)
+/// policy tries again. The third ends the pull (the policy is cut off with it).
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct PullOptions {
     /// Registry credentials; backends may also read the user's engine config.
     pub auth: Option<RegistryAuth>,
     /// Retries for retryable failures.
     pub retry: RetryPolicy,
-    /// Deadline for the whole pull, retries included.
+    /// Deadline for the whole pull, retries included; `None` (the default) for none.
     pub timeout: Option<Duration>,
+    /// Deadline of one pull attempt; on expiry the attempt ends with a retryable
+    /// `Timeout` and the [`retry`](Self::retry) policy decides whether another starts.
+    /// Default [`DEFAULT_ATTEMPT_TIMEOUT`](Self::DEFAULT_ATTEMPT_TIMEOUT) (30 min): set
+    /// it above what your largest image needs on your slowest link. `None` for no
+    /// deadline. Applied by the manager around every backend's attempt; on Podman it is
+    /// the only bound of a stalled download (see [`stall_timeout`](Self::stall_timeout)).
+    pub attempt_timeout: Option<Duration>,
+    /// How long an attempt may receive nothing before it is abandoned as stalled, with
+    /// a retryable `Timeout`. Default [`DEFAULT_STALL_TIMEOUT`](Self::DEFAULT_STALL_TIMEOUT)
+    /// (60 s); `None` for no stall rule. What counts as receiving something:
+    ///
+    /// - Docker: any message of the engine's progress stream (the engine reports bytes
+    ///   while it downloads and extracts, so a slow but moving pull never stalls);
+    /// - containerd (this library's own puller): any bytes of a registry response; the
+    ///   manifest and the image config are each fetched within it, and the credential
+    ///   helper of Docker's `config.json` must answer within it;
+    /// - Podman: not applied. libpod's pull stream reports only the start of each blob,
+    ///   never bytes, so a silence there cannot tell a stalled registry from a large
+    ///   blob on a slow link; a stalled Podman pull ends at
+    ///   [`attempt_timeout`](Self::attempt_timeout).
+    pub stall_timeout: Option<Duration>,
     /// Progress callback.
     pub progress: Option<ProgressFn>,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            auth: None,
+            retry: RetryPolicy::default(),
+            timeout: None,
+            attempt_timeout: Some(Self::DEFAULT_ATTEMPT_TIMEOUT),
+            stall_timeout: Some(Self::DEFAULT_STALL_TIMEOUT),
+            progress: None,
+        }
+    }
 }
 
 impl fmt::Debug for PullOptions {
@@ -800,12 +846,31 @@ impl fmt::Debug for PullOptions {
             .field("auth", &self.auth)
             .field("retry", &self.retry)
             .field("timeout", &self.timeout)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("stall_timeout", &self.stall_timeout)
             .field("progress", &self.progress.as_ref().map(|_| "Fn"))
             .finish()
     }
 }
 
 impl PullOptions {
+    /// The default [`stall_timeout`](Self::stall_timeout): 60 s.
+    pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+    /// The default [`attempt_timeout`](Self::attempt_timeout): 30 min.
+    pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+    /// With this [`stall_timeout`](Self::stall_timeout); `None` for no stall rule.
+    pub fn with_stall_timeout(mut self, stall: Option<Duration>) -> Self {
+        self.stall_timeout = stall;
+        self
+    }
+
+    /// With this [`attempt_timeout`](Self::attempt_timeout); `None` for no deadline.
+    pub fn with_attempt_timeout(mut self, limit: Option<Duration>) -> Self {
+        self.attempt_timeout = limit;
+        self
+    }
+
     /// With registry credentials.
     pub fn with_auth(mut self, auth: RegistryAuth) -> Self {
         self.auth = Some(auth);
@@ -957,6 +1022,12 @@ pub struct Capabilities {
     pub native_exec_kill: bool,
     /// Copy files into and out of containers.
     pub copy_files: bool,
+    /// The engine keeps an exec's output attached until its process exits (Docker,
+    /// Podman): an earlier end of the output means the connection to the engine was
+    /// lost, and the exec then ends with `Unavailable`, never with a code the engine
+    /// makes up for it. Off where a process's own closed output ends it (containerd's
+    /// FIFOs).
+    pub attach_until_exit: bool,
 }
 
 impl Capabilities {
@@ -980,6 +1051,12 @@ impl Capabilities {
     /// With or without an init process as PID 1.
     pub fn with_init(mut self, on: bool) -> Self {
         self.init = on;
+        self
+    }
+
+    /// With or without an attach that lasts until the exec's process exits.
+    pub fn with_attach_until_exit(mut self, on: bool) -> Self {
+        self.attach_until_exit = on;
         self
     }
 

@@ -1,6 +1,7 @@
 //! One image pull attempt: tag or digest always sent, credentials, progress, errors read
-//! from inside the 200 stream. Retries, the deadline and the final check that the image
-//! is present are core's.
+//! from inside the 200 stream, every message awaited within the stall deadline. Retries,
+//! the attempt and overall deadlines and the final check that the image is present are
+//! core's.
 
 use std::path::PathBuf;
 
@@ -10,7 +11,6 @@ use bollard::query_parameters::CreateImageOptions;
 use bollard::Docker;
 use container_core::raw::PullRequest;
 use container_core::{ImageRef, RegistryAuth, Result};
-use futures::StreamExt;
 
 use crate::convert::{pull_digest, pull_progress};
 use crate::error::map_error;
@@ -27,7 +27,12 @@ pub(crate) async fn pull_once(docker: &Docker, request: PullRequest<'_>) -> Resu
     };
     let mut digest = None;
     let mut lines = docker.create_image(Some(query), None, credentials(reference, auth));
-    while let Some(line) = lines.next().await {
+    // The engine sends byte progress while it downloads and extracts: a silence as long
+    // as the stall deadline is a stalled registry (or engine), not a slow one.
+    while let Some(line) = progress
+        .next("the engine's next pull progress message", &mut lines)
+        .await?
+    {
         let info = line.map_err(map_error)?;
         if let Some(detail) = &info.error_detail {
             let text = detail.message.clone().unwrap_or_default();
@@ -39,7 +44,7 @@ pub(crate) async fn pull_once(docker: &Docker, request: PullRequest<'_>) -> Resu
             digest = Some(d);
         }
         if let Some(event) = pull_progress(&info) {
-            progress(&event);
+            progress.report(&event);
         }
     }
     Ok(digest)

@@ -1,6 +1,12 @@
 //! One image pull attempt: tag or digest always sent, credentials, progress, errors read
 //! from every report of the 200 stream (libpod never fails a pull with an HTTP error).
-//! Retries, the deadline and the final check that the image is present are core's.
+//! Retries, the deadlines and the final check that the image is present are core's.
+//!
+//! No stall rule here: libpod reports the start of each blob and never bytes, so a
+//! silent stream cannot tell a stalled registry from a large blob on a slow link. A
+//! stalled pull ends at core's per-attempt deadline (`PullOptions::attempt_timeout`),
+//! which drops this stream and so closes the connection to the service (libpod is
+//! expected to cancel the pull with its request; `docs/adr/0011-pull-deadlines.md`).
 //!
 //! The pull policy is `newer`: an image already present is re-checked against the
 //! registry's manifest and nothing is downloaded when it is current (Docker's behaviour;
@@ -36,7 +42,7 @@ pub(crate) async fn pull_once(podman: &Podman, request: PullRequest<'_>) -> Resu
         }
         for line in report.stream.as_deref().unwrap_or_default().lines() {
             if let Some(event) = pull_progress(line) {
-                progress(&event);
+                progress.report(&event);
             }
         }
     }

@@ -371,9 +371,10 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
                 }
                 options.report(event);
             };
+            let progress =
+                super::Progress::new(&progress).with_stall_timeout(options.stall_timeout);
             let attempts = options.retry.run(|attempt| {
                 let reference = &reference;
-                let progress = &progress;
                 async move {
                     if attempt > 1 {
                         tracing::info!(image = %reference, attempt, "retrying pull");
@@ -386,12 +387,13 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
                         auth: options.auth.as_ref(),
                         progress,
                     };
-                    // Settled per attempt, so the policy retries an engine's deadline too.
-                    let digest = self
-                        .engine
-                        .pull(request)
-                        .await
-                        .map_err(|e| e.settle_retryable(Operation::Pull.is_idempotent()))?;
+                    // Settled per attempt, so the policy retries a deadline (the attempt's,
+                    // the stall's, an engine's) like any transient failure.
+                    let attempt = self.engine.pull(request);
+                    let digest =
+                        retry::with_deadline(options.attempt_timeout, "the pull attempt", attempt)
+                            .await
+                            .map_err(|e| e.settle_retryable(Operation::Pull.is_idempotent()))?;
                     // A stream can end "successfully" without the image (a dropped
                     // connection): confirm it.
                     if !self

@@ -24,6 +24,7 @@
 
 mod exec;
 mod manager;
+mod pull;
 mod tar_exec;
 #[cfg(test)]
 mod tests;
@@ -40,12 +41,13 @@ use crate::exec::{ExecSpec, OutputChunk};
 use crate::reference::ImageRef;
 use crate::signal::Signal;
 use crate::types::{
-    Capabilities, ContainerConfig, ContainerInfo, EngineInfo, Labels, LogOptions, PullProgress,
-    RegistryAuth, VolumeInfo,
+    Capabilities, ContainerConfig, ContainerInfo, EngineInfo, Labels, LogOptions, RegistryAuth,
+    VolumeInfo,
 };
 
 pub use exec::{exit_code as exec_exit_code, EXEC_MARK};
 pub use manager::EngineManager;
+pub use pull::Progress;
 pub use tar_exec::tar_out;
 
 /// Output of an exec or of the main process, read from the engine only when polled.
@@ -53,9 +55,6 @@ pub type OutputStream = BoxStream<'static, Result<OutputChunk>>;
 
 /// Raw bytes from the engine (the tar archive of a copy out).
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
-
-/// Receives pull progress events from [`Engine::pull`].
-pub type Progress<'a> = &'a (dyn Fn(&PullProgress) + Send + Sync);
 
 /// One pull attempt, as [`Engine::pull`] receives it.
 #[derive(Clone, Copy)]
@@ -65,7 +64,8 @@ pub struct PullRequest<'a> {
     pub image: &'a ImageRef,
     /// Explicit credentials; backends may also read the user's engine config.
     pub auth: Option<&'a RegistryAuth>,
-    /// Where layer events go.
+    /// Where layer events go, and how long the attempt may receive nothing (the stall
+    /// deadline, applied by the backend where it sees data arrive).
     pub progress: Progress<'a>,
 }
 
@@ -133,7 +133,10 @@ pub trait Engine: Send + Sync + 'static {
 
     /// One pull attempt (never retried here), sending layer events to the request's
     /// progress; returns the manifest digest when the engine tells it. Errors inside the
-    /// engine's progress stream are errors.
+    /// engine's progress stream are errors. Every wait for data from the engine or the
+    /// registry goes through [`Progress::next`] or [`Progress::within`] where the engine
+    /// shows data arriving (the stall deadline); the manager bounds the attempt as a
+    /// whole (`PullOptions::attempt_timeout`).
     async fn pull(&self, request: PullRequest<'_>) -> Result<Option<String>>;
 
     /// Whether `image` is present locally.

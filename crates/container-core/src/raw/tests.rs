@@ -588,6 +588,45 @@ async fn wait_keeps_the_engines_exit_code_when_the_container_is_gone_after() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_stuck_pull_attempt_ends_at_its_deadline_and_is_retried() {
+    // Both deadlines are on by default: a pull never waits forever.
+    let defaults = crate::types::PullOptions::default();
+    assert_eq!(defaults.attempt_timeout, Some(Duration::from_secs(30 * 60)));
+    assert_eq!(defaults.stall_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(defaults.timeout, None);
+
+    // An engine whose pull never answers (no stall rule can see it: Podman's case).
+    let (m, fake) = manager(Fake {
+        hang: vec!["pull"],
+        ..Fake::default()
+    })
+    .await;
+    let options = crate::types::PullOptions::default()
+        .with_stall_timeout(None)
+        .with_attempt_timeout(Some(Duration::from_secs(10)))
+        .with_retry(RetryPolicy {
+            max_attempts: 2,
+            initial_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(1),
+            max_elapsed: None,
+            jitter: false,
+        });
+    let started = tokio::time::Instant::now();
+    let e = tokio::time::timeout(Duration::from_secs(3600), m.pull("img:1", &options))
+        .await
+        .expect("the pull hung: no attempt deadline")
+        .expect_err("stuck");
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(e.retries_exhausted(), "{e}");
+    assert_eq!(e.attempts(), 2, "{e}");
+    assert_eq!(e.operation(), Some(Operation::Pull));
+    // Two attempts of 10 s and the 1 s between them.
+    assert_eq!(started.elapsed(), Duration::from_secs(21));
+    let pulls = fake.calls().iter().filter(|c| **c == "pull").count();
+    assert_eq!(pulls, 2, "{:?}", fake.calls());
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_copy_in_has_a_progress_deadline_not_a_total_one() {
     // A 64 KiB input: about 17 reads of 4 KiB.
     let src = tempfile::tempdir().expect("tmp");

@@ -1,0 +1,352 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+use oci_client::secrets::RegistryAuth;
+use oci_client::Reference;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+/// The port of the local registry (`cargo xtask engines up`), on 127.0.0.1.
+pub const REGISTRY_PORT: u16 = 5000;
+
+/// Bytes of the layer's one file: large enough that a proxy can stop in its middle.
+const PAYLOAD_BYTES: usize = 1 << 20;
+
+/// An image pushed to the local registry under a repository of its own, with one
+/// uncompressed layer of random bytes that no engine has seen.
+#[derive(Debug, Clone)]
+pub struct UniqueImage {
+    /// The repository in the registry, `<prefix>-<random hex>`.
+    pub repository: String,
+    /// The tag.
+    pub tag: String,
+    /// `sha256:<hex>` of the layer blob.
+    pub layer_digest: String,
+}
+
+impl UniqueImage {
+    /// Pushes a new image to the local registry as `<prefix>-<random hex>:1`.
+    pub async fn push(
+        prefix: &str,
+    ) -> Result<UniqueImage, Box<dyn std::error::Error + Send + Sync>> {
+        let seed = uuid::Uuid::new_v4().simple().to_string();
+        let repository = format!("{prefix}-{}", &seed[..12]);
+        let layer = layer_tar(&seed);
+        let layer_digest = format!("sha256:{}", hex::encode(Sha256::digest(&layer)));
+        let config = serde_json::json!({
+            "architecture": host_arch(),
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        });
+        let image = UniqueImage {
+            repository,
+            tag: "1".to_string(),
+            layer_digest,
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = oci_client::Client::new(ClientConfig {
+            protocol: ClientProtocol::Http,
+            ..ClientConfig::default()
+        });
+        let reference: Reference = image
+            .reference(SocketAddr::from((Ipv4Addr::LOCALHOST, REGISTRY_PORT)))
+            .parse()?;
+        client
+            .push(
+                &reference,
+                &[ImageLayer::oci_v1(layer, None)],
+                Config::oci_v1(config.to_string().into_bytes(), None),
+                &RegistryAuth::Anonymous,
+                None,
+            )
+            .await?;
+        Ok(image)
+    }
+
+    /// The image's reference through the registry at `registry` (the local registry,
+    /// or a proxy to it).
+    pub fn reference(&self, registry: SocketAddr) -> String {
+        format!("{registry}/{}:{}", self.repository, self.tag)
+    }
+
+    /// The reference in the local registry itself.
+    pub fn direct(&self) -> String {
+        self.reference(SocketAddr::from((Ipv4Addr::LOCALHOST, REGISTRY_PORT)))
+    }
+
+    /// What the request line of a pull of the layer blob holds: a [`StallProxy`]
+    /// trigger.
+    pub fn layer_request(&self) -> String {
+        format!("/v2/{}/blobs/{}", self.repository, self.layer_digest)
+    }
+}
+
+/// The OCI architecture name of this host.
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// A tar with one file of [`PAYLOAD_BYTES`] pseudo-random bytes drawn from `seed`
+/// (incompressible, and unlike any other run's).
+fn layer_tar(seed: &str) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(PAYLOAD_BYTES);
+    let mut block = Sha256::digest(seed.as_bytes());
+    while payload.len() < PAYLOAD_BYTES {
+        payload.extend_from_slice(&block);
+        block = Sha256::digest(block);
+    }
+    payload.truncate(PAYLOAD_BYTES);
+    let mut header = tar::Header::new_gnu();
+    header.set_size(PAYLOAD_BYTES as u64);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_cksum();
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_data(&mut header, "stall-test/payload.bin", payload.as_slice())
+        .expect("a tar in memory cannot fail");
+    builder.into_inner().expect("a tar in memory cannot fail")
+}
+
+/// A proxy on `127.0.0.1` to the registry on `127.0.0.1`: every connection is relayed
+/// byte for byte, except that once a request holding the trigger (a path) has been
+/// relayed, that connection's answer stops after `pass` bytes and the connection is
+/// held open, silent, until the client goes away: a registry stalled mid-blob.
+///
+/// It stops by itself after its lifetime, or when dropped; every connection with it.
+#[derive(Debug)]
+pub struct StallProxy {
+    addr: SocketAddr,
+    stalled: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl StallProxy {
+    /// Listens on a free port of `127.0.0.1`, relays to `127.0.0.1:upstream_port`, and
+    /// stalls every answer to a request holding `trigger` after `pass` bytes; gone
+    /// after `lifetime`.
+    pub async fn start(
+        upstream_port: u16,
+        trigger: &str,
+        pass: usize,
+        lifetime: Duration,
+    ) -> std::io::Result<StallProxy> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, upstream_port));
+        let stalled = Arc::new(AtomicUsize::new(0));
+        let trigger: Arc<[u8]> = trigger.as_bytes().into();
+        let counter = stalled.clone();
+        let task = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            let serve = async {
+                while let Ok((client, _)) = listener.accept().await {
+                    while connections.try_join_next().is_some() {}
+                    connections.spawn(relay(
+                        client,
+                        upstream,
+                        trigger.clone(),
+                        pass,
+                        counter.clone(),
+                    ));
+                }
+            };
+            let _ = tokio::time::timeout(lifetime, serve).await;
+            // Dropping the set aborts every connection still open.
+            drop(connections);
+        });
+        Ok(StallProxy {
+            addr,
+            stalled,
+            task,
+        })
+    }
+
+    /// Where the proxy listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// How many answers it has stalled so far (one per request holding the trigger).
+    pub fn stalled(&self) -> usize {
+        self.stalled.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for StallProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Whether `haystack` holds `needle`.
+fn holds(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Relays one connection; see [`StallProxy`].
+async fn relay(
+    client: TcpStream,
+    upstream: SocketAddr,
+    trigger: Arc<[u8]>,
+    pass: usize,
+    stalled: Arc<AtomicUsize>,
+) {
+    let Ok(server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let armed = AtomicBool::new(false);
+    let requests = async {
+        let mut buf = vec![0u8; 16 << 10];
+        // The tail of what came before: a trigger split between two reads is found.
+        let mut window: Vec<u8> = Vec::new();
+        loop {
+            let n = match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            window.extend_from_slice(&buf[..n]);
+            // Armed before the request goes on, so its answer is already counted.
+            if holds(&window, &trigger) && !armed.swap(true, Ordering::SeqCst) {
+                stalled.fetch_add(1, Ordering::SeqCst);
+            }
+            let keep = trigger.len().saturating_sub(1);
+            if window.len() > keep {
+                window.drain(..window.len() - keep);
+            }
+            if server_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    };
+    let answers = async {
+        let mut buf = vec![0u8; 16 << 10];
+        let mut passed = 0usize;
+        loop {
+            let n = match server_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let mut chunk = &buf[..n];
+            let stall = armed.load(Ordering::SeqCst) && passed + chunk.len() >= pass;
+            if stall {
+                chunk = &chunk[..pass.saturating_sub(passed)];
+            }
+            if client_write.write_all(chunk).await.is_err() {
+                break;
+            }
+            if armed.load(Ordering::SeqCst) {
+                passed += chunk.len();
+            }
+            if stall {
+                let _ = client_write.flush().await;
+                // Silent from here on; the connection stays open until the client
+                // leaves (`requests` ends) or the proxy's lifetime is over.
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = requests => {}
+        () = answers => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An upstream on 127.0.0.1 that answers every request with `body`, then closes.
+    async fn upstream(body: Vec<u8>) -> (u16, JoinHandle<()>) {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = socket.read(&mut buf).await;
+                    let _ = socket.write_all(&body).await;
+                });
+            }
+        });
+        (port, task)
+    }
+
+    async fn fetch(proxy: SocketAddr, request: &str) -> (Vec<u8>, bool) {
+        let mut socket = TcpStream::connect(proxy).await.expect("connect");
+        socket.write_all(request.as_bytes()).await.expect("send");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_millis(500), socket.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return (got, false),
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                Err(_) => return (got, true),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn relays_everything_but_stalls_the_triggered_answer() {
+        let body = vec![7u8; 100_000];
+        let (port, server) = upstream(body.clone()).await;
+        let proxy = StallProxy::start(port, "/blobs/x", 1000, Duration::from_secs(30))
+            .await
+            .expect("proxy");
+        assert!(proxy.addr().ip().is_loopback());
+        let (other, held) = fetch(proxy.addr(), "GET /v2/ HTTP/1.1\r\n\r\n").await;
+        assert_eq!(other, body);
+        assert!(!held, "an answer without the trigger is relayed whole");
+        let (stalled, held) = fetch(proxy.addr(), "GET /v2/r/blobs/x HTTP/1.1\r\n\r\n").await;
+        assert_eq!(stalled.len(), 1000);
+        assert!(held, "the triggered answer is held open, silent");
+        assert_eq!(proxy.stalled(), 1);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn stops_by_itself_after_its_lifetime() {
+        let (port, server) = upstream(vec![1u8; 10_000]).await;
+        let proxy = StallProxy::start(port, "/blobs/x", 10, Duration::from_millis(300))
+            .await
+            .expect("proxy");
+        let mut socket = TcpStream::connect(proxy.addr()).await.expect("connect");
+        socket
+            .write_all(b"GET /v2/r/blobs/x HTTP/1.1\r\n\r\n")
+            .await
+            .expect("send");
+        let mut got = Vec::new();
+        // The held connection ends when the proxy's lifetime does.
+        let _closed_or_reset =
+            tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut got))
+                .await
+                .expect("the proxy stopped by itself");
+        assert_eq!(got.len(), 10);
+        server.abort();
+    }
+
+    #[test]
+    fn every_layer_is_new() {
+        let a = layer_tar("a");
+        assert_ne!(a, layer_tar("b"));
+        assert!(a.len() > PAYLOAD_BYTES);
+    }
+}
