@@ -1,6 +1,7 @@
 //! Helpers the cases share: containers to exec in, process checks with `ps` inside the
 //! container, log polling, a byte-counting proxy in front of the engine socket (to prove
-//! that invalid input never reaches the engine), and plain HTTP to the local registry.
+//! that invalid input never reaches the engine, and to cut connections mid-stream), and
+//! plain HTTP to the local registry.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -307,12 +308,15 @@ fn is_loopback_addr(host_port: &str) -> bool {
 }
 
 /// A unix socket that forwards to the engine and counts the bytes sent to it: a manager
-/// connected through it shows whether an operation reached the engine at all.
+/// connected through it shows whether an operation reached the engine at all. It can
+/// also cut every open connection at once ([`cut`](Self::cut)), as an engine restart or
+/// a broken link would.
 #[derive(Debug)]
 pub struct CountingProxy {
     _dir: tempfile::TempDir,
     path: PathBuf,
     to_engine: Arc<AtomicU64>,
+    cut: tokio::sync::broadcast::Sender<()>,
     accept: JoinHandle<()>,
 }
 
@@ -325,20 +329,30 @@ impl CountingProxy {
         let listener = UnixListener::bind(&path)?;
         let to_engine = Arc::new(AtomicU64::new(0));
         let counter = to_engine.clone();
+        let (cut, _) = tokio::sync::broadcast::channel(1);
+        let cuts = cut.clone();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let upstream = upstream.clone();
                 let counter = counter.clone();
+                let mut cut = cuts.subscribe();
                 tokio::spawn(async move {
-                    let result = match upstream {
-                        Upstream::Unix(p) => match UnixStream::connect(p).await {
-                            Ok(up) => relay(client, up, counter).await,
-                            Err(e) => Err(e),
-                        },
-                        Upstream::Tcp(a) => match TcpStream::connect(a).await {
-                            Ok(up) => relay(client, up, counter).await,
-                            Err(e) => Err(e),
-                        },
+                    let relayed = async {
+                        match upstream {
+                            Upstream::Unix(p) => match UnixStream::connect(p).await {
+                                Ok(up) => relay(client, up, counter).await,
+                                Err(e) => Err(e),
+                            },
+                            Upstream::Tcp(a) => match TcpStream::connect(a).await {
+                                Ok(up) => relay(client, up, counter).await,
+                                Err(e) => Err(e),
+                            },
+                        }
+                    };
+                    // A cut drops both ends at once, mid-request or mid-stream.
+                    let result = tokio::select! {
+                        r = relayed => r,
+                        _ = cut.recv() => Ok(()),
                     };
                     if let Err(e) = result {
                         eprintln!("conformance: proxy connection ended: {e}");
@@ -350,8 +364,14 @@ impl CountingProxy {
             _dir: dir,
             path,
             to_engine,
+            cut,
             accept,
         })
+    }
+
+    /// Cuts every connection open now (new ones are accepted as before).
+    pub fn cut(&self) {
+        let _ = self.cut.send(());
     }
 
     /// The proxy's socket path.

@@ -33,6 +33,9 @@ pub(crate) fn map_status(status: Status) -> Error {
         // tonic reports its own request timeout as Cancelled ("Timeout expired").
         Code::Cancelled if message.contains("Timeout expired") => ErrorKind::Timeout,
         Code::Cancelled => ErrorKind::Cancelled,
+        // tonic's own transport failures (the connection broke: an engine restart, a
+        // cut link) come as Unknown with the transport error as the source.
+        Code::Unknown if transport_failure(&status).is_some() => ErrorKind::Unavailable,
         Code::Unknown => kind_for_engine_text(&message, CONFLICTS),
         Code::Internal | Code::DataLoss | Code::Ok => ErrorKind::Internal,
     };
@@ -84,6 +87,38 @@ mod tests {
     use oci_client::errors::OciDistributionError as O;
     use oci_client::manifest::OciDescriptor;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn a_broken_connection_to_containerd_is_unavailable() {
+        // What tonic gives when the connection breaks mid-call (an engine restart): an
+        // Unknown status "transport error" whose cause is the broken connection.
+        #[derive(Debug)]
+        struct Transport(std::io::Error);
+        impl std::fmt::Display for Transport {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("transport error")
+            }
+        }
+        impl std::error::Error for Transport {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let broken = Transport(std::io::Error::new(
+            std::io::ErrorKind::BrokenPipe,
+            "stream closed because of a broken pipe",
+        ));
+        let status = Status::from_error(Box::new(broken));
+        assert_eq!(status.code(), Code::Unknown);
+        let e = map_status(status);
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        // The shim's own Unknown errors (text, no transport cause) keep their mapping.
+        let shim = map_status(Status::new(
+            Code::Unknown,
+            "cannot delete a running process",
+        ));
+        assert_ne!(shim.kind(), ErrorKind::Unavailable, "{shim}");
+    }
 
     /// Pulls a blob from a registry on this host that sends the headers and a tenth of
     /// the body, then closes the connection (`reset`: with a TCP reset); the mapped error.

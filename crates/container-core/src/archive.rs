@@ -84,7 +84,6 @@ pub fn unpack_safely_as(archive: impl Read, dest: &Path, owner: Option<User>) ->
             }
         }
     }
-    drop(ar);
     // A stream cut off between two entries reads like a shorter archive: only the
     // end-of-archive block after the last entry says that everything arrived.
     if !tail.ends_with_zero_block_at(end) {

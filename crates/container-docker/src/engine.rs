@@ -129,7 +129,8 @@ impl Engine for DockerEngine {
     type Exec = DockerExec;
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::oci_engine()
+        // moby closes an exec's attach only once its process exited.
+        Capabilities::oci_engine().with_attach_until_exit(true)
     }
 
     async fn info(&self) -> Result<EngineInfo> {

@@ -289,7 +289,10 @@ impl Engine for PodmanEngine {
 
     fn capabilities(&self) -> Capabilities {
         // keep-id needs a rootless service: one on a local socket of a non-root caller.
-        Capabilities::oci_engine().with_userns_keep_id(self.rootless)
+        // libpod (conmon) closes an exec's attach only once its process exited.
+        Capabilities::oci_engine()
+            .with_userns_keep_id(self.rootless)
+            .with_attach_until_exit(true)
     }
 
     async fn ping(&self) -> Result<()> {

@@ -11,6 +11,7 @@ use crate::ctx::Ctx;
 use crate::failure::Failure;
 
 pub mod concurrency;
+pub mod connection;
 pub mod errors;
 pub mod exec;
 pub mod features;
@@ -51,6 +52,7 @@ pub enum Section {
     Features,
     Kill,
     Steps,
+    Connection,
 }
 
 impl Section {
@@ -72,6 +74,7 @@ impl Section {
             Section::Features => "features",
             Section::Kill => "kill",
             Section::Steps => "steps",
+            Section::Connection => "connection",
         }
     }
 }
@@ -507,6 +510,12 @@ pub static CASES: &[Case] = &[
         features::case_76_oom_flag_cleared_on_restart,
         feature(resource_limits, features::check_65_resource_limits)
     ),
+    case!(
+        77,
+        Connection,
+        "connection_cut_mid_exec",
+        connection::case_77_connection_cut_mid_exec
+    ),
 ];
 
 #[cfg(test)]
@@ -516,7 +525,7 @@ mod tests {
     #[test]
     fn the_table_has_every_case_once_in_order() {
         let numbers: Vec<u32> = CASES.iter().map(|c| c.number).collect();
-        assert_eq!(numbers, (1..=76).collect::<Vec<_>>());
+        assert_eq!(numbers, (1..=77).collect::<Vec<_>>());
         let features: Vec<u32> = CASES
             .iter()
             .filter(|c| c.feature.is_some())

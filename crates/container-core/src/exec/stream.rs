@@ -249,8 +249,12 @@ impl Stream for ExecStream {
                 this.done = true;
                 Poll::Ready(Some(Ok(ExecEvent::Exit(code))))
             }
-            // Output and engine errors pass through; an error does not end the process
-            // (the task's own terminal errors are followed by the end of the channel).
+            // Output and errors pass through; an error is the stream's last item (the
+            // task ends the exec, then closes the channel).
+            Poll::Ready(Some(Err(e))) => {
+                this.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
             Poll::Ready(Some(other)) => Poll::Ready(Some(other)),
             Poll::Ready(None) => {
                 this.done = true;
@@ -272,8 +276,10 @@ struct Limits {
 
 /// What one read of the output gave.
 enum Pumped {
-    /// A chunk (or an engine error) went to the consumer.
+    /// A chunk went to the consumer.
     Sent,
+    /// An error went to the consumer: the output cannot be followed any further.
+    Failed,
     /// The output ended.
     End,
     /// The consumer is gone.
@@ -291,9 +297,13 @@ async fn pump(
         return Pumped::Gone;
     };
     match output.next().await {
-        Some(item) => {
-            permit.send(item.map(ExecEvent::Output));
+        Some(Ok(chunk)) => {
+            permit.send(Ok(ExecEvent::Output(chunk)));
             Pumped::Sent
+        }
+        Some(Err(e)) => {
+            permit.send(Err(e));
+            Pumped::Failed
         }
         None => Pumped::End,
     }
@@ -308,10 +318,15 @@ async fn drive(
     naming: Naming,
 ) {
     let ExecSource {
-        mut output,
+        output,
         exit: status,
         control,
     } = source;
+    // An output error comes after the start: named, and settled as an exec's.
+    let errors = naming.clone();
+    let mut output = output
+        .map(move |item| item.map_err(|e| errors.apply(e)))
+        .boxed();
     let (ended, output_ended) = watch::channel(false);
     let exit = status.exited(output_ended);
     let deadline = async {
@@ -355,6 +370,16 @@ async fn drive(
             },
             pumped = pump(&tx, &mut output), if open => match pumped {
                 Pumped::Sent => {}
+                // Output lost midway (the connection to the engine broke): what the
+                // exec does from here cannot be followed, so the stream ends with that
+                // error and the exec is ended (as a drop would).
+                Pumped::Failed => {
+                    drop(output);
+                    if let Err(e) = terminate(control, limits.grace).await {
+                        tracing::debug!(error = %e, "ending an exec whose output was lost failed");
+                    }
+                    return;
+                }
                 Pumped::End => {
                     open = false;
                     let _ = ended.send(true);
@@ -373,9 +398,14 @@ async fn drive(
         };
         let waited = tokio::time::Instant::now();
         match tokio::time::timeout(budget, output.next()).await {
-            Ok(Some(item)) => {
-                permit.send(item.map(ExecEvent::Output));
+            Ok(Some(Ok(chunk))) => {
+                permit.send(Ok(ExecEvent::Output(chunk)));
                 budget = budget.saturating_sub(waited.elapsed());
+            }
+            // Output lost after the exit: the exit code would come with output missing.
+            Ok(Some(Err(e))) => {
+                permit.send(Err(e));
+                return;
             }
             Ok(None) => open = false,
             Err(_) => {
@@ -671,5 +701,32 @@ mod tests {
         let o = stream.collect_output(10).await.expect("exit");
         assert_eq!(o.exit_code, 0);
         assert!(proc.signals.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lost_output_ends_the_stream_with_its_error_and_ends_the_exec() {
+        let proc = fake(false);
+        let spec = ExecSpec::new(["sh", "-c", "echo started; sleep 3"]);
+        let output = futures::stream::iter([
+            Ok(out_chunk(b"started\n")),
+            Err(Error::new(ErrorKind::Unavailable, "connection lost")),
+        ])
+        .chain(futures::stream::pending())
+        .boxed();
+        let mut stream = spawned(output, exit_when(None), proc.clone(), &spec);
+        assert!(matches!(
+            stream.next().await,
+            Some(Ok(ExecEvent::Output(_)))
+        ));
+        let e = stream.next().await.expect("an item").expect_err("the loss");
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(!e.is_retryable(), "an exec that may have run: {e}");
+        assert!(stream.next().await.is_none(), "nothing after the error");
+        settle(Duration::from_secs(1)).await;
+        assert_eq!(
+            *proc.signals.lock().expect("lock"),
+            vec![Signal::TERM],
+            "an exec that can no longer be followed is ended"
+        );
     }
 }

@@ -95,14 +95,11 @@ pub(super) async fn start<E: Engine>(
     };
     let output = guard.wait().await?;
     let backend = manager.backend();
-    let resource = manager.container(container);
-    // An output error comes after the start: the exec may have run, never retried.
-    let output = output.map(move |item| {
-        item.map_err(|e| {
-            e.context(backend, Operation::Exec, resource.clone())
-                .settle_retryable(false)
-        })
-    });
+    let output = if engine.capabilities().attach_until_exit {
+        attached_until_exit(output, engine.clone(), exec.clone())
+    } else {
+        output
+    };
     let exit = Arc::new(EngineExit {
         engine,
         exec,
@@ -121,6 +118,31 @@ pub(super) async fn start<E: Engine>(
         Some(backend),
         manager.container(container),
     ))
+}
+
+/// `output` of an engine that keeps it attached until the exec's process exits
+/// ([`Capabilities::attach_until_exit`](crate::Capabilities::attach_until_exit)): an end
+/// while the engine still reports the process running is the connection lost (an engine
+/// restart, a cut link), and ends in `Unavailable`. (Docker then kills the process and
+/// reports exit 126 for it: a code no process gave.)
+fn attached_until_exit<E: Engine>(
+    output: OutputStream,
+    engine: Arc<E>,
+    exec: Arc<E::Exec>,
+) -> OutputStream {
+    let check = futures::stream::once(async move {
+        match engine.exec_state(&exec).await {
+            Ok(state) if state.running => Some(Err(Error::new(
+                ErrorKind::Unavailable,
+                "the connection to the engine was lost while the exec runs (its output ended \
+                 before its process)",
+            ))),
+            // Exited (the normal end), or the engine cannot say: the exit watch decides.
+            _ => None,
+        }
+    })
+    .filter_map(std::future::ready);
+    output.chain(check).boxed()
 }
 
 /// Owns the start task until its output is handed over; dropped earlier (the caller

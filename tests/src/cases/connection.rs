@@ -1,0 +1,96 @@
+//! Case 77: the connection to the engine is cut mid-exec (an engine restart, a broken
+//! link), through a proxy in front of the engine's socket. What the exec then reports
+//! must be true: `Unavailable`, or its own exit code with all its output; never a wrong
+//! exit, never a hang. The process is gone afterwards and the manager works again.
+
+use std::time::{Duration, Instant};
+
+use container::exec::DEFAULT_KILL_GRACE;
+use container::{ErrorKind, ExecEvent, ExecSpec, StreamKind};
+use futures::StreamExt;
+
+use crate::ctx::{Ctx, SLACK};
+use crate::failure::{describe, Failure};
+use crate::support::{counted_manager, running, wait_gone};
+use crate::{ensure, ensure_eq, fail};
+
+/// Case 77: see the module docs.
+pub async fn case_77_connection_cut_mid_exec(ctx: &Ctx) -> Result<(), Failure> {
+    let m = ctx.manager();
+    let mut t = ctx.tracker();
+    let id = running(ctx, &mut t, 77).await?;
+    let (through, proxy) = counted_manager(ctx).await?;
+    // 3.077 s: a number no other process of the container shows in `ps`.
+    let work = Duration::from_millis(3077);
+    let spec = ExecSpec::shell("echo started; sleep 3.077; echo done; exit 5");
+    let mut stream = through.exec_stream(&id, &spec).await?;
+    let mut stdout = Vec::new();
+    // Cut once the exec has shown it runs.
+    while !stdout.ends_with(b"started\n") {
+        match tokio::time::timeout(SLACK, stream.next()).await {
+            Ok(Some(Ok(ExecEvent::Output(chunk)))) if chunk.stream == StreamKind::Stdout => {
+                stdout.extend_from_slice(&chunk.data);
+            }
+            Ok(Some(Ok(other))) => fail!("before the cut: {other:?}"),
+            Ok(Some(Err(e))) => fail!("before the cut: {}", describe(&e)),
+            Ok(None) => fail!("the exec ended before the cut"),
+            Err(_) => fail!("no output within {SLACK:?}"),
+        }
+    }
+    let cut = Instant::now();
+    proxy.cut();
+    let outcome = loop {
+        match tokio::time::timeout(work + SLACK, stream.next()).await {
+            Err(_) => fail!(
+                "the exec neither ended nor failed {:?} after the cut",
+                work + SLACK
+            ),
+            Ok(None) => fail!("the exec stream ended without an exit or an error"),
+            Ok(Some(Ok(ExecEvent::Output(chunk)))) => {
+                if chunk.stream == StreamKind::Stdout {
+                    stdout.extend_from_slice(&chunk.data);
+                }
+            }
+            Ok(Some(Ok(ExecEvent::Exit(code)))) => break Ok(code),
+            Ok(Some(Err(e))) => break Err(e),
+        }
+    };
+    match outcome {
+        // The engine's answer survived the cut (containerd: output goes through FIFOs,
+        // not the connection): it must be the process's own, with all its output.
+        Ok(code) => {
+            ensure_eq!(code, 5, "exit code after the cut");
+            ensure_eq!(
+                String::from_utf8_lossy(&stdout),
+                "started\ndone\n",
+                "output after the cut"
+            );
+        }
+        Err(e) => {
+            ensure_eq!(
+                e.kind(),
+                ErrorKind::Unavailable,
+                "the cut exec's error: {}",
+                describe(&e)
+            );
+            ensure!(
+                !e.is_retryable(),
+                "an exec that may have run is retryable: {e}"
+            );
+            ensure!(
+                cut.elapsed() < work,
+                "the cut was seen only after {:?}",
+                cut.elapsed()
+            );
+        }
+    }
+    drop(stream);
+    wait_gone(m, &id, "sleep 3.077", DEFAULT_KILL_GRACE + SLACK).await?;
+    // The same manager works through the proxy once connections are made again.
+    let info = through.inspect(&id).await?;
+    ensure!(
+        info.state.is_running(),
+        "the container after the cut: {info:?}"
+    );
+    Ok(())
+}
