@@ -405,7 +405,7 @@ pub fn results_path(name: &str, partial: bool) -> PathBuf {
         .join(format!("{name}{suffix}.json"))
 }
 
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
         if dir.is_absolute() {
             return dir;
@@ -559,7 +559,7 @@ mod tests {
     fn every_case_is_planned_and_features_get_a_check() {
         let none = Capabilities::default();
         let plans = plan(Some(none), |_| true);
-        assert_eq!(plans.len(), 76 + 5);
+        assert_eq!(plans.len(), 77 + 5);
         let ignored: Vec<_> = plans.iter().filter_map(|p| p.unsupported.clone()).collect();
         assert_eq!(
             ignored,
