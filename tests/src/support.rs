@@ -317,6 +317,11 @@ pub struct CountingProxy {
     path: PathBuf,
     to_engine: Arc<AtomicU64>,
     cut: tokio::sync::broadcast::Sender<()>,
+    /// Connections to close at their first request, unanswered and unforwarded.
+    drops: Arc<AtomicU64>,
+    /// Connections accepted, and those closed that way.
+    accepted: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
     accept: JoinHandle<()>,
 }
 
@@ -331,20 +336,50 @@ impl CountingProxy {
         let counter = to_engine.clone();
         let (cut, _) = tokio::sync::broadcast::channel(1);
         let cuts = cut.clone();
+        let (drops, accepted, dropped): (Arc<AtomicU64>, Arc<AtomicU64>, Arc<AtomicU64>) =
+            (Arc::default(), Arc::default(), Arc::default());
+        let (to_drop, accepts, drops_done) = (
+            Arc::clone(&drops),
+            Arc::clone(&accepted),
+            Arc::clone(&dropped),
+        );
         let accept = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
+            while let Ok((mut client, _)) = listener.accept().await {
                 let upstream = upstream.clone();
                 let counter = counter.clone();
                 let mut cut = cuts.subscribe();
+                accepts.fetch_add(1, Ordering::SeqCst);
+                let (to_drop, drops_done) = (to_drop.clone(), drops_done.clone());
                 tokio::spawn(async move {
+                    let mut first = vec![0u8; 64 * 1024];
+                    let n = match client.read(&mut first).await {
+                        Ok(n) if n > 0 => n,
+                        _ => return,
+                    };
+                    let take =
+                        to_drop.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d: u64| {
+                            d.checked_sub(1)
+                        });
+                    if take.is_ok() {
+                        drops_done.fetch_add(1, Ordering::SeqCst);
+                        return; // closed, the request neither answered nor forwarded
+                    }
+                    counter.fetch_add(n as u64, Ordering::SeqCst);
+                    let first = &first[..n];
                     let relayed = async {
                         match upstream {
                             Upstream::Unix(p) => match UnixStream::connect(p).await {
-                                Ok(up) => relay(client, up, counter).await,
+                                Ok(mut up) => {
+                                    up.write_all(first).await?;
+                                    relay(client, up, counter).await
+                                }
                                 Err(e) => Err(e),
                             },
                             Upstream::Tcp(a) => match TcpStream::connect(a).await {
-                                Ok(up) => relay(client, up, counter).await,
+                                Ok(mut up) => {
+                                    up.write_all(first).await?;
+                                    relay(client, up, counter).await
+                                }
                                 Err(e) => Err(e),
                             },
                         }
@@ -365,8 +400,28 @@ impl CountingProxy {
             path,
             to_engine,
             cut,
+            drops,
+            accepted,
+            dropped,
             accept,
         })
+    }
+
+    /// Closes each of the next `n` connections at its first request, without answering
+    /// or forwarding it (the request was sent: it may have run, as far as the client
+    /// knows).
+    pub fn drop_next(&self, n: u64) {
+        self.drops.store(n, Ordering::SeqCst);
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections closed by [`drop_next`](Self::drop_next) so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::SeqCst)
     }
 
     /// Cuts every connection open now (new ones are accepted as before).

@@ -32,10 +32,11 @@ pub(crate) fn map_status(status: Status) -> Error {
         Code::DeadlineExceeded => ErrorKind::Timeout,
         // tonic reports its own request timeout as Cancelled ("Timeout expired").
         Code::Cancelled if message.contains("Timeout expired") => ErrorKind::Timeout,
-        Code::Cancelled => ErrorKind::Cancelled,
         // tonic's own transport failures (the connection broke: an engine restart, a
-        // cut link) come as Unknown with the transport error as the source.
-        Code::Unknown if transport_failure(&status).is_some() => ErrorKind::Unavailable,
+        // cut link) come as Unknown, or as Cancelled when the connection closed under a
+        // request, with the transport error as the source.
+        Code::Unknown | Code::Cancelled if broken_connection(&status) => ErrorKind::Unavailable,
+        Code::Cancelled => ErrorKind::Cancelled,
         Code::Unknown => kind_for_engine_text(&message, CONFLICTS),
         Code::Internal | Code::DataLoss | Code::Ok => ErrorKind::Internal,
     };
@@ -47,6 +48,19 @@ pub(crate) fn map_status(status: Status) -> Error {
     } else {
         mapped
     }
+}
+
+/// Whether `status` is tonic's report of a broken connection rather than containerd's
+/// answer: a transport error in its causes, or an I/O failure of the connection.
+fn broken_connection(status: &Status) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = next {
+        if e.is::<containerd_client::tonic::transport::Error>() {
+            return true;
+        }
+        next = e.source();
+    }
+    transport_failure(status).is_some()
 }
 
 /// A registry error from oci-client. A connection that failed, timed out or broke off
@@ -75,9 +89,31 @@ pub(crate) fn map_registry(e: oci_client::errors::OciDistributionError) -> Error
         }
         O::ServerError { code, .. } => container_core::error::kind_for_http_status(*code)
             .unwrap_or_else(|| kind_for_engine_text(&text, &[])),
+        // A 4xx with the spec's error body: oci-client keeps the codes but not the status,
+        // and its text holds only the messages, whose wording is each registry's own.
+        O::RegistryError { envelope, .. } => {
+            envelope_kind(envelope).unwrap_or_else(|| kind_for_engine_text(&text, &[]))
+        }
         _ => kind_for_engine_text(&text, &[]),
     };
     Error::new(kind, text).with_source(e)
+}
+
+/// The kind the first distribution-spec error code of `envelope` that names one says
+/// (`MANIFEST_UNKNOWN`, `UNAUTHORIZED`, ...); `None` when only the text can tell.
+fn envelope_kind(envelope: &oci_client::errors::OciEnvelope) -> Option<ErrorKind> {
+    use oci_client::errors::OciErrorCode as C;
+    envelope.errors.iter().find_map(|e| match e.code {
+        C::ManifestUnknown | C::NameUnknown | C::BlobUnknown | C::ManifestBlobUnknown => {
+            Some(ErrorKind::NotFound)
+        }
+        C::NotFound => Some(ErrorKind::NotFound),
+        C::Unauthorized => Some(ErrorKind::Unauthenticated),
+        C::Denied => Some(ErrorKind::PermissionDenied),
+        C::Toomanyrequests => Some(ErrorKind::RateLimited),
+        C::Unsupported => Some(ErrorKind::Unsupported),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -203,6 +239,56 @@ mod tests {
         // A local failure (the spool file) is not the network.
         let full = std::io::Error::from(K::StorageFull);
         assert_eq!(map_registry(O::IoError(full)).kind(), ErrorKind::Internal);
+    }
+
+    #[test]
+    fn a_registry_error_body_is_read_by_its_code_before_its_text() {
+        // Google's Artifact Registry answers a missing tag with a 404 whose message
+        // names neither "not found" nor "unknown" (was `Internal`).
+        let envelope = |body: &str| O::RegistryError {
+            envelope: serde_json::from_str(body).expect("envelope"),
+            url: "http://127.0.0.1:5000/v2/x/manifests/1".into(),
+        };
+        let rows = [
+            (
+                r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"Failed to fetch \"1\""}]}"#,
+                ErrorKind::NotFound,
+            ),
+            (
+                r#"{"errors":[{"code":"NAME_UNKNOWN","message":"x"}]}"#,
+                ErrorKind::NotFound,
+            ),
+            (
+                r#"{"errors":[{"code":"DENIED","message":"x"}]}"#,
+                ErrorKind::PermissionDenied,
+            ),
+            (
+                r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"x"}]}"#,
+                ErrorKind::RateLimited,
+            ),
+            (
+                r#"{"errors":[{"code":"SOMETHING","message":"x"},{"code":"UNAUTHORIZED"}]}"#,
+                ErrorKind::Unauthenticated,
+            ),
+            // No code that says more: the text decides, as before.
+            (
+                r#"{"errors":[{"code":"SOMETHING","message":"manifest unknown"}]}"#,
+                ErrorKind::NotFound,
+            ),
+            (
+                r#"{"errors":[{"code":"SOMETHING","message":"x"}]}"#,
+                ErrorKind::Internal,
+            ),
+        ];
+        for (body, kind) in rows {
+            let e = map_registry(envelope(body));
+            assert_eq!(e.kind(), kind, "{body}: {e}");
+        }
+        let e = map_registry(envelope(rows[0].0));
+        assert!(
+            !e.settle_retryable(true).is_retryable(),
+            "a missing manifest stays missing"
+        );
     }
 
     #[test]

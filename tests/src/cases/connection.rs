@@ -1,7 +1,9 @@
-//! Case 77: the connection to the engine is cut mid-exec (an engine restart, a broken
-//! link), through a proxy in front of the engine's socket. What the exec then reports
-//! must be true: `Unavailable`, or its own exit code with all its output; never a wrong
-//! exit, never a hang. The process is gone afterwards and the manager works again.
+//! Cases 77-78: faults on the connection to the engine, through a proxy in front of its
+//! socket. 77: the connection is cut mid-exec (an engine restart, a broken link): what
+//! the exec then reports must be true (`Unavailable`, or its own exit code with all its
+//! output), never a wrong exit, never a hang; the process is gone afterwards and the
+//! manager works again. 78: a request whose connection closes unanswered is retried when
+//! the call is idempotent (and then succeeds), never when it may have run.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,57 @@ use crate::ctx::{Ctx, SLACK};
 use crate::failure::{describe, Failure};
 use crate::support::{counted_manager, running, wait_gone};
 use crate::{ensure, ensure_eq, fail};
+
+/// Case 78: see the module docs.
+pub async fn case_78_unanswered_request_retried_only_when_idempotent(
+    ctx: &Ctx,
+) -> Result<(), Failure> {
+    let mut t = ctx.tracker();
+    let id = running(ctx, &mut t, 78).await?;
+    let (through, proxy) = counted_manager(ctx).await?;
+    // Fresh connections for what follows: the open ones are cut, and given a moment
+    // to be seen closed by the client's pool.
+    let fresh = || async {
+        proxy.cut();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    fresh().await;
+    proxy.drop_next(1);
+    let info = through.inspect(&id).await.map_err(|e| {
+        Failure::new(format!(
+            "inspect after one unanswered request: {}",
+            describe(&e)
+        ))
+    })?;
+    ensure!(info.state.is_running(), "inspect answered {info:?}");
+    ensure_eq!(proxy.dropped(), 1, "requests closed unanswered");
+
+    fresh().await;
+    let before = proxy.accepted();
+    proxy.drop_next(1);
+    let spec = ExecSpec::shell("echo ran");
+    match through.exec(&id, &spec).await {
+        Ok(out) => fail!("an exec whose request went unanswered returned {out:?}"),
+        Err(e) => {
+            ensure!(
+                matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Timeout),
+                "the unanswered exec's error: {}",
+                describe(&e)
+            );
+            ensure!(
+                !e.is_retryable(),
+                "an exec that may have run is retryable: {e}"
+            );
+        }
+    }
+    ensure_eq!(proxy.dropped(), 2, "requests closed unanswered");
+    ensure_eq!(
+        proxy.accepted() - before,
+        1,
+        "connections for one unanswered exec: it was sent again"
+    );
+    Ok(())
+}
 
 /// Case 77: see the module docs.
 pub async fn case_77_connection_cut_mid_exec(ctx: &Ctx) -> Result<(), Failure> {

@@ -516,6 +516,12 @@ pub static CASES: &[Case] = &[
         "connection_cut_mid_exec",
         connection::case_77_connection_cut_mid_exec
     ),
+    case!(
+        78,
+        Connection,
+        "unanswered_request_retried_only_when_idempotent",
+        connection::case_78_unanswered_request_retried_only_when_idempotent
+    ),
 ];
 
 #[cfg(test)]
@@ -525,7 +531,7 @@ mod tests {
     #[test]
     fn the_table_has_every_case_once_in_order() {
         let numbers: Vec<u32> = CASES.iter().map(|c| c.number).collect();
-        assert_eq!(numbers, (1..=77).collect::<Vec<_>>());
+        assert_eq!(numbers, (1..=78).collect::<Vec<_>>());
         let features: Vec<u32> = CASES
             .iter()
             .filter(|c| c.feature.is_some())
