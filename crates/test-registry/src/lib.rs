@@ -3,7 +3,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
@@ -267,6 +267,263 @@ async fn relay(
     }
 }
 
+/// What a [`FaultProxy`] does to the HTTP requests it sees (every request gets a
+/// connection of its own: the proxy asks the registry to close after each answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// The first `first` requests whose request line holds `path` (`""`: every
+    /// request) are answered with `status` (no auth challenge) and the connection
+    /// closed; every other one is relayed.
+    FirstAnswered {
+        /// What the request line must hold, e.g. `/manifests/`.
+        path: String,
+        /// How many requests fail.
+        first: usize,
+        /// The status they get.
+        status: u16,
+    },
+    /// The first `first` requests whose request line holds `path` (`""`: every
+    /// request) are read, then their connection is reset (a TCP RST, no answer); every
+    /// other one is relayed.
+    FirstReset {
+        /// What the request line must hold, e.g. `/manifests/`.
+        path: String,
+        /// How many requests fail.
+        first: usize,
+    },
+    /// Every request whose request line holds `path` is answered with `status` (no auth
+    /// challenge); every other one is relayed.
+    Always {
+        /// What the request line must hold, e.g. `/manifests/`.
+        path: String,
+        /// The status they get.
+        status: u16,
+    },
+}
+
+/// One HTTP request a [`FaultProxy`] saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenRequest {
+    /// Its request line, e.g. `GET /v2/ HTTP/1.1`.
+    pub line: String,
+    /// Whether the proxy failed it (answered with the fault's status, or reset it).
+    pub faulted: bool,
+}
+
+/// A proxy on `127.0.0.1` to the registry on `127.0.0.1` that fails requests as its
+/// [`Fault`] says and relays the others byte for byte. A connection that does not
+/// start with an HTTP request (an engine's TLS probe) is relayed as it is, uncounted.
+///
+/// It stops by itself after its lifetime, or when dropped; every connection with it.
+#[derive(Debug)]
+pub struct FaultProxy {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<SeenRequest>>>,
+    task: JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Listens on a free port of `127.0.0.1`, relays to `127.0.0.1:upstream_port` with
+    /// `fault`; gone after `lifetime`.
+    pub async fn start(
+        upstream_port: u16,
+        fault: Fault,
+        lifetime: Duration,
+    ) -> std::io::Result<FaultProxy> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, upstream_port));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let fault = Arc::new(fault);
+        let task = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            let serve = async {
+                while let Ok((client, _)) = listener.accept().await {
+                    while connections.try_join_next().is_some() {}
+                    connections.spawn(serve_one(client, upstream, fault.clone(), log.clone()));
+                }
+            };
+            let _ = tokio::time::timeout(lifetime, serve).await;
+            // Dropping the set aborts every connection still open.
+            drop(connections);
+        });
+        Ok(FaultProxy { addr, seen, task })
+    }
+
+    /// Where the proxy listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every HTTP request seen so far, in order.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// How many requests it has failed so far.
+    pub fn faulted(&self) -> usize {
+        self.requests().iter().filter(|r| r.faulted).count()
+    }
+
+    /// How many requests whose request line holds `path` it has seen so far.
+    pub fn requests_holding(&self, path: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.line.contains(path))
+            .count()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What a fault does to one request.
+enum Verdict {
+    Answer(u16),
+    Reset,
+    Relay,
+}
+
+/// The registry's error body for a status (the distribution spec's shape); the message
+/// of each avoids the words a classifier by text would look for, so that only the code
+/// (or the status) says what went wrong.
+fn error_body(status: u16) -> &'static str {
+    match status {
+        401 => {
+            r#"{"errors":[{"code":"UNAUTHORIZED","message":"access to the requested resource is not authorized"}]}"#
+        }
+        // Worded as Google's Artifact Registry words it: only the code says "not found".
+        404 => r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"Failed to fetch \"1\""}]}"#,
+        429 => r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"too many requests"}]}"#,
+        _ => r#"{"errors":[{"code":"UNAVAILABLE","message":"service unavailable"}]}"#,
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
+/// Serves one connection of a [`FaultProxy`].
+async fn serve_one(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    fault: Arc<Fault>,
+    seen: Arc<Mutex<Vec<SeenRequest>>>,
+) {
+    // The request head (or whatever the client sent first, if not HTTP).
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; 16 << 10];
+    let end = loop {
+        let n = match client.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        head.extend_from_slice(&buf[..n]);
+        if !head[0].is_ascii_uppercase() || head.len() > 64 << 10 {
+            break None;
+        }
+        if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break Some(i + 4);
+        }
+    };
+    let Some(end) = end else {
+        // Not HTTP (a TLS probe): relayed as it is.
+        let Ok(mut server) = TcpStream::connect(upstream).await else {
+            return;
+        };
+        if server.write_all(&head).await.is_ok() {
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+        }
+        return;
+    };
+    let text = String::from_utf8_lossy(&head[..end]).into_owned();
+    let line = text.lines().next().unwrap_or_default().to_string();
+    let verdict = {
+        let Ok(mut log) = seen.lock() else {
+            return;
+        };
+        let matching = |path: &str| line.contains(path);
+        // Earlier requests that matched, i.e. that this fault has already failed.
+        let before = |path: &str| log.iter().filter(|r| r.line.contains(path)).count();
+        let verdict = match &*fault {
+            Fault::FirstAnswered {
+                path,
+                first,
+                status,
+            } if matching(path) && before(path) < *first => Verdict::Answer(*status),
+            Fault::FirstReset { path, first } if matching(path) && before(path) < *first => {
+                Verdict::Reset
+            }
+            Fault::Always { path, status } if matching(path) => Verdict::Answer(*status),
+            _ => Verdict::Relay,
+        };
+        log.push(SeenRequest {
+            line: line.clone(),
+            faulted: !matches!(verdict, Verdict::Relay),
+        });
+        verdict
+    };
+    match verdict {
+        Verdict::Answer(status) => {
+            let body = if line.starts_with("HEAD ") {
+                ""
+            } else {
+                error_body(status)
+            };
+            let answer = format!(
+                "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\n\
+                 Docker-Distribution-Api-Version: registry/2.0\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                reason(status),
+                error_body(status).len(),
+            );
+            let _ = client.write_all(answer.as_bytes()).await;
+            let _ = client.shutdown().await;
+        }
+        Verdict::Reset => {
+            // Closed with a TCP reset: the request was sent and no answer will come.
+            let _ = client.set_zero_linger();
+        }
+        Verdict::Relay => {
+            // One request per connection: the registry closes after its answer, and
+            // says so to the client, which opens a new connection for the next one.
+            let mut rewritten = String::with_capacity(text.len() + 20);
+            for (i, l) in text.split_inclusive("\r\n").enumerate() {
+                if i > 0 && l.to_ascii_lowercase().starts_with("connection:") {
+                    continue;
+                }
+                if l == "\r\n" {
+                    rewritten.push_str("Connection: close\r\n");
+                }
+                rewritten.push_str(l);
+            }
+            let Ok(mut server) = TcpStream::connect(upstream).await else {
+                return;
+            };
+            if server.write_all(rewritten.as_bytes()).await.is_err()
+                || server.write_all(&head[end..]).await.is_err()
+            {
+                return;
+            }
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,6 +597,135 @@ mod tests {
                 .await
                 .expect("the proxy stopped by itself");
         assert_eq!(got.len(), 10);
+        server.abort();
+    }
+
+    /// An upstream on 127.0.0.1 that answers each request with a 200 of `body` and
+    /// closes (as a registry asked to `Connection: close` does).
+    async fn closing_upstream(body: &'static str) -> (u16, JoinHandle<()>) {
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        upstream(answer.into_bytes()).await
+    }
+
+    #[tokio::test]
+    async fn the_first_requests_get_the_status_then_requests_are_relayed() {
+        let (port, server) = closing_upstream("ok").await;
+        let fault = Fault::FirstAnswered {
+            path: String::new(),
+            first: 2,
+            status: 503,
+        };
+        let proxy = FaultProxy::start(port, fault, Duration::from_secs(30))
+            .await
+            .expect("proxy");
+        assert!(proxy.addr().ip().is_loopback());
+        for _ in 0..2 {
+            let (got, held) = fetch(proxy.addr(), "GET /v2/ HTTP/1.1\r\n\r\n").await;
+            let got = String::from_utf8_lossy(&got).into_owned();
+            assert!(got.starts_with("HTTP/1.1 503 "), "{got}");
+            assert!(!got.contains("WWW-Authenticate"), "{got}");
+            assert!(!held, "a failed request's connection is closed");
+        }
+        let (got, _) = fetch(proxy.addr(), "GET /v2/ HTTP/1.1\r\n\r\n").await;
+        assert!(got.ends_with(b"ok"), "{}", String::from_utf8_lossy(&got));
+        assert_eq!(proxy.faulted(), 2);
+        assert_eq!(proxy.requests().len(), 3);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn the_first_requests_are_reset_then_relayed() {
+        let (port, server) = closing_upstream("ok").await;
+        let proxy = FaultProxy::start(
+            port,
+            Fault::FirstReset {
+                path: String::new(),
+                first: 1,
+            },
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("proxy");
+        let (got, held) = fetch(proxy.addr(), "GET /v2/ HTTP/1.1\r\n\r\n").await;
+        assert!(got.is_empty() && !held, "no answer, the connection gone");
+        let (got, _) = fetch(proxy.addr(), "GET /v2/ HTTP/1.1\r\n\r\n").await;
+        assert!(got.ends_with(b"ok"));
+        assert_eq!(proxy.faulted(), 1);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_permanent_fault_hits_every_matching_request_and_only_those() {
+        let (port, server) = closing_upstream("ok").await;
+        let fault = Fault::Always {
+            path: "/manifests/".into(),
+            status: 404,
+        };
+        let proxy = FaultProxy::start(port, fault, Duration::from_secs(30))
+            .await
+            .expect("proxy");
+        for _ in 0..3 {
+            let (got, _) = fetch(proxy.addr(), "GET /v2/r/manifests/1 HTTP/1.1\r\n\r\n").await;
+            let got = String::from_utf8_lossy(&got).into_owned();
+            assert!(got.starts_with("HTTP/1.1 404 ") && got.contains("MANIFEST_UNKNOWN"));
+            assert!(
+                !got.contains("not found") && !got.contains("unknown\""),
+                "{got}"
+            );
+        }
+        let (got, _) = fetch(proxy.addr(), "GET /v2/ HTTP/1.1\r\n\r\n").await;
+        assert!(got.ends_with(b"ok"));
+        assert_eq!(proxy.requests_holding("/manifests/"), 3);
+        assert_eq!(proxy.faulted(), 3);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn only_requests_holding_the_path_count_towards_the_first() {
+        let (port, server) = closing_upstream("ok").await;
+        let fault = Fault::FirstAnswered {
+            path: "/manifests/".into(),
+            first: 1,
+            status: 503,
+        };
+        let proxy = FaultProxy::start(port, fault, Duration::from_secs(30))
+            .await
+            .expect("proxy");
+        let (got, _) = fetch(proxy.addr(), "GET /v2/ HTTP/1.1\r\n\r\n").await;
+        assert!(got.ends_with(b"ok"), "the ping is relayed");
+        let (got, _) = fetch(proxy.addr(), "GET /v2/r/manifests/1 HTTP/1.1\r\n\r\n").await;
+        assert!(got.starts_with(b"HTTP/1.1 503 "));
+        let (got, _) = fetch(proxy.addr(), "GET /v2/r/manifests/1 HTTP/1.1\r\n\r\n").await;
+        assert!(
+            got.ends_with(b"ok"),
+            "only the first manifest request fails"
+        );
+        assert_eq!(proxy.faulted(), 1);
+        assert_eq!(proxy.requests_holding("/manifests/"), 2);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn the_fault_proxy_stops_by_itself_after_its_lifetime() {
+        let (port, server) = closing_upstream("ok").await;
+        let proxy = FaultProxy::start(
+            port,
+            Fault::FirstReset {
+                path: String::new(),
+                first: 0,
+            },
+            Duration::from_millis(200),
+        )
+        .await
+        .expect("proxy");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            TcpStream::connect(proxy.addr()).await.is_err(),
+            "still listening"
+        );
         server.abort();
     }
 
