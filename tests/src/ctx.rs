@@ -259,7 +259,7 @@ impl Ctx {
     }
 }
 
-fn env_or(key: &str, default: &str) -> String {
+pub(crate) fn env_or(key: &str, default: &str) -> String {
     std::env::var(key)
         .ok()
         .filter(|v| !v.is_empty())

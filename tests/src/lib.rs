@@ -27,6 +27,7 @@
 pub mod cases;
 pub mod ctx;
 pub mod failure;
+pub mod faults;
 mod harness;
 pub mod support;
 

@@ -4,6 +4,8 @@
 //!   the container engines and the local registry the tests run against.
 //! - `cargo xtask ci`: every check CI runs, in order.
 //! - `cargo xtask conformance --backend docker`: the conformance suite on a real engine.
+//! - `cargo xtask faults --backend docker`: the fault harness (cancellation soak,
+//!   concurrent workers, leak checks) on a real engine.
 //! - `cargo xtask demo`: the main job, a build in a container, end to end.
 //! - `cargo xtask docs [--check]`: the backends matrix from the conformance results.
 //! - `cargo xtask bench`: the default backend against the engine's CLI, as ratios.
@@ -17,6 +19,7 @@ mod conformance;
 mod demo;
 mod docs;
 mod engines;
+mod faults;
 
 use std::path::PathBuf;
 
@@ -45,6 +48,8 @@ enum Command {
     Ci(ci::Ci),
     /// Run the conformance suite against a real engine (started if needed).
     Conformance(conformance::Conformance),
+    /// Run the fault harness (cancellation soak, concurrent workers) against a real engine.
+    Faults(faults::Faults),
     /// The main job: a Yocto-style build in a container on the default backend.
     Demo(demo::Demo),
     /// Benchmark the default backend against the engine's CLI (ratios, nothing asserted).
@@ -61,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         Command::Engines(cmd) => cmd.run(&sh),
         Command::Ci(cmd) => cmd.run(&sh),
         Command::Conformance(cmd) => cmd.run(&sh),
+        Command::Faults(cmd) => cmd.run(&sh),
         Command::Demo(cmd) => cmd.run(&sh),
         Command::Docs(cmd) => cmd.run(&sh),
         Command::Bench(cmd) => cmd.run(&sh),
