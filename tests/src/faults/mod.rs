@@ -12,7 +12,7 @@
 //! `cleanup(Session)`, then nothing of the session in `list`/`list_volumes`, on
 //! containerd nothing new in `ctr tasks|containers|snapshots|leases ls` and no new FIFO
 //! folder, no panic, and once the manager is dropped, no more open file descriptors and
-//! no more live tokio tasks than before it was connected ([`checks`]).
+//! no more live tokio tasks than before it was connected (`checks`).
 //!
 //! Each backend has a `harness = false` binary (`tests/tests/faults_<backend>.rs`) that
 //! calls [`run`]; `cargo xtask faults --backend <backend>` runs it. Arguments (after
