@@ -35,6 +35,18 @@ pub struct Engine<'a> {
     pub manifest_requests_per_attempt: usize,
 }
 
+impl std::fmt::Debug for Engine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("name", &self.name)
+            .field(
+                "manifest_requests_per_attempt",
+                &self.manifest_requests_per_attempt,
+            )
+            .finish_non_exhaustive()
+    }
+}
+
 /// Four attempts 200 ms apart: enough for two failed requests, fast.
 fn retry() -> RetryPolicy {
     RetryPolicy {
