@@ -537,17 +537,26 @@ impl Report {
 }
 
 fn write_results(report: &Report, partial: bool) {
-    let path = results_path(&report.backend, partial);
+    write_json(
+        &results_path(&report.backend, partial),
+        report,
+        "conformance",
+    );
+}
+
+/// Writes `value` as pretty JSON to `path` (folders made), saying where as `what`; a
+/// failure is reported, never fatal: the run's outcome is its exit code.
+pub(crate) fn write_json(path: &std::path::Path, value: &impl serde::Serialize, what: &str) {
     let written = path
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
         .and_then(|()| {
-            let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
-            std::fs::write(&path, text + "\n")
+            let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+            std::fs::write(path, text + "\n")
         });
     match written {
-        Ok(()) => println!("conformance results: {}", path.display()),
-        Err(e) => eprintln!("conformance: cannot write {}: {e}", path.display()),
+        Ok(()) => println!("{what} results: {}", path.display()),
+        Err(e) => eprintln!("{what}: cannot write {}: {e}", path.display()),
     }
 }
 

@@ -581,18 +581,7 @@ pub(crate) fn results_path(name: &str, partial: bool) -> PathBuf {
 }
 
 fn write_results(name: &str, partial: bool, report: &serde_json::Value) {
-    let path = results_path(name, partial);
-    let written = path
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| {
-            let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
-            std::fs::write(&path, text + "\n")
-        });
-    match written {
-        Ok(()) => println!("faults results: {}", path.display()),
-        Err(e) => eprintln!("faults: cannot write {}: {e}", path.display()),
-    }
+    crate::harness::write_json(&results_path(name, partial), report, "faults");
 }
 
 /// A name no other object uses: `crs-<session>-<part>-<n>`.
