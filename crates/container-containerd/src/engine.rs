@@ -39,7 +39,7 @@ use tokio::io::AsyncReadExt;
 use crate::client::Containerd;
 use crate::error::map_status;
 use crate::logs;
-use crate::pull::SNAPSHOTTER;
+use crate::pull::{Lease, SNAPSHOTTER};
 use crate::spec::{self, ImageDefaults};
 
 mod containers;
@@ -135,6 +135,20 @@ fn any(type_url: &str, value: Vec<u8>) -> prost_types::Any {
     }
 }
 
+/// Runs `work` in a task of its own and waits for it. For the calls made of several
+/// containerd requests that must not stop halfway: a start cut off during the task create
+/// left the runc shim and its bundle behind (the next start then failed with "file
+/// exists"), a remove cut off left the shim or the container's FIFO and log folders. A
+/// caller that gives up (a dropped future, the call timeout) now only stops waiting; the
+/// work finishes unseen, as the engines with a daemon of their own (dockerd, Podman) do.
+async fn to_completion<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Internal, "a containerd task failed").with_source(e))?
+}
+
 impl ContainerdEngine {
     fn tasks(&self) -> TasksClient<containerd_client::tonic::transport::Channel> {
         TasksClient::new(self.c.channel.clone())
@@ -183,7 +197,8 @@ impl Engine for ContainerdEngine {
     }
 
     async fn start(&self, id: &str) -> Result<()> {
-        tasks::start(self, id).await
+        let (engine, id) = (self.clone(), id.to_string());
+        to_completion(async move { tasks::start(&engine, &id).await }).await
     }
 
     async fn stop(&self, id: &str, grace: Option<Duration>) -> Result<()> {
@@ -195,7 +210,8 @@ impl Engine for ContainerdEngine {
     }
 
     async fn remove(&self, id: &str, force: bool) -> Result<Removal> {
-        containers::remove(self, id, force).await
+        let (engine, id) = (self.clone(), id.to_string());
+        to_completion(async move { containers::remove(&engine, &id, force).await }).await
     }
 
     async fn inspect(&self, id: &str) -> Result<ContainerInfo> {

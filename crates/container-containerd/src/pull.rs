@@ -257,6 +257,7 @@ impl Containerd {
 
         let lease = self.lease().await?;
         let result = async {
+            let lease = lease.id();
             for (i, layer) in layers.iter().enumerate() {
                 let mut labels = HashMap::from([
                     (
@@ -274,7 +275,7 @@ impl Containerd {
                 } else {
                     progress.report(&event(layer, LayerPhase::Downloading));
                     let file = download(&registry, &reference, layer, progress).await?;
-                    self.write_blob(layer, file, std::mem::take(&mut labels), &lease)
+                    self.write_blob(layer, file, std::mem::take(&mut labels), lease)
                         .await?;
                     progress.report(&event(layer, LayerPhase::Complete));
                 }
@@ -282,7 +283,7 @@ impl Containerd {
             for (i, layer) in layers.iter().enumerate() {
                 let parent = if i == 0 { "" } else { chain[i - 1].as_str() };
                 if self
-                    .unpack(layer, &diff_ids[i], &chain[i], parent, &lease)
+                    .unpack(layer, &diff_ids[i], &chain[i], parent, lease)
                     .await?
                 {
                     progress.report(&event(layer, LayerPhase::Extracting));
@@ -291,7 +292,7 @@ impl Containerd {
             let top = chain.last().cloned().unwrap_or_default();
             let config_labels =
                 HashMap::from([(format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"), top)]);
-            self.put_bytes(&config, config_bytes, config_labels, &lease)
+            self.put_bytes(&config, config_bytes, config_labels, lease)
                 .await?;
             let mut manifest_labels = HashMap::from([(
                 "containerd.io/gc.ref.content.config".to_string(),
@@ -315,7 +316,7 @@ impl Containerd {
                 &manifest_blob,
                 manifest_bytes.to_vec(),
                 manifest_labels,
-                &lease,
+                lease,
             )
             .await?;
             self.record_image(&image.engine_name(), &manifest_blob)
@@ -323,9 +324,7 @@ impl Containerd {
         }
         .await;
         // What the pull made is referenced by the image now (or collectable): let go.
-        if let Err(e) = self.drop_lease(&lease).await {
-            tracing::debug!(error = %e, %lease, "pull lease not deleted; it expires");
-        }
+        lease.release().await;
         result.map(|()| Some(manifest_digest))
     }
 
@@ -389,18 +388,26 @@ impl Containerd {
         Err(bad_manifest("an index points to another index"))
     }
 
-    pub(crate) async fn lease(&self) -> Result<String> {
+    /// A new lease of this library's, expiring after [`LEASE_EXPIRY`] at the latest; see
+    /// [`Lease`].
+    pub(crate) async fn lease(&self) -> Result<Lease> {
         let id = format!("container-rs-pull-{}", uuid::Uuid::new_v4().simple());
         let expiry = humantime::format_rfc3339_seconds(SystemTime::now() + LEASE_EXPIRY);
-        let request = CreateRequest {
+        // The guard first: a create cut off midway may still have made the lease.
+        let lease = Lease {
+            client: self.clone(),
             id: id.clone(),
+            live: true,
+        };
+        let request = CreateRequest {
+            id,
             labels: HashMap::from([("containerd.io/gc.expire".to_string(), expiry.to_string())]),
         };
         LeasesClient::new(self.channel.clone())
             .create(self.request(request)?)
             .await
             .map_err(map_status)?;
-        Ok(id)
+        Ok(lease)
     }
 
     /// The keys of the snapshots `lease` holds (what was prepared under it).
@@ -820,5 +827,60 @@ mod tests {
                 "{remote}"
             );
         }
+    }
+}
+
+/// A lease of this library's (what a pull or a create makes is held by it until the image
+/// or container record references it). Dropped before [`release`](Lease::release) (the
+/// caller gave up midway), it is deleted in a task of its own: what it held becomes
+/// collectable at once instead of being kept until the lease expires.
+#[derive(Debug)]
+pub(crate) struct Lease {
+    client: Containerd,
+    id: String,
+    live: bool,
+}
+
+impl Lease {
+    /// The lease's id, to make things under it.
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Deletes the lease now (and, if this is cut off or fails, once more when dropped).
+    pub(crate) async fn release(mut self) {
+        match self.client.drop_lease(&self.id).await {
+            Ok(()) => self.live = false,
+            Err(e) if e.kind() == ErrorKind::NotFound => self.live = false,
+            Err(e) => {
+                tracing::debug!(error = %e, lease = %self.id, "lease not deleted; trying again")
+            }
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.live {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (client, id) = (self.client.clone(), self.id.clone());
+        handle.spawn(async move {
+            // A create cut off midway may reach containerd after this delete: look again.
+            for pause in [0, 200, 1000, 3000].map(Duration::from_millis) {
+                tokio::time::sleep(pause).await;
+                match client.drop_lease(&id).await {
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        tracing::debug!(error = %e, lease = %id, "lease not deleted; it expires")
+                    }
+                    Ok(()) => {}
+                }
+                return;
+            }
+        });
     }
 }

@@ -305,7 +305,7 @@ pub(super) async fn create(
         let (engine, name, id) = (engine.clone(), name.to_string(), id.clone());
         tokio::spawn(async move {
             let made = engine
-                .make_container(&name, &id, &labels, image_name, top, spec, &lease.id)
+                .make_container(&name, &id, &labels, image_name, top, spec, lease.id())
                 .await;
             let abandoned = matches!(
                 gone.try_recv(),
@@ -341,48 +341,45 @@ pub(super) async fn create(
 /// `Conflict` until the lease expired.
 struct CreateLease {
     engine: ContainerdEngine,
-    id: String,
-    released: bool,
+    lease: Option<Lease>,
 }
 
 impl CreateLease {
-    fn new(engine: &ContainerdEngine, id: String) -> Self {
+    fn new(engine: &ContainerdEngine, lease: Lease) -> Self {
         CreateLease {
             engine: engine.clone(),
-            id,
-            released: false,
+            lease: Some(lease),
         }
+    }
+
+    fn id(&self) -> &str {
+        self.lease.as_ref().map_or("", Lease::id)
     }
 
     /// Ends the lease; `made` is the container the create made, if it did.
     async fn release(mut self, made: Option<&str>) {
-        self.released = true;
-        release_create(
-            self.engine.clone(),
-            self.id.clone(),
-            made.map(str::to_string),
-        )
-        .await;
+        if let Some(lease) = self.lease.take() {
+            release_create(self.engine.clone(), lease, made.map(str::to_string)).await;
+        }
     }
 }
 
 impl Drop for CreateLease {
     fn drop(&mut self) {
-        if self.released {
+        let Some(lease) = self.lease.take() else {
             return;
-        }
+        };
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let (engine, lease) = (self.engine.clone(), self.id.clone());
-            handle.spawn(release_create(engine, lease, None));
+            handle.spawn(release_create(self.engine.clone(), lease, None));
         }
     }
 }
 
 /// See [`CreateLease`]. A container record made before the caller gave up stays (a
 /// create by the same name adopts it).
-async fn release_create(engine: ContainerdEngine, lease: String, made: Option<String>) {
+async fn release_create(engine: ContainerdEngine, lease: Lease, made: Option<String>) {
     if made.is_none() {
-        match engine.c.leased_snapshots(&lease).await {
+        match engine.c.leased_snapshots(lease.id()).await {
             Ok(keys) => {
                 for key in keys {
                     let held = engine
@@ -404,12 +401,12 @@ async fn release_create(engine: ContainerdEngine, lease: String, made: Option<St
                     }
                 }
             }
-            Err(e) => tracing::debug!(error = %e, %lease, "cannot list what a failed create made"),
+            Err(e) => {
+                tracing::debug!(error = %e, lease = lease.id(), "cannot list what a failed create made");
+            }
         }
     }
-    if let Err(e) = engine.c.drop_lease(&lease).await {
-        tracing::debug!(error = %e, %lease, "create lease not deleted; it expires");
-    }
+    lease.release().await;
 }
 
 pub(super) async fn remove(engine: &ContainerdEngine, id: &str, force: bool) -> Result<Removal> {

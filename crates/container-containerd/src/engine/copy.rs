@@ -30,14 +30,15 @@ pub(super) async fn copy_to(
     let spec = ExecSpec::new(["tar", "-xf", "-", "-C", dir])
         .user(0, 0)
         .stdin(Vec::new());
-    let exec = engine.exec_create(id, &spec).await?;
+    // Ended with its processes if the copy is dropped before tar is done.
+    let own = container_core::raw::OwnExec::create(engine, id, &spec).await?;
     let archive = Box::new(tokio::fs::File::from_std(archive));
-    let mut output = super::exec::start_with(engine, &exec, Some(archive)).await?;
+    let mut output = super::exec::start_with(engine, own.exec(), Some(archive)).await?;
     let mut stderr = Vec::new();
     while let Some(chunk) = output.next().await {
         stderr.extend_from_slice(&chunk?.data);
     }
-    match container_core::raw::exec_exit_code(engine, &exec, "tar").await? {
+    match own.finished(engine).await? {
         0 => Ok(()),
         code => Err(Error::new(
             ErrorKind::Internal,

@@ -285,7 +285,20 @@ pub(super) async fn start_with(
         container_id: exec.container.clone(),
         exec_id: exec.id.clone(),
     };
-    if let Err(s) = engine.tasks().start(engine.c.request(start)?).await {
+    // The request runs to its end in a task that holds the FIFOs' read ends until then:
+    // a start cut off midway (the caller gave up) with the read ends closed left the shim
+    // blocked for good opening the write ends, its lock held: every later call on the
+    // container timed out, its removal included. Afterwards, read ends dropped unread
+    // only make the process's writes fail.
+    let request = engine.c.request(start)?;
+    let mut tasks = engine.tasks();
+    let (started, stdout, stderr) = tokio::spawn(async move {
+        let started = tasks.start(request).await;
+        (started, stdout, stderr)
+    })
+    .await
+    .map_err(|e| Error::new(ErrorKind::Internal, "the exec start task failed").with_source(e))?;
+    if let Err(s) = started {
         // The runtime could not start the binary: what a shell says (127 not found,
         // 126 not executable), the runtime's message on stderr.
         let text = s.message().to_string();

@@ -202,7 +202,7 @@ impl Drop for StartGuard {
 /// Polls the exec's state until the engine no longer reports it running; its exit code.
 /// `command` (the exec's argv\[0\]) names the exec in errors. For a backend's own execs
 /// (a `tar` for copies) whose output was read to its end.
-pub async fn exit_code<E: Engine>(engine: &E, exec: &E::Exec, command: &str) -> Result<i64> {
+async fn exit_code<E: Engine>(engine: &E, exec: &E::Exec, command: &str) -> Result<i64> {
     let (_ended, output_ended) = watch::channel(true);
     let state = wait_exited(engine, exec, None, output_ended).await?;
     code_of(&state, command)
@@ -482,6 +482,95 @@ impl<E: Engine> Control<E> {
         match self.call(self.engine.kill(&self.container, signal)).await {
             Err(e) if matches!(e.kind(), ErrorKind::Conflict | ErrorKind::NotFound) => Ok(()),
             other => other,
+        }
+    }
+}
+
+/// How long an abandoned [`OwnExec`] gets between SIGTERM and SIGKILL.
+const OWN_EXEC_GRACE: Duration = Duration::from_secs(2);
+/// The deadline of each engine call an abandoned [`OwnExec`]'s kill makes.
+const OWN_EXEC_CALL: Duration = Duration::from_secs(30);
+
+/// An exec a backend runs for itself (a copy's `tar`), marked like every exec: created by
+/// [`OwnExec::create`], ended with every process it started (SIGTERM, SIGKILL after a
+/// grace, in a task of its own) if this guard is dropped before
+/// [`finished`](OwnExec::finished). Without it a copy whose caller gave up left its `tar`
+/// blocked for good on an engine whose shim keeps the exec's pipes open (containerd).
+pub struct OwnExec<E: Engine> {
+    exec: Arc<E::Exec>,
+    spec: ExecSpec,
+    control: Option<Arc<Control<E>>>,
+}
+
+impl<E: Engine> std::fmt::Debug for OwnExec<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnExec")
+            .field("cmd", &self.spec.cmd)
+            .field("armed", &self.control.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: Engine + Clone> OwnExec<E> {
+    /// Creates `spec` (given the exec mark) in the running `container`; start it with
+    /// [`exec`](Self::exec) and [`spec`](Self::spec).
+    pub async fn create(engine: &E, container: &str, spec: &ExecSpec) -> Result<Self> {
+        let mark = uuid::Uuid::new_v4().simple().to_string();
+        let mut spec = spec.clone();
+        spec.env.push(format!("{EXEC_MARK}={mark}"));
+        let exec = Arc::new(engine.exec_create(container, &spec).await?);
+        let control = Arc::new(Control {
+            engine: Arc::new(engine.clone()),
+            exec: exec.clone(),
+            container: container.to_string(),
+            call_timeout: OWN_EXEC_CALL,
+            remote_kill: false,
+            mark,
+            cgroup: AsyncMutex::new(None),
+            signalled: Arc::default(),
+        });
+        Ok(OwnExec {
+            exec,
+            spec,
+            control: Some(control),
+        })
+    }
+}
+
+impl<E: Engine> OwnExec<E> {
+    /// The engine's exec.
+    pub fn exec(&self) -> &E::Exec {
+        &self.exec
+    }
+
+    /// The spec it was created with (the mark included): the one to start it with.
+    pub fn spec(&self) -> &ExecSpec {
+        &self.spec
+    }
+
+    /// Its exit code, once its output was read to the end; the guard is disarmed.
+    pub async fn finished(mut self, engine: &E) -> Result<i64> {
+        let command = self.spec.cmd.first().cloned().unwrap_or_default();
+        let code = exit_code(engine, &self.exec, &command).await;
+        if code.is_ok() {
+            self.control = None;
+        }
+        code
+    }
+}
+
+impl<E: Engine> Drop for OwnExec<E> {
+    fn drop(&mut self) {
+        let Some(control) = self.control.take() else {
+            return;
+        };
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            tracing::debug!(cmd = ?self.spec.cmd, "the library's own exec abandoned, ending it");
+            handle.spawn(async move {
+                if let Err(e) = terminate(control, OWN_EXEC_GRACE).await {
+                    tracing::warn!(error = %e, "an abandoned exec of the library could not be ended");
+                }
+            });
         }
     }
 }

@@ -45,7 +45,7 @@ use crate::types::{
     VolumeInfo,
 };
 
-pub use exec::{exit_code as exec_exit_code, EXEC_MARK};
+pub use exec::{OwnExec, EXEC_MARK};
 pub use manager::EngineManager;
 pub use pull::Progress;
 pub use tar_exec::tar_out;

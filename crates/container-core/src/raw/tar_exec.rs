@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 
-use super::exec::exit_code;
+use super::exec::OwnExec;
 use super::{ByteStream, Engine};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exec::{ExecSpec, StreamKind};
@@ -37,8 +37,9 @@ pub async fn tar_out<E: Engine + Clone>(
         _ => ("/".to_string(), ".".to_string()),
     };
     let spec = ExecSpec::new(["tar", "-cf", "-", "-C", parent.as_str(), name.as_str()]).user(0, 0);
-    let exec = Arc::new(engine.exec_create(id, &spec).await?);
-    let mut output = engine.exec_start(&exec, &spec).await?;
+    // Ended with its processes if the copy is dropped before tar is done.
+    let own = OwnExec::create(engine, id, &spec).await?;
+    let mut output = engine.exec_start(own.exec(), own.spec()).await?;
     let stderr = Arc::new(Mutex::new(Vec::new()));
     let keep = |stderr: &Mutex<Vec<u8>>, data: &[u8]| {
         let mut kept = stderr.lock().unwrap_or_else(PoisonError::into_inner);
@@ -60,7 +61,7 @@ pub async fn tar_out<E: Engine + Clone>(
         }
     };
     let Some(first) = first else {
-        let code = exit_code(engine, &exec, "tar").await?;
+        let code = own.finished(engine).await?;
         let text = said(&stderr);
         return match code {
             _ if text.contains("No such file") => Err(Error::new(
@@ -91,7 +92,7 @@ pub async fn tar_out<E: Engine + Clone>(
     // After the last bytes: a tar that failed midway makes the copy fail.
     let engine = engine.clone();
     let end = stream::once(async move {
-        match exit_code(&engine, &exec, "tar").await {
+        match own.finished(&engine).await {
             Ok(0) => None,
             Ok(code) => Some(Err(Error::new(
                 ErrorKind::Internal,
