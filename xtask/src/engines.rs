@@ -70,6 +70,9 @@ enum Action {
     Down(Down),
     /// Print whether each engine runs, its version and its socket.
     Status(Status),
+    /// Crash an engine (SIGKILL to its daemon) and start it again: the fault harness's
+    /// engine restart.
+    Restart(Restart),
 }
 
 impl Engines {
@@ -79,6 +82,7 @@ impl Engines {
             Action::Up(cmd) => cmd.run(sh),
             Action::Down(cmd) => cmd.run(sh),
             Action::Status(cmd) => cmd.run(sh),
+            Action::Restart(cmd) => cmd.run(sh),
         }
     }
 }
@@ -132,6 +136,33 @@ impl Down {
         }
         for service in services {
             daemon::stop(sh, &state, service)?;
+        }
+        Ok(())
+    }
+}
+
+/// `cargo xtask engines restart`.
+#[derive(Debug, Args)]
+struct Restart {
+    /// The engine to crash and start again (its daemon only: containerd's restart leaves
+    /// dockerd running, which reconnects to it).
+    #[arg(long, value_enum)]
+    backend: BackendArg,
+}
+
+impl Restart {
+    /// SIGKILL to the engine's daemon, then the same start as `up`.
+    fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        require_root()?;
+        let state = StateDir::from_env();
+        for backend in self.backend.backends() {
+            let service = match backend {
+                Backend::Docker => Service::Docker,
+                Backend::Podman => Service::Podman,
+                Backend::Containerd => Service::Containerd,
+            };
+            daemon::crash(sh, &state, service)?;
+            daemon::ensure_running(sh, &state, service)?;
         }
         Ok(())
     }

@@ -42,12 +42,14 @@ pub(crate) struct Faults {
 /// The parts of the harness.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Part {
-    /// The soak, then the workers.
+    /// The soak, the workers, then the engine restart.
     All,
     /// The cancellation soak.
     Soak,
     /// The concurrent workers.
     Workers,
+    /// The engine crashed and started again during a streaming exec and a pull.
+    Restart,
 }
 
 impl Faults {
@@ -59,6 +61,7 @@ impl Faults {
         if self.part != Part::All {
             let part = match self.part {
                 Part::Soak => "soak",
+                Part::Restart => "restart",
                 _ => "workers",
             };
             args.extend(["--part".to_string(), part.to_string()]);
@@ -85,12 +88,20 @@ impl Faults {
     }
 }
 
+/// The variable that gives the fault binary the command that restarts its engine.
+const RESTART_ENV: &str = "CONTAINER_RS_FAULTS_RESTART";
+
 /// Runs the fault binary of `backend` (`tests/tests/faults_<backend>.rs`); fails when it
 /// finds an unexpected error, a leak or a panic.
 pub(crate) fn run_faults(sh: &Shell, backend: Backend, args: &[String]) -> anyhow::Result<()> {
     let name = backend.name();
     println!("faults: {name}");
     let test = format!("faults-{name}");
+    // How the restart part crashes and starts the engine again: this program's own
+    // `engines restart`.
+    let xtask = std::env::current_exe().context("the path of xtask")?;
+    let restart = format!("{} engines restart --backend {name}", xtask.display());
+    let _restart = sh.push_env(RESTART_ENV, restart);
     cmd!(
         sh,
         "cargo test -p container-conformance --features {name} --test {test} -- {args...}"

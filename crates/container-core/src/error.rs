@@ -197,6 +197,8 @@ pub fn is_transient_text(text: &str) -> bool {
         "connection aborted",
         "broken pipe",
         "connection closed before message completed",
+        // hyper's, for a response body cut off (the engine went away mid-stream).
+        "error reading a body from connection",
         "end of file before message length reached",
         "i/o timeout",
         "tls handshake timeout",

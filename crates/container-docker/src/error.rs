@@ -35,7 +35,9 @@ pub(crate) fn map_error(e: bollard::errors::Error) -> Error {
             "the engine did not answer in time".into(),
         ),
         B::IOError { err } => (
-            ErrorKind::from_io(err),
+            // A body cut off midway (the engine went away): bollard passes hyper's
+            // error on as the text of an I/O error of kind Other.
+            transport_failure(err).map_or_else(|| ErrorKind::from_io(err), |t| t.kind),
             "i/o error talking to the engine".into(),
         ),
         B::SocketNotFoundError(path) => (

@@ -28,7 +28,10 @@ pub(crate) fn map_error(e: podman_api::Error) -> Error {
         }
         P::StringError(text) => (kind_for_text(text), text.clone()),
         P::IO(err) | P::Error(C::IO(err)) => (
-            ErrorKind::from_io(err),
+            // A body cut off midway (the engine went away) is a hyper error wrapped in
+            // an I/O error of kind Other: its cause decides.
+            container_core::error::transport_failure(err)
+                .map_or_else(|| ErrorKind::from_io(err), |t| t.kind),
             "i/o error talking to the engine".into(),
         ),
         P::Error(C::Hyper(h)) => (

@@ -19,6 +19,11 @@ use tokio::task::{JoinHandle, JoinSet};
 /// The port of the local registry (`cargo xtask engines up`), on 127.0.0.1.
 pub const REGISTRY_PORT: u16 = 5000;
 
+/// The port a test proxy listens on when the engine itself pulls through it and must be
+/// told the registry is plain HTTP (Podman's registries.conf names `127.0.0.1:5001`
+/// insecure; Docker takes any loopback registry as such). One proxy at a time.
+pub const FAULT_PROXY_PORT: u16 = 5001;
+
 /// Bytes of the layer's one file: large enough that a proxy can stop in its middle.
 const PAYLOAD_BYTES: usize = 1 << 20;
 
@@ -146,7 +151,18 @@ impl StallProxy {
         pass: usize,
         lifetime: Duration,
     ) -> std::io::Result<StallProxy> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        Self::start_at(0, upstream_port, trigger, pass, lifetime).await
+    }
+
+    /// [`start`](Self::start), listening on `127.0.0.1:port` (0: a free port).
+    pub async fn start_at(
+        port: u16,
+        upstream_port: u16,
+        trigger: &str,
+        pass: usize,
+        lifetime: Duration,
+    ) -> std::io::Result<StallProxy> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
         let addr = listener.local_addr()?;
         let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, upstream_port));
         let stalled = Arc::new(AtomicUsize::new(0));

@@ -25,6 +25,7 @@
 //! `--ops` narrows the soak).
 
 mod checks;
+mod restart;
 mod soak;
 mod workers;
 
@@ -41,6 +42,9 @@ use serde_json::json;
 use crate::ctx::{Ctx, Factory};
 use crate::failure::describe;
 
+/// The time budget of the restart part (it ends far sooner unless something hangs).
+const RESTART_BUDGET_SECS: u64 = 180;
+
 /// How long past its budget a part, or its checks, may run before it counts as a hang.
 const HANG: Duration = Duration::from_secs(300);
 
@@ -54,6 +58,7 @@ enum Part {
     All,
     Soak,
     Workers,
+    Restart,
 }
 
 /// The command line of a fault binary.
@@ -109,7 +114,10 @@ impl Options {
                         "all" => Part::All,
                         "soak" => Part::Soak,
                         "workers" => Part::Workers,
-                        _ => return Err(format!("--part {value:?}: soak, workers or all")),
+                        "restart" => Part::Restart,
+                        _ => {
+                            return Err(format!("--part {value:?}: soak, workers, restart or all"))
+                        }
                     }
                 }
                 "--iterations" => o.iterations = number(&value)?,
@@ -325,6 +333,11 @@ pub fn run(name: &str, factory: Factory) -> ExitCode {
         print_part(name, &report);
         parts.push(report);
     }
+    if matches!(options.part, Part::All | Part::Restart) {
+        let report = runtime.block_on(run_part(name, &factory, "restart", &options));
+        print_part(name, &report);
+        parts.push(report);
+    }
     let failures: Vec<String> = parts
         .iter()
         .flat_map(|p| p.failures.iter().map(move |f| format!("{}: {f}", p.part)))
@@ -445,12 +458,14 @@ async fn run_part(
     let mut probe = checks::Probe::start(&ctx, baseline).await;
     let budget = Duration::from_secs(match part {
         "soak" => options.soak_secs,
+        "restart" => RESTART_BUDGET_SECS,
         _ => options.worker_secs,
     });
     let body = if report.failures.is_empty() {
         let body = async {
             match part {
                 "soak" => soak::run(&ctx, options).await,
+                "restart" => restart::run(&ctx).await,
                 _ => workers::run(&ctx, options).await,
             }
         };

@@ -105,6 +105,22 @@ pub(super) fn stop(sh: &Shell, state: &StateDir, service: Service) -> anyhow::Re
     Ok(())
 }
 
+/// Kills `service`'s daemon with SIGKILL, as a crash would (no shutdown of its own), and
+/// waits until it is gone. Fails unless xtask started it.
+pub(super) fn crash(sh: &Shell, state: &StateDir, service: Service) -> anyhow::Result<()> {
+    let name = service.name();
+    let Some(pid) = managed_pid(state, service) else {
+        anyhow::bail!("{name} was not started by xtask: not crashed");
+    };
+    signal(sh, pid, "KILL");
+    if !wait_exit(service, pid, KILL_TIMEOUT) {
+        anyhow::bail!("{name} (pid {pid}) survived SIGKILL");
+    }
+    clear_leftovers(state, service, false)?;
+    println!("{name:<10} killed (pid {pid})");
+    Ok(())
+}
+
 /// Prints one status line: running or not, pid, version, endpoint.
 pub(super) fn print_status(sh: &Shell, state: &StateDir, service: Service) {
     let name = service.name();

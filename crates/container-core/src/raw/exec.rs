@@ -103,6 +103,7 @@ pub(super) async fn start<E: Engine>(
     let exit = Arc::new(EngineExit {
         engine,
         exec,
+        container: container.to_string(),
         command: spec.cmd.first().cloned().unwrap_or_default(),
         limit: Some(manager.call_timeout()),
         seen: Mutex::new(None),
@@ -264,6 +265,8 @@ async fn wait_exited<E: Engine>(
 struct EngineExit<E: Engine> {
     engine: Arc<E>,
     exec: Arc<E::Exec>,
+    /// The exec's container, to tell a lost exec from a removed container.
+    container: String,
     command: String,
     limit: Option<Duration>,
     /// The state that said the process exited.
@@ -273,7 +276,11 @@ struct EngineExit<E: Engine> {
 #[async_trait]
 impl<E: Engine> ExecExit for EngineExit<E> {
     async fn exited(&self, output_ended: watch::Receiver<bool>) -> Result<()> {
-        let state = wait_exited(self.engine.as_ref(), &self.exec, self.limit, output_ended).await?;
+        let state =
+            match wait_exited(self.engine.as_ref(), &self.exec, self.limit, output_ended).await {
+                Err(e) if e.kind() == ErrorKind::NotFound => return Err(self.lost(e).await),
+                other => other?,
+            };
         *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(state);
         Ok(())
     }
@@ -298,6 +305,29 @@ impl<E: Engine> ExecExit for EngineExit<E> {
                 code_of(&state, &self.command)
             }
             _ => code_of(&seen, &self.command),
+        }
+    }
+}
+
+impl<E: Engine> EngineExit<E> {
+    /// The engine no longer knows the exec (`gone`, a `NotFound`). With its container
+    /// removed, that is the answer; with the container still there, the engine lost the
+    /// exec (a restarted dockerd forgets every exec): its result is unknown, which is
+    /// `Unavailable`, not a missing object the caller named.
+    async fn lost(&self, gone: Error) -> Error {
+        let inspect = self.engine.inspect(&self.container);
+        let container = match self.limit {
+            Some(limit) => within(limit, Operation::Exec, inspect).await,
+            None => inspect.await,
+        };
+        match container {
+            Err(e) if e.kind() == ErrorKind::NotFound => gone,
+            _ => Error::new(
+                ErrorKind::Unavailable,
+                "the engine no longer knows this exec although its container exists (the \
+                 engine restarted?): the step's result is unknown",
+            )
+            .with_source(gone),
         }
     }
 }
