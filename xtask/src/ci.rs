@@ -139,6 +139,10 @@ fn conformance_steps() -> Vec<Step> {
         Step::new("demo (main job on docker)", |sh| {
             crate::demo::run_demo(sh, Backend::Docker, &[])
         }),
+        // Last for its engine: its restart part crashes the engine.
+        Step::new("faults --backend docker (soak, workers, restart)", |sh| {
+            crate::faults::run_faults(sh, Backend::Docker, &[])
+        }),
         Step::new("conformance --backend podman", |sh| {
             crate::conformance::run_suite(sh, Backend::Podman, &[])
         }),
@@ -147,6 +151,10 @@ fn conformance_steps() -> Vec<Step> {
         }),
         Step::new("demo (main job on podman)", |sh| {
             crate::demo::run_demo(sh, Backend::Podman, &[])
+        }),
+        // Last for its engine: its restart part crashes the engine.
+        Step::new("faults --backend podman (soak, workers, restart)", |sh| {
+            crate::faults::run_faults(sh, Backend::Podman, &[])
         }),
         Step::new("conformance --backend containerd", |sh| {
             crate::conformance::run_suite(sh, Backend::Containerd, &[])
@@ -157,6 +165,11 @@ fn conformance_steps() -> Vec<Step> {
         Step::new("demo (main job on containerd)", |sh| {
             crate::demo::run_demo(sh, Backend::Containerd, &[])
         }),
+        // Last for its engine: its restart part crashes the engine.
+        Step::new(
+            "faults --backend containerd (soak, workers, restart)",
+            |sh| crate::faults::run_faults(sh, Backend::Containerd, &[]),
+        ),
         // After every suite: the matrix is made from their results.
         Step::new("docs --check (backends matrix)", |sh| {
             crate::docs::generate(sh, true)

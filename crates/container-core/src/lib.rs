@@ -7,6 +7,7 @@ pub mod exec;
 pub mod labels;
 pub mod manager;
 pub mod oom;
+pub mod poll;
 pub mod proctree;
 pub mod raw;
 pub mod reference;

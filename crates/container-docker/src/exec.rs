@@ -68,7 +68,7 @@ impl DockerExec {
             .start_exec(&self.id, Some(options))
             .await
             .map_err(map_error)?;
-        let StartExecResults::Attached { output, mut input } = started else {
+        let StartExecResults::Attached { output, input } = started else {
             return Err(Error::new(
                 ErrorKind::Internal,
                 "engine started the exec detached",
@@ -76,12 +76,13 @@ impl DockerExec {
         };
         if let Some(data) = spec.stdin.clone() {
             // Feed stdin, then close our write half: the process sees EOF.
-            tokio::spawn(async move {
-                if let Err(e) = input.write_all(&data).await {
-                    tracing::debug!(error = %e, "writing exec stdin failed");
-                }
-                let _ = input.shutdown().await;
-            });
+            container_core::exec::feed_stdin(
+                Box::new(std::io::Cursor::new(data)),
+                async move { Ok(input) },
+                |mut input| async move {
+                    let _ = input.shutdown().await;
+                },
+            );
         } else {
             drop(input);
         }

@@ -523,12 +523,13 @@ impl Engine for PodmanEngine {
         match spec.stdin.clone() {
             // Feed stdin, then close our write half: the process sees EOF.
             Some(data) => {
-                tokio::spawn(async move {
-                    if let Err(e) = writer.write_all(&data).await {
-                        tracing::debug!(error = %e, "writing exec stdin failed");
-                    }
-                    let _ = writer.shutdown().await;
-                });
+                container_core::exec::feed_stdin(
+                    Box::new(std::io::Cursor::new(data)),
+                    async move { Ok(writer) },
+                    |mut writer| async move {
+                        let _ = writer.shutdown().await;
+                    },
+                );
             }
             None => {
                 let _ = writer.shutdown().await;

@@ -1,6 +1,7 @@
 //! Execs: FIFOs opened before the exec exists, start, state, and the end of an exec.
 
 use super::*;
+use container_core::poll::Poll;
 
 /// One exec: its id, FIFOs, and the exit code once read. Its FIFO folder goes with it:
 /// dropped (a failed or abandoned create or start as much as a finished exec), the folder
@@ -50,7 +51,7 @@ const STDIN_OPEN_WAIT: Duration = Duration::from_secs(10);
 pub(super) fn feed_stdin(
     engine: &ContainerdEngine,
     exec: &ContainerdExec,
-    mut source: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    source: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
 ) {
     let (engine, container, exec_id, fifo) = (
         engine.clone(),
@@ -58,27 +59,21 @@ pub(super) fn feed_stdin(
         exec.id.clone(),
         exec.dir.join("stdin"),
     );
-    let task = tokio::spawn(async move {
-        let opened = tokio::time::Instant::now();
-        let mut sender = loop {
+    let open = async move {
+        let mut poll = Poll::every(Duration::from_millis(5)).within(STDIN_OPEN_WAIT);
+        loop {
             match tokio::net::unix::pipe::OpenOptions::new().open_sender(&fifo) {
-                Ok(sender) => break sender,
                 // No reader yet (ENXIO): the shim opens it as the process starts.
-                Err(e)
-                    if e.raw_os_error() == Some(nix::libc::ENXIO)
-                        && opened.elapsed() < STDIN_OPEN_WAIT =>
-                {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) => {
+                    if !poll.pause().await {
+                        return Err(e);
+                    }
                 }
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot open the exec's stdin");
-                    return;
-                }
+                opened => return opened,
             }
-        };
-        if let Err(e) = tokio::io::copy(&mut source, &mut sender).await {
-            tracing::debug!(error = %e, "writing the exec's stdin stopped");
         }
+    };
+    let close = move |sender| async move {
         drop(sender);
         // The shim keeps the stdin FIFO open: EOF reaches the process only when it is
         // told to close it.
@@ -92,11 +87,12 @@ pub(super) fn feed_stdin(
                 tracing::debug!(error = %map_status(e), "closing the exec's stdin failed");
             }
         }
-    });
+    };
+    let task = container_core::exec::feed_stdin(source, open, close);
     *exec
         .feeder
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task.abort_handle());
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
 }
 
 pub(super) type PipePair = (

@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::poll::Poll;
 use crate::signal::Signal;
 
 /// How a backend signals the processes of one exec. Docker and Podman have no exec-kill
@@ -50,19 +51,16 @@ pub async fn terminate(control: Arc<dyn ExecControl>, grace: Duration) -> Result
 }
 
 async fn wait_gone(control: &dyn ExecControl, limit: Duration, poll: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
+    let mut poll = Poll::every(poll).within(limit);
     loop {
         match control.is_running().await {
             Ok(false) => return true,
             Ok(true) => {}
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot tell whether exec still runs");
-            }
+            Err(e) => tracing::debug!(error = %e, "cannot tell whether exec still runs"),
         }
-        if tokio::time::Instant::now() >= deadline {
+        if !poll.pause().await {
             return false;
         }
-        tokio::time::sleep(poll).await;
     }
 }
 

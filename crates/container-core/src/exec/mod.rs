@@ -9,11 +9,12 @@
 //!
 //! The parts, one concern each: `spec` (what to run, what comes back), `stream` (the
 //! [`ExecStream`] state machine), `control` (the kill: [`ExecControl`], [`terminate`],
-//! [`ExecKiller`]) and `lines` (line framing, [`Lines`]).
+//! [`ExecKiller`]), `lines` (line framing, [`Lines`]) and `stdin` ([`feed_stdin`]).
 
 mod control;
 mod lines;
 mod spec;
+mod stdin;
 mod stream;
 
 pub use control::{terminate, ExecControl};
@@ -22,4 +23,5 @@ pub use spec::{
     ExecEvent, ExecOutput, ExecSpec, OutputChunk, StreamKind, DEFAULT_KILL_GRACE,
     DEFAULT_OUTPUT_LIMIT,
 };
+pub use stdin::feed_stdin;
 pub use stream::{ExecExit, ExecKiller, ExecSource, ExecStream, EXIT_DRAIN};

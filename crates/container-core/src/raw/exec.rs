@@ -33,6 +33,7 @@ use super::{Engine, ExecState, OutputStream};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::exec::{terminate, ExecControl, ExecExit, ExecSource, ExecSpec, ExecStream};
 use crate::manager::ContainerManager;
+use crate::poll::Poll;
 use crate::proctree::{self, ContainerCgroup, Signalled};
 use crate::signal::Signal;
 
@@ -228,13 +229,14 @@ async fn wait_exited<E: Engine>(
     engine: &E,
     exec: &E::Exec,
     limit: Option<Duration>,
-    mut output_ended: watch::Receiver<bool>,
+    output_ended: watch::Receiver<bool>,
 ) -> Result<ExecState> {
-    let mut delay = EXIT_POLL_FIRST;
     let mut failing: Option<tokio::time::Instant> = None;
-    let mut hint = true;
+    let ended = output_ended.clone();
+    // The output's end is a hint: the exit is likely near, look again at once.
+    let mut poll = Poll::doubling(EXIT_POLL_FIRST, EXIT_POLL_MAX).hinted_by(output_ended);
     loop {
-        let ended = *output_ended.borrow_and_update();
+        let ended = *ended.borrow();
         let state = match limit {
             Some(limit) => within(limit, Operation::Exec, engine.exec_state(exec)).await,
             None => engine.exec_state(exec).await,
@@ -250,14 +252,7 @@ async fn wait_exited<E: Engine>(
             }
             Err(e) => return Err(e),
         }
-        tokio::select! {
-            () = tokio::time::sleep(delay) => delay = (delay * 2).min(EXIT_POLL_MAX),
-            changed = output_ended.changed(), if hint && !ended => match changed {
-                Ok(()) => delay = EXIT_POLL_FIRST,
-                // The output was dropped without an end: no more hints.
-                Err(_) => hint = false,
-            },
-        }
+        poll.pause().await; // no deadline: always true
     }
 }
 
@@ -426,7 +421,7 @@ impl<E: Engine> Control<E> {
     /// The exec's state once the engine has started it and, while it runs, named its
     /// PID (waiting up to [`START_WAIT`]); `None` when the engine no longer knows it.
     async fn started(&self) -> Result<Option<ExecState>> {
-        let deadline = tokio::time::Instant::now() + START_WAIT;
+        let mut poll = Poll::every(START_POLL).within(START_WAIT);
         loop {
             let state = match self.call(self.engine.exec_state(&self.exec)).await {
                 Ok(state) => state,
@@ -434,10 +429,9 @@ impl<E: Engine> Control<E> {
                 Err(e) => return Err(e),
             };
             let pending = !state.started || (state.running && state.pid.is_none());
-            if !pending || tokio::time::Instant::now() >= deadline {
+            if !pending || !poll.pause().await {
                 return Ok(Some(state));
             }
-            tokio::time::sleep(START_POLL).await;
         }
     }
 

@@ -17,6 +17,7 @@ use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::exec::{ExecSpec, ExecStream};
 use crate::labels::Ownership;
 use crate::manager::{ContainerManager, LogStream};
+use crate::poll::Poll;
 use crate::reference::ImageRef;
 use crate::retry::{self, RetryPolicy};
 use crate::signal::Signal;
@@ -275,12 +276,14 @@ impl<E: Engine> EngineManager<E> {
 
     /// Waits (up to the call timeout) until another caller's removal of `id` is done.
     async fn removal_done(&self, id: &str) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + self.call_timeout;
-        while tokio::time::Instant::now() < deadline {
+        let mut poll = Poll::every(REMOVAL_POLL).within(self.call_timeout);
+        loop {
             if self.find(id).await?.is_none() {
                 return Ok(());
             }
-            tokio::time::sleep(REMOVAL_POLL).await;
+            if !poll.pause().await {
+                break;
+            }
         }
         Err(Error::new(
             ErrorKind::Timeout,
@@ -553,6 +556,7 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
             // No deadline: a wait waits. Engines answer at once for a container that was
             // never started (Docker even with exit code 0): then wait for it to run and
             // exit, so the code returned is always the code of a real exit.
+            let mut poll = Poll::every(WAIT_POLL);
             loop {
                 let code = self.engine.wait(id).await?;
                 let info = match self
@@ -562,10 +566,7 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
                     Ok(info) => info,
                     // Removed right after it exited (auto-remove, a concurrent remove):
                     // the engine's exit code is the answer.
-                    Err(e) if e.kind() == ErrorKind::NotFound => match code {
-                        Some(code) => return Ok(code),
-                        None => return Err(e),
-                    },
+                    Err(e) if e.kind() == ErrorKind::NotFound => return code.ok_or(e),
                     Err(e) => return Err(e),
                 };
                 match info.state {
@@ -573,7 +574,9 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
                     ContainerState::Created
                     | ContainerState::Running
                     | ContainerState::Restarting
-                    | ContainerState::Paused => tokio::time::sleep(WAIT_POLL).await,
+                    | ContainerState::Paused => {
+                        poll.pause().await; // no deadline: always true
+                    }
                     other => {
                         return Err(Error::new(
                             ErrorKind::Conflict,
