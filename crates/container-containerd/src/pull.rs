@@ -19,9 +19,8 @@ use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
 use containerd_client::services::v1::{
-    ApplyRequest, CreateImageRequest, CreateRequest, DeleteRequest, GetImageRequest, Image, Info,
-    InfoRequest, ListResourcesRequest, UpdateImageRequest, UpdateRequest, WriteAction,
-    WriteContentRequest,
+    ApplyRequest, CreateImageRequest, CreateRequest, DeleteRequest, Image, Info, InfoRequest,
+    ListResourcesRequest, UpdateImageRequest, UpdateRequest, WriteAction, WriteContentRequest,
 };
 use containerd_client::types::Descriptor;
 use futures::StreamExt;
@@ -654,14 +653,17 @@ impl Containerd {
                 key: key.clone(),
                 labels: HashMap::new(),
             };
-            snapshots
-                .commit(self.leased(commit, Some(lease))?)
-                .await
-                .map_err(map_status)?;
-            Ok(())
+            match snapshots.commit(self.leased(commit, Some(lease))?).await {
+                Ok(_) => Ok(true),
+                // A concurrent pull of the same layers committed this chain first: the
+                // same content by its id, so this pull has what it needs.
+                Err(s) if s.code() == containerd_client::tonic::Code::AlreadyExists => Ok(false),
+                Err(s) => Err(map_status(s)),
+            }
         }
         .await;
-        if let Err(e) = applied {
+        if !matches!(applied, Ok(true)) {
+            // Failed, or another pull's commit won: this extraction goes.
             let remove = RemoveSnapshotRequest {
                 snapshotter: SNAPSHOTTER.to_string(),
                 key,
@@ -669,9 +671,8 @@ impl Containerd {
             if let Ok(request) = self.request(remove) {
                 let _ = snapshots.remove(request).await;
             }
-            return Err(e);
         }
-        Ok(true)
+        applied
     }
 
     /// Creates the image record `name` for `manifest`, or points the existing one at it.
@@ -684,11 +685,15 @@ impl Containerd {
             created_at: None,
             updated_at: None,
         };
-        let get = GetImageRequest {
-            name: name.to_string(),
+        // Create, else point the existing record at this manifest: a record made by a
+        // concurrent pull of the same name in between is updated, never a `Conflict`.
+        let create = CreateImageRequest {
+            image: Some(image.clone()),
+            source_date_epoch: None,
         };
-        match images.get(self.request(get)?).await {
-            Ok(_) => {
+        match images.create(self.request(create)?).await {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == containerd_client::tonic::Code::AlreadyExists => {
                 let update = UpdateImageRequest {
                     image: Some(image),
                     update_mask: Some(prost_types::FieldMask {
@@ -700,20 +705,10 @@ impl Containerd {
                     .update(self.request(update)?)
                     .await
                     .map_err(map_status)?;
+                Ok(())
             }
-            Err(s) if s.code() == containerd_client::tonic::Code::NotFound => {
-                let create = CreateImageRequest {
-                    image: Some(image),
-                    source_date_epoch: None,
-                };
-                images
-                    .create(self.request(create)?)
-                    .await
-                    .map_err(map_status)?;
-            }
-            Err(s) => return Err(map_status(s)),
+            Err(s) => Err(map_status(s)),
         }
-        Ok(())
     }
 }
 

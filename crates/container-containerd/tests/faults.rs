@@ -242,3 +242,27 @@ async fn an_abandoned_create_does_not_block_the_name() {
         m.remove(&id, true).await.expect("remove");
     }
 }
+
+/// Pulls of the same new layers at once: each unpacks them, one commits the snapshot
+/// first, and the others must take it as theirs (they were `Conflict` "snapshot ...
+/// already exists").
+#[tokio::test]
+async fn concurrent_pulls_of_the_same_new_layers_all_succeed() {
+    let m = manager().await;
+    let image = container_test_registry::UniqueImage::push("container-rs/concurrent-pull")
+        .await
+        .expect("push to the local registry");
+    let reference = image.direct();
+    let options = PullOptions::default();
+    let (a, b, c, d) = tokio::join!(
+        m.pull(&reference, &options),
+        m.pull(&reference, &options),
+        m.pull(&reference, &options),
+        m.pull(&reference, &options),
+    );
+    for (i, pulled) in [a, b, c, d].into_iter().enumerate() {
+        pulled.unwrap_or_else(|e| panic!("concurrent pull {i}: {e}"));
+    }
+    assert!(m.image_exists(&reference).await.expect("exists"));
+    m.remove_image(&reference, true).await.expect("remove");
+}

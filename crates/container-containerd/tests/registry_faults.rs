@@ -28,6 +28,8 @@ fn engine<'a>(manager: &'a dyn container_core::ContainerManager) -> Engine<'a> {
         manager,
         name: "containerd",
         manifest_requests_per_attempt: 1,
+        proxy_port: 0,
+        retries_resets_itself: false,
     }
 }
 

@@ -592,12 +592,34 @@ impl ContainerInfo {
 }
 
 /// How to copy files out of a container ([`copy_from_with`](crate::ContainerManager::copy_from_with)).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// What a container sends is not trusted (`docs/adr/0014-host-safe-copies.md`): the copy
+/// creates a new tree under the destination and never replaces, chmods or chowns
+/// anything that was there; setuid, setgid and sticky bits are never kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CopyOptions {
     /// uid:gid for everything the copy creates on the host; the caller's when `None`
     /// (the archive's owners are never restored).
     pub owner: Option<User>,
+    /// Keep group and other write permission (default: removed).
+    pub shared_write: bool,
+    /// Bytes of file content the copy may write, at most (default 64 GiB): past it the
+    /// copy fails with `InvalidInput`.
+    pub max_bytes: u64,
+    /// Files, folders and links the copy may create, at most (default one million).
+    pub max_entries: u64,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            owner: None,
+            shared_write: false,
+            max_bytes: crate::archive::DEFAULT_MAX_BYTES,
+            max_entries: crate::archive::DEFAULT_MAX_ENTRIES,
+        }
+    }
 }
 
 impl CopyOptions {
@@ -605,7 +627,26 @@ impl CopyOptions {
     pub fn owned_by(uid: u32, gid: u32) -> Self {
         CopyOptions {
             owner: Some(User::new(uid, gid)),
+            ..CopyOptions::default()
         }
+    }
+
+    /// Keeps group and other write permission where the container's files have it.
+    pub fn with_shared_write(mut self, keep: bool) -> Self {
+        self.shared_write = keep;
+        self
+    }
+
+    /// The cap on the bytes of file content written.
+    pub fn with_max_bytes(mut self, max: u64) -> Self {
+        self.max_bytes = max;
+        self
+    }
+
+    /// The cap on the entries created.
+    pub fn with_max_entries(mut self, max: u64) -> Self {
+        self.max_entries = max;
+        self
     }
 }
 

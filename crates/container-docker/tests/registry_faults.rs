@@ -25,6 +25,8 @@ fn engine<'a>(manager: &'a dyn container_core::ContainerManager) -> Engine<'a> {
         manager,
         name: "docker",
         manifest_requests_per_attempt: 2,
+        proxy_port: 0,
+        retries_resets_itself: false,
     }
 }
 

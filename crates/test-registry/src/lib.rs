@@ -348,7 +348,17 @@ impl FaultProxy {
         fault: Fault,
         lifetime: Duration,
     ) -> std::io::Result<FaultProxy> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        Self::start_at(0, upstream_port, fault, lifetime).await
+    }
+
+    /// [`start`](Self::start), listening on `127.0.0.1:port` (0: a free port).
+    pub async fn start_at(
+        port: u16,
+        upstream_port: u16,
+        fault: Fault,
+        lifetime: Duration,
+    ) -> std::io::Result<FaultProxy> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
         let addr = listener.local_addr()?;
         let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, upstream_port));
         let seen = Arc::new(Mutex::new(Vec::new()));

@@ -16,6 +16,7 @@ pub mod errors;
 pub mod exec;
 pub mod features;
 pub mod files;
+pub mod host_safety;
 pub mod idempotency;
 pub mod image;
 pub mod kill;
@@ -53,6 +54,7 @@ pub enum Section {
     Kill,
     Steps,
     Connection,
+    HostSafety,
 }
 
 impl Section {
@@ -75,6 +77,7 @@ impl Section {
             Section::Kill => "kill",
             Section::Steps => "steps",
             Section::Connection => "connection",
+            Section::HostSafety => "host_safety",
         }
     }
 }
@@ -522,6 +525,18 @@ pub static CASES: &[Case] = &[
         "unanswered_request_retried_only_when_idempotent",
         connection::case_78_unanswered_request_retried_only_when_idempotent
     ),
+    case!(
+        79,
+        HostSafety,
+        "hostile_copy_from",
+        host_safety::case_79_hostile_copy_from
+    ),
+    case!(
+        80,
+        HostSafety,
+        "copy_destination_symlink",
+        host_safety::case_80_copy_destination_symlink
+    ),
 ];
 
 #[cfg(test)]
@@ -531,7 +546,7 @@ mod tests {
     #[test]
     fn the_table_has_every_case_once_in_order() {
         let numbers: Vec<u32> = CASES.iter().map(|c| c.number).collect();
-        assert_eq!(numbers, (1..=78).collect::<Vec<_>>());
+        assert_eq!(numbers, (1..=80).collect::<Vec<_>>());
         let features: Vec<u32> = CASES
             .iter()
             .filter(|c| c.feature.is_some())

@@ -655,7 +655,18 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
                     self.engine.copy_from(id, container_path),
                 )
                 .await?;
-            archive::receive_and_unpack(body, host_dir, self.call_timeout, options.owner).await
+            // Every entry must lie under the requested name, as the engines name them.
+            let root = Path::new(container_path)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            let how = archive::Unpack {
+                root,
+                owner: options.owner,
+                shared_write: options.shared_write,
+                max_bytes: options.max_bytes,
+                max_entries: options.max_entries,
+            };
+            archive::receive_and_unpack(body, host_dir, self.call_timeout, &how).await
         };
         self.run(Operation::CopyFrom, &self.container(id), fut)
             .await

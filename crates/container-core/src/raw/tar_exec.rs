@@ -36,7 +36,16 @@ pub async fn tar_out<E: Engine + Clone>(
         ),
         _ => ("/".to_string(), ".".to_string()),
     };
-    let spec = ExecSpec::new(["tar", "-cf", "-", "-C", parent.as_str(), name.as_str()]).user(0, 0);
+    let spec = ExecSpec::new([
+        "tar",
+        "-cf",
+        "-",
+        "-C",
+        parent.as_str(),
+        "--",
+        name.as_str(),
+    ])
+    .user(0, 0);
     // Ended with its processes if the copy is dropped before tar is done.
     let own = OwnExec::create(engine, id, &spec).await?;
     let mut output = engine.exec_start(own.exec(), own.spec()).await?;

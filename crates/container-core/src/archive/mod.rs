@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek};
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,108 +14,46 @@ use futures::{Stream, StreamExt};
 use crate::error::{Error, ErrorKind, Result};
 use crate::types::User;
 
-/// Unpacks `archive` into the existing directory `dest`, keeping modes, mtimes and symlinks
-/// (as links). An entry with an absolute path or a `..` component is refused with
-/// `InvalidInput` before anything of it is written; `tar` itself also refuses to write
-/// through a symlink that leads outside `dest`. Ownership is not restored: files belong to
-/// the caller, which is what a build tool copying artifacts out wants.
+mod unpack;
+
+pub use unpack::{unpack, Unpack, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES};
+
+/// Unpacks `archive` into the existing directory `dest` as [`unpack()`] does with the
+/// defaults: modes (less setuid, setgid, sticky and group/other write) and mtimes kept,
+/// symlinks created as links and never followed, nothing outside `dest` and nothing that
+/// existed before touched, an entry with an absolute path or a `..` component refused
+/// with `InvalidInput` before anything of it is written. Ownership is not restored:
+/// files belong to the caller, which is what a build tool copying artifacts out wants.
 pub fn unpack_safely(archive: impl Read, dest: &Path) -> Result<()> {
-    unpack_safely_as(archive, dest, None)
+    unpack(archive, dest, &Unpack::default())
 }
 
 /// [`unpack_safely`], then every file, directory and link the unpacking created gets
 /// `owner` (uid:gid) when one is given. What existed in `dest` before keeps its owner:
 /// the copy never chowns what it did not make (`dest` itself included).
 pub fn unpack_safely_as(archive: impl Read, dest: &Path, owner: Option<User>) -> Result<()> {
-    let meta = std::fs::metadata(dest).map_err(|e| {
-        Error::invalid_input(format!("destination {} is not usable", dest.display())).with_source(e)
-    })?;
-    if !meta.is_dir() {
-        return Err(Error::invalid_input(format!(
-            "destination {} is not a directory",
-            dest.display()
-        )));
-    }
-    let mut tail = Tail::new(archive);
-    let mut ar = tar::Archive::new(&mut tail);
-    ar.set_preserve_permissions(true);
-    ar.set_preserve_mtime(true);
-    ar.set_preserve_ownerships(false);
-    ar.set_unpack_xattrs(false);
-    ar.set_overwrite(true);
-    let entries = ar.entries().map_err(io_error)?;
-    // Where the archive's last entry ends: its end-of-archive block must follow there.
-    let mut end = 0u64;
-    // `tar` sets a directory's mtime before its contents are written, which then change
-    // it again: restore directory mtimes once everything is in place.
-    let mut dir_times = Vec::new();
-    for entry in entries {
-        let mut entry = entry.map_err(io_error)?;
-        let stored = entry.header().entry_size().map_err(io_error)?;
-        end = entry.raw_file_position() + stored.div_ceil(BLOCK) * BLOCK;
-        let path = entry.path().map_err(io_error)?.into_owned();
-        check_entry_path(&path)?;
-        if let Some(link) = entry.link_name().map_err(io_error)? {
-            if entry.header().entry_type().is_hard_link() {
-                check_entry_path(&link)?;
-            }
-        }
-        // What this entry will create (itself and missing parents), to give to `owner`.
-        let created: Vec<PathBuf> = match owner {
-            Some(_) => missing_paths(dest, &path),
-            None => Vec::new(),
-        };
-        let written = entry.unpack_in(dest).map_err(io_error)?;
-        if !written {
-            return Err(Error::invalid_input(format!(
-                "archive entry {} would be written outside {}",
-                path.display(),
-                dest.display()
-            )));
-        }
-        if let Some(user) = owner {
-            for p in &created {
-                chown(p, user)?;
-            }
-        }
-        if entry.header().entry_type().is_dir() {
-            if let Ok(mtime) = entry.header().mtime() {
-                dir_times.push((dest.join(&path), mtime));
-            }
-        }
-    }
-    // A stream cut off between two entries reads like a shorter archive: only the
-    // end-of-archive block after the last entry says that everything arrived.
-    if !tail.ends_with_zero_block_at(end) {
-        return Err(Error::new(
-            ErrorKind::Unavailable,
-            "the archive is truncated: it ends without its end-of-archive block",
-        ));
-    }
-    // Deepest first, so setting a parent's time comes after its children are done.
-    dir_times.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
-    for (dir, mtime) in dir_times {
-        let t = filetime::FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(0), 0);
-        filetime::set_symlink_file_times(&dir, t, t).map_err(io_error)?;
-    }
-    Ok(())
+    let how = Unpack {
+        owner,
+        ..Unpack::default()
+    };
+    unpack(archive, dest, &how)
 }
 
 /// A tar block.
-const BLOCK: u64 = 512;
+pub(crate) const BLOCK: u64 = 512;
 
 /// A reader that remembers how much was read and the last block's worth of bytes, to
 /// check after the `tar` crate is done that the archive had its end-of-archive block
 /// (the crate takes a plain end of input for the end of the archive). Written by hand:
 /// a few lines no crate offers.
-struct Tail<R> {
+pub(crate) struct Tail<R> {
     inner: R,
     read: u64,
     last: Vec<u8>,
 }
 
 impl<R: Read> Tail<R> {
-    fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R) -> Self {
         Tail {
             inner,
             read: 0,
@@ -125,7 +63,7 @@ impl<R: Read> Tail<R> {
 
     /// Whether a whole block of zeros was read starting at `offset`, and nothing but
     /// zeros after it.
-    fn ends_with_zero_block_at(&self, offset: u64) -> bool {
+    pub(crate) fn ends_with_zero_block_at(&self, offset: u64) -> bool {
         let Some(after) = self.read.checked_sub(offset) else {
             return false;
         };
@@ -152,47 +90,6 @@ impl<R: Read> Read for Tail<R> {
     }
 }
 
-/// `dest/path` and each of its parents below `dest` that does not exist yet.
-fn missing_paths(dest: &Path, path: &Path) -> Vec<PathBuf> {
-    let mut missing = Vec::new();
-    let mut current = dest.to_path_buf();
-    for c in path.components() {
-        if let Component::Normal(part) = c {
-            current.push(part);
-            if std::fs::symlink_metadata(&current).is_err() {
-                missing.push(current.clone());
-            }
-        }
-    }
-    missing
-}
-
-/// Gives `path` (not what a link points to) to `user`.
-fn chown(path: &Path, user: User) -> Result<()> {
-    std::os::unix::fs::lchown(path, Some(user.uid), Some(user.gid)).map_err(|e| {
-        Error::new(
-            ErrorKind::from_io(&e),
-            format!("cannot give {} to {user}", path.display()),
-        )
-        .with_source(e)
-    })
-}
-
-fn check_entry_path(path: &Path) -> Result<()> {
-    for c in path.components() {
-        match c {
-            Component::Normal(_) | Component::CurDir => {}
-            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
-                return Err(Error::invalid_input(format!(
-                    "archive entry {} escapes the destination (absolute or '..')",
-                    path.display()
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
 fn io_error(e: std::io::Error) -> Error {
     Error::new(ErrorKind::Internal, "cannot read or write the archive").with_source(e)
 }
@@ -204,13 +101,13 @@ pub async fn receive_and_unpack<S>(
     body: S,
     dest: &Path,
     stall: Duration,
-    owner: Option<User>,
+    how: &Unpack,
 ) -> Result<()>
 where
     S: Stream<Item = Result<Bytes>>,
 {
     let spool = tempfile::tempfile().map_err(io_error)?;
-    receive_into(body, spool, dest, stall, owner).await
+    receive_into(body, spool, dest, stall, how).await
 }
 
 /// [`receive_and_unpack`] through the given spool file.
@@ -219,19 +116,34 @@ async fn receive_into<S>(
     spool: File,
     dest: &Path,
     stall: Duration,
-    owner: Option<User>,
+    how: &Unpack,
 ) -> Result<()>
 where
     S: Stream<Item = Result<Bytes>>,
 {
     let mut spool = tokio::fs::File::from_std(spool);
     let mut body = std::pin::pin!(body);
+    // The spool holds the whole archive: its content is capped, plus a header block and
+    // padding per entry and the end blocks (PAX headers and long names included).
+    let cap = how
+        .max_bytes
+        .saturating_add(how.max_entries.saturating_mul(4 * BLOCK))
+        .saturating_add(1 << 20);
+    let mut spooled = 0u64;
     loop {
         let next = tokio::time::timeout(stall, body.next())
             .await
             .map_err(|_| Error::new(ErrorKind::Timeout, "the archive download stalled"))?;
         let Some(chunk) = next else { break };
-        tokio::io::AsyncWriteExt::write_all(&mut spool, &chunk?)
+        let chunk = chunk?;
+        spooled += chunk.len() as u64;
+        if spooled > cap {
+            return Err(Error::invalid_input(format!(
+                "the archive is larger than {cap} bytes, past what its caps allow \
+                 (CopyOptions::with_max_bytes, with_max_entries)"
+            )));
+        }
+        tokio::io::AsyncWriteExt::write_all(&mut spool, &chunk)
             .await
             .map_err(io_error)?;
     }
@@ -242,10 +154,10 @@ where
             Error::new(ErrorKind::from_io(&e), "cannot spool the archive").with_source(e)
         })?;
     let mut file = spool.into_std().await;
-    let dest = dest.to_path_buf();
+    let (dest, how) = (dest.to_path_buf(), how.clone());
     tokio::task::spawn_blocking(move || {
         file.rewind().map_err(io_error)?;
-        unpack_safely_as(file, &dest, owner)
+        unpack(file, &dest, &how)
     })
     .await
     .map_err(|e| Error::new(ErrorKind::Internal, "the unpack task failed").with_source(e))?
@@ -334,9 +246,15 @@ mod tests {
         tar.read_to_end(&mut bytes).expect("read");
         let body = futures::stream::iter([Ok(Bytes::from(bytes))]);
         let dest = tempfile::tempdir().expect("tmp");
-        let e = receive_into(body, spool, dest.path(), Duration::from_secs(5), None)
-            .await
-            .expect_err("a full disk is an error");
+        let e = receive_into(
+            body,
+            spool,
+            dest.path(),
+            Duration::from_secs(5),
+            &Unpack::default(),
+        )
+        .await
+        .expect_err("a full disk is an error");
         assert_ne!(e.kind(), ErrorKind::InvalidInput, "{e}");
     }
 
@@ -384,9 +302,8 @@ mod tests {
         let tar = pack(&src).expect("pack");
 
         let dest = tempfile::tempdir().expect("tmp");
-        // Already there before the copy: must keep its owner.
-        std::fs::create_dir(dest.path().join("out")).expect("mkdir");
-        let before = std::fs::metadata(dest.path().join("out")).expect("meta");
+        // Already there before the copy (the destination): must keep its owner.
+        let before = std::fs::metadata(dest.path()).expect("meta");
         // As root any owner works; otherwise only one's own.
         let me = nix::unistd::geteuid().as_raw();
         let user = if me == 0 {
@@ -397,6 +314,7 @@ mod tests {
         unpack_safely_as(tar, dest.path(), Some(user)).expect("unpack");
 
         for p in [
+            "out",
             "out/deep",
             "out/deep/er",
             "out/deep/er/image.wic",
@@ -405,12 +323,280 @@ mod tests {
             let m = std::fs::symlink_metadata(dest.path().join(p)).expect(p);
             assert_eq!((m.uid(), m.gid()), (user.uid, user.gid), "{p}");
         }
-        let after = std::fs::metadata(dest.path().join("out")).expect("meta");
+        let after = std::fs::metadata(dest.path()).expect("meta");
         assert_eq!(
             (after.uid(), after.gid()),
             (before.uid(), before.gid()),
             "a directory the copy did not create keeps its owner"
         );
+    }
+
+    /// One raw entry of any kind, written as a hostile archive would.
+    fn raw(
+        b: &mut tar::Builder<Vec<u8>>,
+        path: &str,
+        kind: tar::EntryType,
+        mode: u32,
+        link: &str,
+        data: &[u8],
+    ) {
+        let mut h = tar::Header::new_gnu();
+        let gnu = h.as_gnu_mut().expect("gnu");
+        gnu.name[..path.len()].copy_from_slice(path.as_bytes());
+        gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_entry_type(kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(mode);
+        h.set_mtime(981_173_106);
+        h.set_cksum();
+        b.append(&h, data).expect("append");
+    }
+
+    fn under(root: &str) -> Unpack {
+        Unpack {
+            root: Some(root.to_string()),
+            ..Unpack::default()
+        }
+    }
+
+    #[test]
+    fn setuid_setgid_sticky_and_shared_write_never_land_on_the_host() {
+        let mut b = tar::Builder::new(Vec::new());
+        raw(&mut b, "data", tar::EntryType::Directory, 0o1777, "", b"");
+        raw(
+            &mut b,
+            "data/sh",
+            tar::EntryType::Regular,
+            0o4755,
+            "",
+            b"#!",
+        );
+        raw(&mut b, "data/g", tar::EntryType::Regular, 0o2775, "", b"g");
+        raw(
+            &mut b,
+            "data/open",
+            tar::EntryType::Directory,
+            0o777,
+            "",
+            b"",
+        );
+        let tar = b.into_inner().expect("tar");
+        let dest = tempfile::tempdir().expect("tmp");
+        unpack(&tar[..], dest.path(), &under("data")).expect("unpack");
+        let mode = |p: &str| {
+            std::fs::symlink_metadata(dest.path().join(p))
+                .expect(p)
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        assert_eq!(mode("data"), 0o755);
+        assert_eq!(mode("data/sh"), 0o755);
+        assert_eq!(mode("data/g"), 0o755);
+        assert_eq!(mode("data/open"), 0o755);
+        // Asked for: group/other write kept, the special bits still not.
+        let dest = tempfile::tempdir().expect("tmp");
+        let how = Unpack {
+            shared_write: true,
+            ..under("data")
+        };
+        unpack(&tar[..], dest.path(), &how).expect("unpack");
+        let mode = |p: &str| {
+            std::fs::symlink_metadata(dest.path().join(p))
+                .expect(p)
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        assert_eq!(mode("data"), 0o777);
+        assert_eq!(mode("data/sh"), 0o755);
+        assert_eq!(mode("data/g"), 0o775);
+    }
+
+    #[test]
+    fn entries_outside_the_requested_name_are_refused() {
+        let mut b = tar::Builder::new(Vec::new());
+        raw(&mut b, "data", tar::EntryType::Directory, 0o755, "", b"");
+        raw(&mut b, "git", tar::EntryType::Regular, 0o755, "", b"evil");
+        let tar = b.into_inner().expect("tar");
+        let dest = tempfile::tempdir().expect("tmp");
+        let e = unpack(&tar[..], dest.path(), &under("data")).expect_err("git is not under data");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        assert!(!dest.path().join("git").exists());
+    }
+
+    #[test]
+    fn nothing_that_existed_is_replaced_chmodded_or_chowned() {
+        let dest = tempfile::tempdir().expect("tmp");
+        let keep = dest.path().join("data");
+        std::fs::create_dir(&keep).expect("mkdir");
+        std::fs::set_permissions(&keep, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        std::fs::write(keep.join("f"), b"mine").expect("write");
+        let mut b = tar::Builder::new(Vec::new());
+        raw(&mut b, "data", tar::EntryType::Directory, 0o777, "", b"");
+        raw(
+            &mut b,
+            "data/f",
+            tar::EntryType::Regular,
+            0o666,
+            "",
+            b"theirs",
+        );
+        let tar = b.into_inner().expect("tar");
+        let e = unpack(&tar[..], dest.path(), &under("data")).expect_err("data exists");
+        assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+        assert_eq!(std::fs::read(keep.join("f")).expect("f"), b"mine");
+        let mode = std::fs::metadata(&keep).expect("meta").permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700, "an existing folder's mode is never changed");
+        // A single file that exists already.
+        let mut b = tar::Builder::new(Vec::new());
+        raw(&mut b, "f", tar::EntryType::Regular, 0o644, "", b"theirs");
+        let tar = b.into_inner().expect("tar");
+        let e = unpack(&tar[..], &keep, &under("f")).expect_err("f exists");
+        assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+        assert_eq!(std::fs::read(keep.join("f")).expect("f"), b"mine");
+    }
+
+    #[test]
+    fn a_hard_link_may_only_name_a_file_of_this_copy() {
+        let root = tempfile::tempdir().expect("tmp");
+        let host_file = root.path().join("host-secret");
+        std::fs::write(&host_file, b"host").expect("write");
+        let dest = root.path().join("dest");
+        std::fs::create_dir(&dest).expect("mkdir");
+        for target in ["../host-secret", "/etc/passwd", "data/missing"] {
+            let mut b = tar::Builder::new(Vec::new());
+            raw(&mut b, "data", tar::EntryType::Directory, 0o755, "", b"");
+            raw(&mut b, "data/l", tar::EntryType::Link, 0o644, target, b"");
+            let tar = b.into_inner().expect("tar");
+            let _ = std::fs::remove_dir_all(dest.join("data"));
+            let e = unpack(&tar[..], &dest, &under("data")).expect_err(target);
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{target}: {e}");
+            assert!(!dest.join("data/l").exists(), "{target}");
+        }
+        assert_eq!(std::fs::metadata(&host_file).expect("meta").nlink(), 1);
+        // A link to a file the copy made works.
+        let mut b = tar::Builder::new(Vec::new());
+        raw(&mut b, "data", tar::EntryType::Directory, 0o755, "", b"");
+        raw(
+            &mut b,
+            "data/f",
+            tar::EntryType::Regular,
+            0o644,
+            "",
+            b"ours",
+        );
+        raw(&mut b, "data/l", tar::EntryType::Link, 0o644, "data/f", b"");
+        let tar = b.into_inner().expect("tar");
+        let _ = std::fs::remove_dir_all(dest.join("data"));
+        unpack(&tar[..], &dest, &under("data")).expect("a link inside the copy");
+        assert_eq!(std::fs::read(dest.join("data/l")).expect("l"), b"ours");
+    }
+
+    #[test]
+    fn nothing_is_written_through_a_symlink() {
+        let root = tempfile::tempdir().expect("tmp");
+        let outside = root.path().join("outside");
+        std::fs::create_dir(&outside).expect("mkdir");
+        let dest = root.path().join("dest");
+        std::fs::create_dir(&dest).expect("mkdir");
+        let mut b = tar::Builder::new(Vec::new());
+        raw(&mut b, "data", tar::EntryType::Directory, 0o755, "", b"");
+        raw(
+            &mut b,
+            "data/up",
+            tar::EntryType::Symlink,
+            0o777,
+            "../../outside",
+            b"",
+        );
+        raw(
+            &mut b,
+            "data/up/x",
+            tar::EntryType::Regular,
+            0o644,
+            "",
+            b"evil",
+        );
+        let tar = b.into_inner().expect("tar");
+        let e = unpack(&tar[..], &dest, &under("data")).expect_err("through a link");
+        assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+        assert_eq!(std::fs::read_dir(&outside).expect("ls").count(), 0);
+        // The link itself is kept as it is (never followed here).
+        assert_eq!(
+            std::fs::read_link(dest.join("data/up")).expect("link"),
+            Path::new("../../outside")
+        );
+    }
+
+    #[test]
+    fn a_destination_that_is_a_symlink_is_refused() {
+        let root = tempfile::tempdir().expect("tmp");
+        let real = root.path().join("real");
+        std::fs::create_dir(&real).expect("mkdir");
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        let e = unpack_safely(&archive_with("f", b"x")[..], &link).expect_err("symlink dest");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("symlink"), "{e}");
+        assert_eq!(std::fs::read_dir(&real).expect("ls").count(), 0);
+    }
+
+    #[test]
+    fn devices_and_fifos_are_refused() {
+        for kind in [
+            tar::EntryType::Char,
+            tar::EntryType::Block,
+            tar::EntryType::Fifo,
+        ] {
+            let mut b = tar::Builder::new(Vec::new());
+            raw(&mut b, "data", tar::EntryType::Directory, 0o755, "", b"");
+            raw(&mut b, "data/dev", kind, 0o666, "", b"");
+            let tar = b.into_inner().expect("tar");
+            let dest = tempfile::tempdir().expect("tmp");
+            let e = unpack(&tar[..], dest.path(), &under("data")).expect_err("device");
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{kind:?}: {e}");
+            assert!(!dest.path().join("data/dev").exists());
+        }
+    }
+
+    #[test]
+    fn bytes_and_entries_are_capped() {
+        let mut b = tar::Builder::new(Vec::new());
+        raw(&mut b, "data", tar::EntryType::Directory, 0o755, "", b"");
+        for i in 0..5 {
+            raw(
+                &mut b,
+                &format!("data/f{i}"),
+                tar::EntryType::Regular,
+                0o644,
+                "",
+                &[7u8; 100],
+            );
+        }
+        let tar = b.into_inner().expect("tar");
+        let dest = tempfile::tempdir().expect("tmp");
+        let how = Unpack {
+            max_bytes: 450,
+            ..under("data")
+        };
+        let e = unpack(&tar[..], dest.path(), &how).expect_err("bytes");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("450 bytes"), "{e}");
+        let dest = tempfile::tempdir().expect("tmp");
+        let how = Unpack {
+            max_entries: 3,
+            ..under("data")
+        };
+        let e = unpack(&tar[..], dest.path(), &how).expect_err("entries");
+        assert!(e.to_string().contains("more than 3 entries"), "{e}");
+        let dest = tempfile::tempdir().expect("tmp");
+        let how = Unpack {
+            max_bytes: 500,
+            max_entries: 6,
+            ..under("data")
+        };
+        unpack(&tar[..], dest.path(), &how).expect("exactly at the caps");
     }
 
     #[test]
