@@ -245,11 +245,23 @@ pub fn config_hash(config: &ContainerConfig) -> Result<String> {
     Ok(hex::encode(Sha256::digest(&json)))
 }
 
-/// `InvalidInput` when any key uses the reserved prefix or is empty.
+/// The most bytes of one label, key and value together: containerd's limit (4096), so
+/// that one label set means the same on every engine.
+pub const MAX_LABEL_BYTES: usize = 4096;
+
+/// `InvalidInput` when any key uses the reserved prefix or is empty, or a label is longer
+/// than [`MAX_LABEL_BYTES`].
 pub fn check_user_labels(labels: &Labels) -> Result<()> {
-    for key in labels.keys() {
+    for (key, value) in labels {
         if key.is_empty() {
             return Err(Error::invalid_input("label key must not be empty"));
+        }
+        if key.len() + value.len() > MAX_LABEL_BYTES {
+            return Err(Error::invalid_input(format!(
+                "label {:?}: key and value are {} bytes, more than {MAX_LABEL_BYTES}",
+                key.chars().take(64).collect::<String>(),
+                key.len() + value.len()
+            )));
         }
         if key.starts_with(LABEL_PREFIX) {
             return Err(Error::invalid_input(format!(

@@ -593,7 +593,7 @@ impl ContainerInfo {
 
 /// How to copy files out of a container ([`copy_from_with`](crate::ContainerManager::copy_from_with)).
 ///
-/// What a container sends is not trusted (`docs/adr/0014-host-safe-copies.md`): the copy
+/// What a container sends is not trusted (`docs/adr/0012-host-safe-copies.md`): the copy
 /// creates a new tree under the destination and never replaces, chmods or chowns
 /// anything that was there; setuid, setgid and sticky bits are never kept.
 #[derive(Debug, Clone, PartialEq, Eq)]

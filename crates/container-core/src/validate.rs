@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::exec::ExecSpec;
@@ -54,10 +55,17 @@ fn env_entries(env: &[String]) -> Result<()> {
     for entry in env {
         match entry.split_once('=') {
             Some((key, _)) if !key.is_empty() && !key.contains('\0') => {}
-            _ => {
-                let key = entry.split('=').next().unwrap_or_default();
+            // Never echo the entry: without `=` it may be a secret given whole.
+            Some(_) => {
+                return Err(Error::invalid_input(
+                    "an environment entry has an empty name: entries have the form KEY=VALUE",
+                ));
+            }
+            None => {
                 return Err(Error::invalid_input(format!(
-                    "environment entry {key:?} must have the form KEY=VALUE"
+                    "an environment entry ({} bytes) has no '=': entries have the form \
+                     KEY=VALUE (its text is not shown: it may be a secret)",
+                    entry.len()
                 )));
             }
         }
@@ -164,14 +172,34 @@ pub fn host_path(source: &Path) -> Result<()> {
     }
 }
 
+/// The ulimit names Docker, Podman and the OCI runtime know (`RLIMIT_<NAME>`).
+const ULIMITS: &[&str] = &[
+    "as",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
 fn resources(r: &Resources) -> Result<()> {
     if matches!(r.memory_bytes, Some(n) if n <= 0) {
         return Err(Error::invalid_input("memory limit must be positive"));
     }
     if let Some(c) = r.cpus {
-        if !(c.is_finite() && c > 0.0 && c <= 1024.0) {
+        if !(c.is_finite() && (0.01..=1024.0).contains(&c)) {
             return Err(Error::invalid_input(format!(
-                "cpu limit {c} must be a number above 0 and at most 1024"
+                "cpu limit {c} must be a number from 0.01 to 1024"
             )));
         }
     }
@@ -180,11 +208,11 @@ fn resources(r: &Resources) -> Result<()> {
     }
     let mut names = HashSet::new();
     for u in &r.ulimits {
-        let name_ok = !u.name.is_empty() && u.name.bytes().all(|b| b.is_ascii_lowercase());
-        if !name_ok || !names.insert(u.name.as_str()) {
+        if !ULIMITS.contains(&u.name.as_str()) || !names.insert(u.name.as_str()) {
             return Err(Error::invalid_input(format!(
-                "ulimit name {:?} must be lower-case letters and unique",
-                u.name
+                "ulimit name {:?} must be one of {} and given once",
+                u.name,
+                ULIMITS.join(", ")
             )));
         }
         if u.soft < 0 || u.hard < 0 || u.soft > u.hard {
@@ -232,15 +260,44 @@ fn check(c: &ContainerConfig) -> Result<()> {
         }
     }
     if let Some(h) = &c.hostname {
-        let ok = !h.is_empty()
-            && h.len() <= 63
-            && h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-        if !ok {
-            return Err(Error::invalid_input(format!("invalid hostname {h:?}")));
+        // RFC 1123: dot-separated labels of 1-63 letters, digits and hyphens, none
+        // starting or ending with a hyphen; 253 bytes in all.
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if h.is_empty() || h.len() > 253 || !h.split('.').all(label_ok) {
+            return Err(Error::invalid_input(format!(
+                "invalid hostname {h:?}: dot-separated labels of letters, digits and \
+                 inner hyphens (RFC 1123)"
+            )));
         }
     }
+    optional_duration("stop grace", c.stop_grace)?;
     Ok(())
+}
+
+/// The longest duration any option takes: past it an `Instant` would overflow
+/// (`Duration::MAX` panicked), and no engine call or grace needs more than a year.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// `d`, the option `what`, is at most [`MAX_DURATION`].
+pub fn duration(what: &str, d: Duration) -> Result<()> {
+    if d > MAX_DURATION {
+        return Err(Error::invalid_input(format!(
+            "{what} {d:?} is longer than a year (at most {} s); no deadline is `None`",
+            MAX_DURATION.as_secs()
+        )));
+    }
+    Ok(())
+}
+
+/// The optional `d`, the option `what`: see [`duration`].
+pub fn optional_duration(what: &str, d: Option<Duration>) -> Result<()> {
+    d.map_or(Ok(()), |d| duration(what, d))
 }
 
 /// Everything in an [`ExecSpec`].
@@ -253,6 +310,8 @@ pub fn exec_spec(s: &ExecSpec) -> Result<()> {
     if s.timeout.is_some_and(|t| t.is_zero()) {
         return Err(Error::invalid_input("exec timeout must be above zero"));
     }
+    optional_duration("exec timeout", s.timeout)?;
+    duration("exec kill grace", s.kill_grace)?;
     Ok(())
 }
 
@@ -280,6 +339,45 @@ mod tests {
     }
 
     const IMG: &str = "127.0.0.1:5000/container-rs/busybox:1";
+
+    #[test]
+    fn values_the_engines_would_take_late_or_silently_are_refused_early() {
+        let base = || ContainerConfig::new(IMG).cmd(["true"]);
+        invalid(&base().label("big", "x".repeat(5000)));
+        assert!(container_config(&base().label("fits", "x".repeat(4000))).is_ok());
+        let mut tiny = base();
+        tiny.resources.cpus = Some(1e-9);
+        invalid(&tiny);
+        let mut bogus = base();
+        bogus.resources.ulimits.push(Ulimit::new("bogus", 1, 1));
+        invalid(&bogus);
+        let mut nofile = base();
+        nofile
+            .resources
+            .ulimits
+            .push(Ulimit::new("nofile", 1024, 1024));
+        assert!(container_config(&nofile).is_ok());
+        for h in ["-", "-a", "a-", "a..b", ".a", &"a".repeat(64)] {
+            invalid(&base().hostname(h));
+        }
+        assert!(container_config(&base().hostname("build-1.example")).is_ok());
+        invalid(&base().stop_grace(Duration::MAX));
+        assert!(exec_spec(&ExecSpec::new(["true"]).timeout(Duration::MAX)).is_err());
+        assert!(exec_spec(&ExecSpec::new(["true"]).kill_grace(Duration::MAX)).is_err());
+    }
+
+    #[test]
+    fn an_env_entry_without_equals_is_never_echoed() {
+        let secret = "hunter2-very-secret";
+        let mut spec = ExecSpec::new(["true"]);
+        spec.env.push(secret.to_string());
+        let e = exec_spec(&spec).expect_err("no =");
+        assert!(!e.to_string().contains(secret), "{e}");
+        let mut config = ContainerConfig::new(IMG);
+        config.env.push(secret.to_string());
+        let e = container_config(&config).expect_err("no =");
+        assert!(!format!("{e:?}").contains(secret), "{e:?}");
+    }
 
     fn invalid(c: &ContainerConfig) {
         let e = container_config(c).expect_err("must be invalid");

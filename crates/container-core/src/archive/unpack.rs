@@ -1,5 +1,5 @@
 //! Unpacking an archive that a container made into a host folder, treating it as hostile
-//! (issue 14; `docs/adr/0014-host-safe-copies.md`):
+//! (issue 14; `docs/adr/0012-host-safe-copies.md`):
 //!
 //! - every path is resolved by the kernel beneath the destination with no symlink
 //!   followed (`openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`), one directory at a

@@ -99,6 +99,9 @@ impl<E: Engine> EngineManager<E> {
     {
         let span =
             tracing::info_span!("container", %backend, operation = "connect", resource = endpoint);
+        validate::duration("connect timeout", options.connect_timeout)
+            .and_then(|()| validate::duration("call timeout", options.call_timeout))
+            .map_err(|e| e.context(backend, Operation::Connect, endpoint))?;
         let limit = options.connect_timeout;
         let (ownership, call_timeout, retry, remote_exec_kill) = (
             options.ownership.clone(),
@@ -356,6 +359,9 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
     async fn pull(&self, image: &str, options: &PullOptions) -> Result<()> {
         let fut = async {
             let reference = ImageRef::parse(image)?;
+            validate::optional_duration("pull timeout", options.timeout)?;
+            validate::optional_duration("pull attempt timeout", options.attempt_timeout)?;
+            validate::optional_duration("pull stall timeout", options.stall_timeout)?;
             // Whether the local copy was current: present before, and nothing fetched.
             // An engine that cannot say whether it had the image never claims so.
             let present_before = self
@@ -501,6 +507,7 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
     async fn stop(&self, id: &str, grace: Option<Duration>) -> Result<()> {
         let fut = async {
             validate::container_ref(id)?;
+            validate::optional_duration("stop grace", grace)?;
             // The engine waits up to the grace before killing: allow for it.
             let limit = self.call_timeout + grace.unwrap_or(DEFAULT_STOP_GRACE);
             within(limit, Operation::Stop, self.engine.stop(id, grace)).await

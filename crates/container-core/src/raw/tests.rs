@@ -260,6 +260,48 @@ async fn bad_input_is_refused_before_any_engine_call() {
 }
 
 #[tokio::test]
+async fn durations_past_a_year_are_invalid_input_never_a_panic() {
+    let (m, fake) = manager(Fake::default()).await;
+    let max = Duration::MAX;
+    let stop = m.stop("c1", Some(max)).await;
+    let exec = m
+        .exec_stream("c1", &ExecSpec::new(["true"]).timeout(max))
+        .await;
+    let grace = m
+        .exec_stream("c1", &ExecSpec::new(["true"]).kill_grace(max))
+        .await;
+    let create = m
+        .create(&ContainerConfig::new("busybox").stop_grace(max))
+        .await;
+    let pull = m
+        .pull(
+            "busybox",
+            &crate::types::PullOptions::default().with_attempt_timeout(Some(max)),
+        )
+        .await;
+    for (what, r) in [
+        ("stop", stop),
+        ("exec timeout", exec.map(drop)),
+        ("exec kill grace", grace.map(drop)),
+        ("create stop grace", create.map(drop)),
+        ("pull", pull),
+    ] {
+        let e = r.expect_err(what);
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{what}: {e}");
+    }
+    assert!(fake.calls().is_empty(), "engine called: {:?}", fake.calls());
+    let options = ConnectOptions::owned_by("tester")
+        .expect("owner")
+        .with_call_timeout(max);
+    let connected = EngineManager::connect(BackendKind::Docker, "fake", options, |_, _| async {
+        Ok(Arc::new(Fake::default()))
+    })
+    .await;
+    let e = connected.map(drop).expect_err("call timeout");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+}
+
+#[tokio::test]
 async fn what_the_engine_lacks_is_unsupported_before_any_engine_call() {
     let (m, fake) = manager(Fake::default()).await;
     let init = m.create(&ContainerConfig::new("img:1").init(true)).await;
