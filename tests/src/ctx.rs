@@ -429,6 +429,43 @@ impl EngineCli {
         Ok(())
     }
 
+    /// Makes a running, unlabelled container `name` from `image` behind the library's
+    /// back that mounts the volume `volume` (at `mountpoint` on the host) at `/v`.
+    pub async fn create_foreign_with_volume(
+        &self,
+        name: &str,
+        image: &str,
+        volume: &str,
+        mountpoint: &str,
+    ) -> Result<(), Failure> {
+        match self.kind {
+            BackendKind::Containerd => {
+                self.run(&["images", "pull", "--plain-http", image]).await?;
+                let mount = format!("type=bind,src={mountpoint},dst=/v,options=rbind:rw");
+                self.run(&["run", "-d", "--mount", &mount, image, name, "sleep", "3600"])
+                    .await?;
+            }
+            _ => {
+                let mount = format!("{volume}:/v");
+                self.run(&[
+                    "run",
+                    "-d",
+                    "--name",
+                    name,
+                    "--network",
+                    "none",
+                    "-v",
+                    &mount,
+                    image,
+                    "sleep",
+                    "3600",
+                ])
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the container `name` exists, by the CLI's own account.
     pub async fn exists(&self, name: &str) -> Result<bool, Failure> {
         let out = match self.kind {

@@ -130,7 +130,10 @@ pub trait ContainerManager: Send + Sync {
     /// Volumes whose labels include all of `labels`.
     async fn list_volumes(&self, labels: &Labels) -> Result<Vec<VolumeInfo>>;
 
-    /// Removes a volume; missing is `Ok`, in use is `Conflict` unless `force`.
+    /// Removes a volume; missing is `Ok`. A volume in use by any container, ours or not,
+    /// is `Conflict`: its users are never removed with it (`force` only lets the engine
+    /// drop a volume its driver cannot clean up; Podman's force, which removes the
+    /// users, is never sent).
     async fn remove_volume(&self, name: &str, force: bool) -> Result<()>;
 
     /// Force-removes every container, then every volume, that carries this manager's owner

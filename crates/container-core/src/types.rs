@@ -99,6 +99,12 @@ pub enum Mount {
         /// SELinux relabelling of the host path (`z`/`Z`); none when `None`. A no-op on
         /// hosts without SELinux.
         relabel: Option<Relabel>,
+        /// The caller's explicit opt-in to a sensitive source (`/`, `/proc`, `/sys`,
+        /// `/dev`, `/etc`, `/boot`, an engine's data root or socket, or a folder that
+        /// holds one; a private relabel of a home folder): without it such a mount is
+        /// `InvalidInput` ([`Mount::allow_sensitive`]).
+        #[serde(default)]
+        sensitive: bool,
     },
     /// A named volume managed by the engine.
     Volume {
@@ -147,7 +153,18 @@ impl Mount {
             target: target.into(),
             read_only: false,
             relabel: None,
+            sensitive: false,
         }
+    }
+
+    /// The same bind mount, allowed although its source is sensitive (see
+    /// [`Mount::Bind::sensitive`]): the container then reaches host files or an engine
+    /// that can control the host. No effect on volumes and tmpfs.
+    pub fn allow_sensitive(mut self) -> Self {
+        if let Mount::Bind { sensitive, .. } = &mut self {
+            *sensitive = true;
+        }
+        self
     }
 
     /// The same bind mount with SELinux relabelling (no effect on volumes and tmpfs).

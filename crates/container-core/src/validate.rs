@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::exec::ExecSpec;
 use crate::labels::check_user_labels;
 use crate::reference::ImageRef;
-use crate::types::{ContainerConfig, Mount, NetworkMode, Resources, VolumeConfig};
+use crate::types::{ContainerConfig, Mount, NetworkMode, Relabel, Resources, VolumeConfig};
 
 /// Docker's rule for container and volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, here also
 /// capped at 128 characters so every engine accepts it.
@@ -136,7 +136,17 @@ fn mounts(mounts: &[Mount]) -> Result<()> {
             )));
         }
         match m {
-            Mount::Bind { source, .. } => host_path(source)?,
+            Mount::Bind {
+                source,
+                relabel,
+                sensitive,
+                ..
+            } => {
+                host_path(source)?;
+                if !sensitive {
+                    bind_source_not_sensitive(source, *relabel)?;
+                }
+            }
             Mount::Volume { name, .. } => volume_name(name)?,
             Mount::Tmpfs { size_bytes, .. } => {
                 if matches!(size_bytes, Some(n) if *n <= 0) {
@@ -144,6 +154,59 @@ fn mounts(mounts: &[Mount]) -> Result<()> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Host paths whose contents control the host or an engine: a bind mount of one of them,
+/// of anything below it or of a folder that holds it needs [`Mount::allow_sensitive`].
+const SENSITIVE: &[&str] = &[
+    "/proc",
+    "/sys",
+    "/dev",
+    "/etc",
+    "/boot",
+    "/root/.ssh",
+    "/var/lib/docker",
+    "/var/lib/containers",
+    "/var/lib/containerd",
+    "/var/lib/container-rs",
+    "/run/docker",
+    "/run/docker.sock",
+    "/run/podman",
+    "/run/containerd",
+    "/run/container-rs",
+    "/run/user",
+];
+
+/// `source` (made absolute and free of symlinks and `..` the way the engine will see
+/// it) overlaps none of [`SENSITIVE`]; a private relabel (`Z`) of a home folder also
+/// needs the opt-in (it takes the folder from every other user of it).
+fn bind_source_not_sensitive(source: &Path, relabel: Option<Relabel>) -> Result<()> {
+    let resolved = std::fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf());
+    let shown = source.display().to_string();
+    let overlaps = |s: &Path| resolved.starts_with(s) || s.starts_with(&resolved);
+    if let Some(hit) = SENSITIVE.iter().map(Path::new).find(|s| overlaps(s)) {
+        let via = if resolved == source {
+            String::new()
+        } else {
+            format!(" (it resolves to {})", resolved.display())
+        };
+        return Err(Error::invalid_input(format!(
+            "bind source {shown:?}{via} overlaps {}: the container would reach host or \
+             engine internals; Mount::allow_sensitive() is the explicit opt-in",
+            hit.display()
+        ))
+        .with_resource(shown));
+    }
+    let home = resolved.starts_with("/home") || resolved.starts_with("/root");
+    if relabel == Some(Relabel::Private) && home && resolved.components().count() <= 3 {
+        return Err(Error::invalid_input(format!(
+            "bind source {shown:?} is a home folder: a private relabel (Z) takes it from \
+             every other process; use Relabel::Shared, a subfolder, or \
+             Mount::allow_sensitive()"
+        ))
+        .with_resource(shown));
     }
     Ok(())
 }
@@ -364,6 +427,60 @@ mod tests {
         invalid(&base().stop_grace(Duration::MAX));
         assert!(exec_spec(&ExecSpec::new(["true"]).timeout(Duration::MAX)).is_err());
         assert!(exec_spec(&ExecSpec::new(["true"]).kill_grace(Duration::MAX)).is_err());
+    }
+
+    #[test]
+    fn sensitive_bind_sources_need_the_opt_in() {
+        let with = |m: Mount| ContainerConfig::new(IMG).cmd(["true"]).mount(m);
+        let link_dir = tempfile::tempdir().expect("tmp");
+        let to_etc = link_dir.path().join("etc-link");
+        std::os::unix::fs::symlink("/etc", &to_etc).expect("symlink");
+        let dotted = std::path::PathBuf::from("/tmp/../etc");
+        for source in [
+            Path::new("/"),
+            Path::new("/proc"),
+            Path::new("/sys/fs"),
+            Path::new("/dev"),
+            Path::new("/etc"),
+            Path::new("/var"),
+            Path::new("/run"),
+            to_etc.as_path(),
+            dotted.as_path(),
+        ] {
+            let e = container_config(&with(Mount::bind(source, "/h"))).expect_err("sensitive");
+            assert_eq!(
+                e.kind(),
+                ErrorKind::InvalidInput,
+                "{}: {e}",
+                source.display()
+            );
+            assert!(e.message().contains("allow_sensitive"), "{e}");
+            assert!(
+                container_config(&with(Mount::bind(source, "/h").allow_sensitive())).is_ok(),
+                "{} with the opt-in",
+                source.display()
+            );
+        }
+        for socket in [
+            "/run/docker.sock",
+            "/run/podman/podman.sock",
+            "/run/containerd/containerd.sock",
+        ] {
+            if Path::new(socket).exists() {
+                invalid(&with(Mount::bind(socket, "/s")));
+            }
+        }
+        // Ordinary build folders are fine.
+        let work = tempfile::tempdir().expect("tmp");
+        assert!(container_config(&with(Mount::bind(work.path(), "/w"))).is_ok());
+        assert!(container_config(&with(
+            Mount::bind(work.path(), "/w").relabel(Relabel::Private)
+        ))
+        .is_ok());
+        // A private relabel of a home folder.
+        if Path::new("/root").is_dir() {
+            invalid(&with(Mount::bind("/root", "/r").relabel(Relabel::Private)));
+        }
     }
 
     #[test]

@@ -96,6 +96,7 @@ fn bind(m: &Mount) -> Result<String> {
         target,
         read_only,
         relabel: Some(relabel),
+        ..
     } = m
     else {
         return Err(Error::new(

@@ -136,6 +136,7 @@ fn mounts(ms: &[Mount]) -> Result<(Vec<Value>, Vec<Value>)> {
                 target,
                 read_only,
                 relabel,
+                ..
             } => {
                 let mut options = vec!["rbind", if *read_only { "ro" } else { "rw" }];
                 options.extend(relabel.map(|r| r.option()));

@@ -639,15 +639,15 @@ impl Engine for PodmanEngine {
         Ok(found.into_iter().map(convert::volume_info).collect())
     }
 
-    async fn remove_volume(&self, name: &str, force: bool) -> Result<()> {
-        let volumes = self.podman.volumes();
-        let handle = volumes.get(name);
-        let r = if force {
-            handle.remove().await
-        } else {
-            handle.delete().await
-        };
-        r.map_err(map_error)
+    async fn remove_volume(&self, name: &str, _force: bool) -> Result<()> {
+        // Never libpod's force: it removes every container that uses the volume, running
+        // ones and other owners' included. A volume in use is `Conflict`, as on Docker.
+        self.podman
+            .volumes()
+            .get(name)
+            .delete()
+            .await
+            .map_err(map_error)
     }
 }
 

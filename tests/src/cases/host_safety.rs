@@ -10,7 +10,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use container::{BackendKind, CopyOptions, ErrorKind};
+use container::{BackendKind, CopyOptions, ErrorKind, Mount};
 
 use crate::ctx::Ctx;
 use crate::failure::{describe, expect_kind, Failure};
@@ -189,6 +189,113 @@ pub async fn case_80_copy_destination_symlink(ctx: &Ctx) -> Result<(), Failure> 
         e.to_string().contains("symlink"),
         "the error names the symlink: {}",
         describe(&e)
+    );
+    Ok(())
+}
+
+/// Case 81: bind sources that reach host or engine internals (`/`, `/proc`, `/sys`,
+/// `/dev`, `/etc`, the engine's own socket, the same through `..` or a symlink) are
+/// `InvalidInput` naming the opt-in, before anything is made; with the opt-in the mount
+/// works (`/etc` read-only: the container reads the host's file).
+pub async fn case_81_sensitive_bind_sources(ctx: &Ctx) -> Result<(), Failure> {
+    let m = ctx.manager();
+    let mut t = ctx.tracker();
+    let host = tempfile::tempdir()?;
+    let link = host.path().join("etc-link");
+    std::os::unix::fs::symlink("/etc", &link)?;
+    let mut sources: Vec<std::path::PathBuf> =
+        ["/", "/proc", "/sys", "/dev", "/etc", "/tmp/../etc"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .collect();
+    sources.push(link);
+    if let Some(socket) = ctx.engine().endpoint.strip_prefix("unix://") {
+        sources.push(socket.into());
+    }
+    let name = ctx.name(81);
+    t.container(name.clone());
+    for source in &sources {
+        let config = crate::support::sleeper(ctx, &name).mount(Mount::bind(source, "/host"));
+        let e = expect_kind(
+            m.create(&config).await,
+            ErrorKind::InvalidInput,
+            &format!("a bind of {}", source.display()),
+        )?;
+        ensure!(
+            e.to_string().contains("allow_sensitive"),
+            "the error names the opt-in: {}",
+            describe(&e)
+        );
+    }
+    ensure!(
+        m.list(&container::Labels::new())
+            .await?
+            .iter()
+            .all(|c| c.name != name),
+        "a refused create made a container"
+    );
+    let config = crate::support::sleeper(ctx, &name).mount(
+        Mount::bind("/etc", "/host-etc")
+            .read_only()
+            .allow_sensitive(),
+    );
+    let id = crate::support::run_config(ctx, &mut t, &config).await?;
+    let inside = sh(m, &id, "cat /host-etc/passwd").await?;
+    ensure_eq!(
+        inside,
+        fs::read_to_string("/etc/passwd")?,
+        "the host's /etc/passwd through an opted-in read-only bind"
+    );
+    Ok(())
+}
+
+/// Case 82: a foreign container (made with the engine's CLI) that mounts one of our
+/// volumes survives `cleanup`: the volume stays while it is used (`Conflict` for it is
+/// fine), and goes with the next cleanup once the foreign container is gone.
+pub async fn case_82_foreign_container_on_our_volume(ctx: &Ctx) -> Result<(), Failure> {
+    let cli = ctx.cli();
+    let owner = format!("container-rs-conformance-c82-{}", ctx.short_session());
+    let m2 = ctx.isolated_manager(Some(&owner)).await?;
+    let mut t = ctx.tracker_for(&m2);
+    let volume = ctx.name(82);
+    t.volume(volume.clone());
+    let info = m2
+        .create_volume(&container::VolumeConfig::new(volume.clone()))
+        .await?;
+    let mountpoint = info.mountpoint.clone().unwrap_or_default();
+    let foreign = format!("{}-foreign", ctx.name(82));
+    cli.create_foreign_with_volume(&foreign, ctx.image(), &volume, &mountpoint)
+        .await?;
+    let checked = async {
+        let cleaned = m2.cleanup(container::CleanupScope::Session).await;
+        if let Err(e) = &cleaned {
+            ensure_eq!(
+                e.kind(),
+                ErrorKind::Conflict,
+                "cleanup with a foreign user of a volume: {}",
+                describe(e)
+            );
+        }
+        ensure!(
+            cli.exists(&foreign).await?,
+            "cleanup removed the foreign container that uses our volume (result {:?})",
+            cleaned.as_ref().map_err(describe)
+        );
+        ensure!(
+            m2.inspect_volume(&volume).await.is_ok(),
+            "the volume went while a foreign container uses it"
+        );
+        Ok::<(), Failure>(())
+    }
+    .await;
+    let removed = cli.remove(&foreign).await;
+    checked?;
+    removed?;
+    let report = m2.cleanup(container::CleanupScope::Session).await?;
+    ensure_eq!(
+        report.volumes,
+        vec![volume.clone()],
+        "the volume goes with the cleanup after its foreign user"
     );
     Ok(())
 }

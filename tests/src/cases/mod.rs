@@ -537,6 +537,18 @@ pub static CASES: &[Case] = &[
         "copy_destination_symlink",
         host_safety::case_80_copy_destination_symlink
     ),
+    case!(
+        81,
+        HostSafety,
+        "sensitive_bind_sources",
+        host_safety::case_81_sensitive_bind_sources
+    ),
+    case!(
+        82,
+        HostSafety,
+        "foreign_container_on_our_volume",
+        host_safety::case_82_foreign_container_on_our_volume
+    ),
 ];
 
 #[cfg(test)]
@@ -546,7 +558,7 @@ mod tests {
     #[test]
     fn the_table_has_every_case_once_in_order() {
         let numbers: Vec<u32> = CASES.iter().map(|c| c.number).collect();
-        assert_eq!(numbers, (1..=80).collect::<Vec<_>>());
+        assert_eq!(numbers, (1..=82).collect::<Vec<_>>());
         let features: Vec<u32> = CASES
             .iter()
             .filter(|c| c.feature.is_some())
