@@ -51,6 +51,24 @@ impl Containerd {
             .map(str::to_string)
             .or_else(|| env("CONTAINERD_NAMESPACE"))
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        // The namespace names folders under this library's run and data roots: a
+        // containerd namespace name (letters, digits, `.`, `_`, `-`, starting with a
+        // letter or digit), never `..` or a `/`.
+        let namespace_ok = namespace.len() <= 76
+            && namespace
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+            && namespace
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            && !namespace.contains("..");
+        if !namespace_ok {
+            return Err(Error::invalid_input(format!(
+                "the containerd namespace {namespace:?} is not a namespace name (letters, \
+                 digits, '.', '_', '-', starting with a letter or digit)"
+            )));
+        }
         if FOREIGN_NAMESPACES.contains(&namespace.as_str()) {
             return Err(Error::invalid_input(format!(
                 "the containerd namespace {namespace:?} belongs to another tool; use one of \
@@ -128,4 +146,31 @@ fn metadata(value: &str) -> Result<MetadataValue<containerd_client::tonic::metad
     value.parse().map_err(|e| {
         Error::invalid_input(format!("{value:?} cannot be sent as gRPC metadata")).with_source(e)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_namespace_that_is_not_a_name_is_refused_before_connecting() {
+        for bad in ["../../x", "a/b", "", ".hidden", "a..b", "name with space"] {
+            let e =
+                Containerd::connect(Some("/nonexistent.sock"), Some(bad), Duration::from_secs(1))
+                    .await
+                    .map(drop)
+                    .expect_err(bad);
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{bad:?}: {e}");
+        }
+        // A good name gets as far as the (missing) socket.
+        let e = Containerd::connect(
+            Some("/nonexistent.sock"),
+            Some("build-1.x_y"),
+            Duration::from_secs(1),
+        )
+        .await
+        .map(drop)
+        .expect_err("no socket");
+        assert_ne!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    }
 }

@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -159,12 +160,15 @@ fn lock_stream(log: &Path) -> std::io::Result<Option<Flock<std::fs::File>>> {
 /// program of this library runs; when it is not, a pump of the program that started the
 /// container does (see the module docs).
 pub const LOGGER_ENV: &str = "CONTAINER_RS_CONTAINERD_LOGGER";
+/// The mode of log files: the owner's (root's) alone.
+const LOG_MODE: u32 = 0o600;
 /// The argument that marks a logger invocation.
 const LOGGER_FLAG: &str = "--container-rs-logger";
 
 /// The `binary://` log URI for a container whose logs go to `dir`, when [`LOGGER_ENV`]
 /// names an executable.
 pub(crate) fn logger_uri(dir: &Path, bounds: Bounds) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
     use std::os::unix::fs::PermissionsExt;
     let program = PathBuf::from(std::env::var_os(LOGGER_ENV)?);
     let executable = program.is_absolute()
@@ -172,6 +176,19 @@ pub(crate) fn logger_uri(dir: &Path, bounds: Bounds) -> Option<String> {
             .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
     if !executable {
         tracing::warn!(program = %program.display(), "{LOGGER_ENV} is not an absolute path to an executable: logs are pumped by this program");
+        return None;
+    }
+    // The shim runs it as root: only a program (and folders above it) that root owns
+    // and nobody else may write is run.
+    // A sticky folder (/tmp) may be writable by all: nobody else can replace root's
+    // entries in it.
+    let safe = program.ancestors().all(|p| {
+        std::fs::metadata(p).is_ok_and(|m| {
+            m.uid() == 0 && (m.mode() & 0o022 == 0 || (m.is_dir() && m.mode() & 0o1000 != 0))
+        })
+    });
+    if !safe {
+        tracing::warn!(program = %program.display(), "{LOGGER_ENV} names a program that is not root's alone (it or a folder above it is another user's, or group/other-writable): logs are pumped by this program");
         return None;
     }
     let mut uri = url::Url::parse("binary:///").ok()?;
@@ -278,11 +295,14 @@ struct Rotating {
 
 impl Rotating {
     fn open(path: &Path, bounds: Bounds) -> std::io::Result<Self> {
-        // Not O_APPEND: splice refuses append-only files; the offset is ours.
+        // Not O_APPEND: splice refuses append-only files; the offset is ours. Never
+        // through a symlink, and readable by root only (logs echo secrets).
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(LOG_MODE)
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(path)?;
         let written = file.metadata()?.len();
         let mut log = Self {
@@ -341,6 +361,8 @@ impl Rotating {
                 .create(true)
                 .truncate(true)
                 .write(true)
+                .mode(LOG_MODE)
+                .custom_flags(nix::libc::O_NOFOLLOW)
                 .open(&self.path)?;
         }
         self.written = 0;

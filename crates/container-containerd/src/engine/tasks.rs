@@ -135,7 +135,9 @@ pub(super) async fn start(engine: &ContainerdEngine, id: &str) -> Result<()> {
         ));
     }
     let logs = engine.data.join("logs").join(id);
-    std::fs::create_dir_all(&logs).map_err(io_err("cannot make the log folder"))?;
+    // Root's alone: logs echo what steps print, secrets included.
+    super::volumes::secure_dir(&engine.data)?;
+    super::volumes::secure_dir(&logs)?;
     let run = engine.run.join(id);
     std::fs::create_dir_all(&run).map_err(io_err("cannot make the state folder"))?;
     // The main process's output goes through FIFOs to a pump per stream that copies

@@ -21,12 +21,26 @@ pub(super) async fn create_volume(
     if root.join("labels.json").is_file() {
         return engine.inspect_volume(name).await;
     }
+    // Docker's CVE-2021-41091: a container's root could leave a setuid-root file in a
+    // volume, and any local user could run it through a world-searchable path. The
+    // volumes root and each volume's own folder are root's alone (0700); what is inside
+    // `_data` is the container's business.
+    secure_dir(&engine.data.join("volumes"))?;
+    secure_dir(&root)?;
     std::fs::create_dir_all(engine.volume_dir(name)).map_err(io_err("cannot make the volume"))?;
     let text = serde_json::to_vec(labels)
         .map_err(|e| Error::new(ErrorKind::Internal, "cannot encode labels").with_source(e))?;
     std::fs::write(root.join("labels.json"), text)
         .map_err(io_err("cannot write the volume labels"))?;
     engine.inspect_volume(name).await
+}
+
+/// Makes `dir` (and its parents) if missing and sets it to 0700.
+pub(super) fn secure_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(io_err("cannot make a folder"))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io_err("cannot set a folder's mode"))
 }
 
 pub(super) async fn inspect_volume(engine: &ContainerdEngine, name: &str) -> Result<VolumeInfo> {

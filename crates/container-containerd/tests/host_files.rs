@@ -1,0 +1,72 @@
+//! What the containerd backend leaves on the host is root's alone (issue 14, item 6):
+//! volume folders 0700 (a setuid file a container drops in a volume is out of other
+//! users' reach, Docker's CVE-2021-41091) and log files 0600 (logs echo secrets).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use container_core::{
+    ConnectOptions, ContainerConfig, ContainerManager, PullOptions, VolumeConfig,
+};
+
+const IMAGE: &str = "127.0.0.1:5000/container-rs/busybox:1";
+const NAMESPACE: &str = "container-rs-host-files-test";
+const DATA: &str = "/var/lib/container-rs/containerd/container-rs-host-files-test";
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+#[tokio::test]
+async fn volumes_and_logs_are_roots_alone() {
+    std::env::set_var("CONTAINERD_NAMESPACE", NAMESPACE);
+    let session = format!(
+        "host-files-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let options =
+        ConnectOptions::owned_by_session("containerd-host-files-test", &session).expect("labels");
+    let m = container_containerd::connect(options)
+        .await
+        .expect("containerd answers (cargo xtask engines up)");
+    m.pull(IMAGE, &PullOptions::default()).await.expect("pull");
+    let volume = format!("{session}-v");
+    let info = m
+        .create_volume(&VolumeConfig::new(volume.clone()))
+        .await
+        .expect("volume");
+    let data = info.mountpoint.clone().expect("mountpoint");
+    let root = Path::new(&data).parent().expect("volume root");
+    assert_eq!(mode(root), 0o700, "{}", root.display());
+    assert_eq!(
+        mode(root.parent().expect("volumes")),
+        0o700,
+        "the volumes folder"
+    );
+
+    let config = ContainerConfig::new(IMAGE)
+        .name(format!("{session}-c"))
+        .cmd(["sh", "-c", "echo secret-token; echo oops >&2; sleep 3600"]);
+    let id = m.create(&config).await.expect("create");
+    m.start(&id).await.expect("start");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let logs = Path::new(DATA).join("logs").join(&id);
+    assert_eq!(mode(&logs), 0o700, "{}", logs.display());
+    assert_eq!(mode(Path::new(DATA)), 0o700, "the namespace's data folder");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&logs).expect("logs") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "log") {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+            files += 1;
+        }
+    }
+    assert!(files >= 1, "no log file in {}", logs.display());
+    m.cleanup(container_core::CleanupScope::Session)
+        .await
+        .expect("cleanup");
+}
