@@ -52,6 +52,23 @@ struct Blob {
     size: i64,
 }
 
+/// The layer media types this puller unpacks.
+const LAYER_MEDIA_TYPES: &[&str] = &[
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.docker.image.rootfs.diff.tar",
+];
+/// The image config media types.
+const CONFIG_MEDIA_TYPES: &[&str] = &[
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+];
+/// The largest manifest taken (containerd's own limit), and the largest image config.
+const MAX_MANIFEST: usize = 4 << 20;
+const MAX_CONFIG: i64 = 8 << 20;
+
 impl Blob {
     fn from_json(v: &Value) -> Result<Blob> {
         let field = |k: &str| {
@@ -59,13 +76,46 @@ impl Blob {
                 .map(str::to_string)
                 .ok_or_else(|| bad_manifest(&format!("a descriptor has no {k}")))
         };
+        let size = v["size"]
+            .as_i64()
+            .filter(|s| *s >= 0)
+            .ok_or_else(|| bad_manifest("a descriptor has no size, or a negative one"))?;
         Ok(Blob {
             media_type: field("mediaType")?,
             digest: field("digest")?,
-            size: v["size"]
-                .as_i64()
-                .ok_or_else(|| bad_manifest("a descriptor has no size"))?,
+            size,
         })
+    }
+
+    /// A layer of a media type this puller can unpack (an OCI or Docker tar, plain, gzip
+    /// or zstd).
+    fn layer(v: &Value) -> Result<Blob> {
+        let blob = Blob::from_json(v)?;
+        if !LAYER_MEDIA_TYPES.contains(&blob.media_type.as_str()) {
+            return Err(bad_manifest(&format!(
+                "a layer has the media type {:?}, not an image layer's",
+                blob.media_type
+            )));
+        }
+        Ok(blob)
+    }
+
+    /// The image config, of an image config's media type and at most [`MAX_CONFIG`].
+    fn config(v: &Value) -> Result<Blob> {
+        let blob = Blob::from_json(v)?;
+        if !CONFIG_MEDIA_TYPES.contains(&blob.media_type.as_str()) {
+            return Err(bad_manifest(&format!(
+                "the config has the media type {:?}, not an image config's",
+                blob.media_type
+            )));
+        }
+        if blob.size > MAX_CONFIG {
+            return Err(bad_manifest(&format!(
+                "the config is {} bytes, more than {MAX_CONFIG}",
+                blob.size
+            )));
+        }
+        Ok(blob)
     }
 
     fn descriptor(&self) -> Descriptor {
@@ -231,12 +281,12 @@ impl Containerd {
             .manifest(&registry, &reference, &auth, progress)
             .await?;
         let manifest_digest = sha256(&manifest_bytes);
-        let config = Blob::from_json(&manifest["config"])?;
+        let config = Blob::config(&manifest["config"])?;
         let layers: Vec<Blob> = manifest["layers"]
             .as_array()
             .ok_or_else(|| bad_manifest("no layers"))?
             .iter()
-            .map(Blob::from_json)
+            .map(Blob::layer)
             .collect::<Result<_>>()?;
 
         let mut config_bytes = Vec::new();
@@ -353,6 +403,12 @@ impl Containerd {
                         .map_err(map_registry)
                 })
                 .await?;
+            if bytes.len() > MAX_MANIFEST {
+                return Err(bad_manifest(&format!(
+                    "it is {} bytes, more than {MAX_MANIFEST}",
+                    bytes.len()
+                )));
+            }
             if !digest.is_empty() && sha256(&bytes) != digest {
                 return Err(Error::new(
                     ErrorKind::Internal,
@@ -756,9 +812,22 @@ where
     let spool = |e: std::io::Error| {
         Error::new(ErrorKind::Internal, "cannot write the downloaded blob").with_source(e)
     };
+    // Never more than the descriptor says: a registry that sends on is cut off.
+    let mut received = 0u64;
+    let size = u64::try_from(blob.size).unwrap_or(0);
     while let Some(chunk) = progress.next(&what, &mut body).await? {
         let chunk = chunk
             .map_err(|e| map_registry(oci_client::errors::OciDistributionError::IoError(e)))?;
+        received += chunk.len() as u64;
+        if received > size {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                format!(
+                    "the registry sent more than the {size} bytes the manifest gives for {}",
+                    blob.digest
+                ),
+            ));
+        }
         out.write_all(&chunk).await.map_err(spool)?;
     }
     out.flush().await.map_err(spool)
@@ -778,6 +847,28 @@ fn event(layer: &Blob, phase: LayerPhase) -> PullProgress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descriptors_are_checked_before_anything_is_fetched() {
+        let d = |media: &str, size: i64| serde_json::json!({"mediaType": media, "digest": format!("sha256:{}", "a".repeat(64)), "size": size});
+        let tar = "application/vnd.oci.image.layer.v1.tar+gzip";
+        let config = "application/vnd.oci.image.config.v1+json";
+        assert!(Blob::layer(&d(tar, 10)).is_ok());
+        assert!(
+            Blob::layer(&d("text/html", 10)).is_err(),
+            "a web page is not a layer"
+        );
+        assert!(Blob::layer(&d(tar, -1)).is_err(), "a negative size");
+        assert!(Blob::config(&d(config, 1000)).is_ok());
+        assert!(
+            Blob::config(&d(tar, 1000)).is_err(),
+            "a layer as the config"
+        );
+        assert!(
+            Blob::config(&d(config, 1 << 30)).is_err(),
+            "a 1 GiB config would be read into memory"
+        );
+    }
 
     #[test]
     fn chain_ids_follow_the_image_spec() {

@@ -770,6 +770,31 @@ impl RegistryAuth {
         self.server = Some(server.into());
         self
     }
+
+    /// Whether these credentials may be sent to `registry` (an image reference's
+    /// registry host, `docker.io` for Docker Hub): always when no server is named,
+    /// otherwise only when the named server is that registry (a scheme, a trailing path
+    /// and Docker Hub's other names are looked past).
+    pub fn is_for(&self, registry: &str) -> bool {
+        let Some(server) = &self.server else {
+            return true;
+        };
+        fn host(s: &str) -> String {
+            let s = s.trim();
+            let s = s
+                .strip_prefix("https://")
+                .or_else(|| s.strip_prefix("http://"))
+                .unwrap_or(s);
+            let s = s.split('/').next().unwrap_or(s).to_ascii_lowercase();
+            match s.as_str() {
+                "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+                    "docker.io".to_string()
+                }
+                _ => s,
+            }
+        }
+        host(server) == host(registry)
+    }
 }
 
 impl fmt::Debug for RegistryAuth {

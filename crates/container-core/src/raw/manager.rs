@@ -362,6 +362,20 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
             validate::optional_duration("pull timeout", options.timeout)?;
             validate::optional_duration("pull attempt timeout", options.attempt_timeout)?;
             validate::optional_duration("pull stall timeout", options.stall_timeout)?;
+            // Credentials go only to the registry they name, never to another one the
+            // image happens to be on.
+            if let Some(auth) = options
+                .auth
+                .as_ref()
+                .filter(|a| !a.is_for(reference.registry()))
+            {
+                return Err(Error::invalid_input(format!(
+                    "the credentials are for {}, the image is on {}: they are never sent \
+                     to another registry",
+                    auth.server.as_deref().unwrap_or_default(),
+                    reference.registry()
+                )));
+            }
             // Whether the local copy was current: present before, and nothing fetched.
             // An engine that cannot say whether it had the image never claims so.
             let present_before = self

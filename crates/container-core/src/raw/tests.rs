@@ -302,6 +302,28 @@ async fn durations_past_a_year_are_invalid_input_never_a_panic() {
 }
 
 #[tokio::test]
+async fn credentials_for_another_registry_are_never_used() {
+    use crate::types::{PullOptions, RegistryAuth};
+    let (m, fake) = manager(Fake::default()).await;
+    let auth = RegistryAuth::new("user", "pass").with_server("registry.example.com");
+    let e = m
+        .pull(
+            "127.0.0.1:5000/team/app:1",
+            &PullOptions::default().with_auth(auth.clone()),
+        )
+        .await
+        .expect_err("another registry");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert!(!e.to_string().contains("pass"), "{e}");
+    assert!(fake.calls().is_empty(), "engine called: {:?}", fake.calls());
+    assert!(auth.is_for("registry.example.com"));
+    assert!(RegistryAuth::new("u", "p")
+        .with_server("https://index.docker.io/v1/")
+        .is_for("docker.io"));
+    assert!(RegistryAuth::new("u", "p").is_for("anything.example"));
+}
+
+#[tokio::test]
 async fn what_the_engine_lacks_is_unsupported_before_any_engine_call() {
     let (m, fake) = manager(Fake::default()).await;
     let init = m.create(&ContainerConfig::new("img:1").init(true)).await;
