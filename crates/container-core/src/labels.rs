@@ -7,6 +7,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::reference::ImageRef;
 use crate::types::{CleanupScope, ContainerConfig, ContainerInfo, Labels, VolumeConfig};
 
 /// Prefix reserved for the library's own labels; user labels under it are refused.
@@ -180,13 +181,16 @@ impl Ownership {
     /// Create idempotent by name, the same for every backend: `create` tries to make the
     /// container named `name` with `labels` (from [`container_labels`](Self::container_labels))
     /// and returns its id; on `Conflict` (name in use) `find` looks the name up. The same
-    /// config hash and this owner → the existing id; anything else → `Conflict`, and the
+    /// config hash, this owner and the same `image` as the engine reports it (labels can
+    /// be copied by anyone with engine access; the image the engine ran cannot be faked
+    /// that way) → the existing id; anything else → `Conflict`, and the
     /// existing container is left untouched. Racing creators all get the winner's id: a
     /// name in use that cannot be inspected yet (the winner is still being created) is
     /// retried for about a second.
     pub async fn create_idempotent<C, CF, F, FF>(
         &self,
         name: &str,
+        image: &str,
         labels: &Labels,
         mut create: C,
         mut find: F,
@@ -204,7 +208,8 @@ impl Ownership {
                     Some(existing)
                         if self.owns(&existing.labels)
                             && existing.labels.get(CONFIG_HASH_LABEL)
-                                == labels.get(CONFIG_HASH_LABEL) =>
+                                == labels.get(CONFIG_HASH_LABEL)
+                            && same_image(&existing.image, image) =>
                     {
                         return Ok(existing.id)
                     }
@@ -229,6 +234,19 @@ impl Ownership {
             "the name stayed in use by a container that could not be inspected",
         )
         .with_resource(name))
+    }
+}
+
+/// Whether the engine's record of a container's image (`existing`) names the image
+/// `requested`. An engine that reports only an image id (`sha256:...`) cannot be
+/// compared by name: the config hash decides alone.
+fn same_image(existing: &str, requested: &str) -> bool {
+    if existing.is_empty() || existing.starts_with("sha256:") {
+        return true;
+    }
+    match (ImageRef::parse(existing), ImageRef::parse(requested)) {
+        (Ok(a), Ok(b)) => a.engine_name() == b.engine_name(),
+        _ => existing == requested,
     }
 }
 
@@ -309,7 +327,41 @@ mod tests {
     }
 
     fn info(id: &str, labels: Labels) -> ContainerInfo {
-        ContainerInfo::new(id, "n", "i", crate::ContainerState::Created).with_labels(labels)
+        ContainerInfo::new(id, "n", "busybox", crate::ContainerState::Created).with_labels(labels)
+    }
+
+    #[tokio::test]
+    async fn a_container_with_copied_labels_but_another_image_is_not_adopted() {
+        let o = Ownership::with_session("me", "s").expect("ownership");
+        let cfg = ContainerConfig::new("busybox").name("n");
+        let labels = o.container_labels(&cfg).expect("labels");
+        let taken = || async { Err(Error::new(ErrorKind::Conflict, "name in use")) };
+        // Someone with engine access made `n` from another image with our labels copied.
+        let forged = labels.clone();
+        let e = o
+            .create_idempotent("n", "busybox", &labels, taken, || {
+                let forged = forged.clone();
+                async move {
+                    Ok(Some(
+                        ContainerInfo::new(
+                            "f",
+                            "n",
+                            "evil.example/busybox:1",
+                            crate::ContainerState::Created,
+                        )
+                        .with_labels(forged),
+                    ))
+                }
+            })
+            .await
+            .expect_err("another image");
+        assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+        assert!(same_image("docker.io/library/busybox:latest", "busybox"));
+        assert!(
+            same_image("sha256:abc", "busybox"),
+            "an id alone cannot be compared"
+        );
+        assert!(!same_image("busybox:1", "busybox:2"));
     }
 
     #[tokio::test]
@@ -321,7 +373,7 @@ mod tests {
 
         let same = labels.clone();
         let id = o
-            .create_idempotent("n", &labels, taken, || {
+            .create_idempotent("n", "busybox", &labels, taken, || {
                 let same = same.clone();
                 async move { Ok(Some(info("old", same))) }
             })
@@ -333,7 +385,7 @@ mod tests {
             .container_labels(&ContainerConfig::new("busybox").name("n").init(true))
             .expect("labels");
         let e = o
-            .create_idempotent("n", &labels, taken, || {
+            .create_idempotent("n", "busybox", &labels, taken, || {
                 let other = other.clone();
                 async move { Ok(Some(info("old", other))) }
             })
@@ -342,7 +394,7 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Conflict);
 
         let e = o
-            .create_idempotent("n", &labels, taken, || async {
+            .create_idempotent("n", "busybox", &labels, taken, || async {
                 Ok(Some(info("f", Labels::new())))
             })
             .await
@@ -352,6 +404,7 @@ mod tests {
         let id = o
             .create_idempotent(
                 "n",
+                "busybox",
                 &labels,
                 || async { Ok("new".to_string()) },
                 || async { Ok(None) },
