@@ -70,3 +70,65 @@ async fn volumes_and_logs_are_roots_alone() {
         .await
         .expect("cleanup");
 }
+
+/// Item 7: a containerd container is as confined as a Docker one from the same config:
+/// the seccomp filter refuses namespaces (`unshare -U`), `/proc` and `/sys` paths are
+/// masked as Docker masks them, and a non-root step holds no capability (none ambient).
+#[tokio::test]
+async fn containers_are_confined_as_dockers_are() {
+    std::env::set_var("CONTAINERD_NAMESPACE", NAMESPACE);
+    let session = format!(
+        "confined-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let options =
+        ConnectOptions::owned_by_session("containerd-host-files-test", &session).expect("labels");
+    let m = container_containerd::connect(options)
+        .await
+        .expect("containerd answers (cargo xtask engines up)");
+    m.pull(IMAGE, &PullOptions::default()).await.expect("pull");
+    let config = ContainerConfig::new(IMAGE)
+        .name(format!("{session}-c"))
+        .cmd(["sleep", "3600"]);
+    let id = m.create(&config).await.expect("create");
+    m.start(&id).await.expect("start");
+    let sh = |script: &str| container_core::ExecSpec::new(["sh", "-c", script]);
+    let out = m
+        .exec(
+            &id,
+            &sh("unshare -U true; echo rc=$?; grep Seccomp: /proc/self/status"),
+        )
+        .await
+        .expect("exec");
+    let text = out.stdout_lossy();
+    assert!(text.contains("rc=1"), "unshare -U must be refused: {out:?}");
+    assert!(out.stderr_lossy().contains("not permitted"), "{out:?}");
+    assert!(
+        text.contains("Seccomp:\t2"),
+        "a seccomp filter applies: {text}"
+    );
+    let out = m
+        .exec(&id, &sh("wc -c < /proc/interrupts"))
+        .await
+        .expect("exec");
+    assert!(
+        std::fs::read("/proc/interrupts").is_ok_and(|host| !host.is_empty()),
+        "the host's /proc/interrupts has content"
+    );
+    assert_eq!(
+        out.stdout_lossy().trim(),
+        "0",
+        "masked /proc/interrupts: {out:?}"
+    );
+    let as_user = sh("grep -E 'Cap(Amb|Eff|Prm|Inh)' /proc/self/status").user(1000, 1000);
+    let out = m.exec(&id, &as_user).await.expect("exec");
+    for line in out.stdout_lossy().lines() {
+        assert!(
+            line.ends_with("0000000000000000"),
+            "a non-root step holds {line}"
+        );
+    }
+    m.cleanup(container_core::CleanupScope::Session)
+        .await
+        .expect("cleanup");
+}

@@ -20,6 +20,18 @@ pub struct ImageRef {
 impl ImageRef {
     /// Parses `s`; a malformed reference is [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput).
     pub fn parse(s: &str) -> Result<ImageRef> {
+        // Credentials written into a reference (`user:pass@host/x`, a URL) are refused
+        // without echoing them: the text goes into errors, spans and logs.
+        let before_path = s.split('/').next().unwrap_or_default();
+        let userinfo = before_path.split_once('@').is_some_and(|(_, after)| {
+            !after.starts_with("sha256:") && !after.starts_with("sha512:")
+        });
+        if s.contains("://") || userinfo {
+            return Err(Error::invalid_input(
+                "an image reference must not carry credentials or a scheme (`user:pass@host/...`, \
+                 `https://...`); pass credentials as RegistryAuth (the reference is not shown)",
+            ));
+        }
         if s.trim() != s || s.is_empty() {
             return Err(Error::invalid_input(format!(
                 "image reference {s:?} is empty or has surrounding whitespace"
@@ -119,6 +131,24 @@ mod tests {
         assert_eq!(r.repository(), "container-rs/busybox");
         assert_eq!(r.tag(), Some("1"));
         assert_eq!(r.name(), "127.0.0.1:5000/container-rs/busybox");
+    }
+
+    #[test]
+    fn credentials_in_a_reference_are_refused_and_never_echoed() {
+        for r in [
+            "user:hunter2@registry.example/team/app:1",
+            "https://user:hunter2@registry.example/team/app",
+            "hunter2@registry.example/app",
+        ] {
+            let e = ImageRef::parse(r).expect_err(r);
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidInput, "{r}");
+            assert!(!format!("{e} {e:?}").contains("hunter2"), "{e:?}");
+        }
+        // A digest's `@` is fine.
+        let d = format!("busybox@sha256:{}", "a".repeat(64));
+        assert!(ImageRef::parse(&d).is_ok());
+        let d = format!("127.0.0.1:5000/x/busybox@sha256:{}", "a".repeat(64));
+        assert!(ImageRef::parse(&d).is_ok());
     }
 
     #[test]
