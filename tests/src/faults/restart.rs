@@ -31,8 +31,11 @@ use crate::support::sleeper;
 pub(crate) const RESTART_ENV: &str = "CONTAINER_RS_FAULTS_RESTART";
 /// Lines the streamed step prints, one every 100 ms (30 s in all).
 const LINES: u32 = 300;
-/// How long after the restart command returns the step may take to end.
-const EXEC_END: Duration = Duration::from_secs(45);
+/// How long after the restart command returns the step may take to end: its own 30 s,
+/// plus, on Podman, the engine's `exit_command_delay` (30 s in the test service): a
+/// restarted service learns an attached exec's end only when Podman's cleanup records
+/// it, then finds the session gone.
+const EXEC_END: Duration = Duration::from_secs(120);
 /// The pull's stall deadline, and how long after the restart it may take to end.
 const STALL: Duration = Duration::from_secs(5);
 const PULL_END: Duration = Duration::from_secs(30);
