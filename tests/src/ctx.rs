@@ -403,64 +403,40 @@ impl EngineCli {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Makes a running, unlabelled container `name` from `image` behind the library's back.
-    pub async fn create_foreign(&self, name: &str, image: &str) -> Result<(), Failure> {
-        match self.kind {
-            BackendKind::Containerd => {
-                self.run(&["images", "pull", "--plain-http", image]).await?;
-                self.run(&["run", "-d", image, name, "sleep", "3600"])
-                    .await?;
-            }
-            _ => {
-                self.run(&[
-                    "run",
-                    "-d",
-                    "--name",
-                    name,
-                    "--network",
-                    "none",
-                    image,
-                    "sleep",
-                    "3600",
-                ])
-                .await?;
-            }
-        }
-        Ok(())
-    }
-
     /// Makes a running, unlabelled container `name` from `image` behind the library's
-    /// back that mounts the volume `volume` (at `mountpoint` on the host) at `/v`.
-    pub async fn create_foreign_with_volume(
+    /// back; with `volume` (its name, and its mountpoint on the host) it mounts that
+    /// volume at `/v`.
+    pub async fn create_foreign(
         &self,
         name: &str,
         image: &str,
-        volume: &str,
-        mountpoint: &str,
+        volume: Option<(&str, &str)>,
     ) -> Result<(), Failure> {
         match self.kind {
             BackendKind::Containerd => {
                 self.run(&["images", "pull", "--plain-http", image]).await?;
-                let mount = format!("type=bind,src={mountpoint},dst=/v,options=rbind:rw");
-                self.run(&["run", "-d", "--mount", &mount, image, name, "sleep", "3600"])
+                let mut args = vec!["run".to_string(), "-d".to_string()];
+                if let Some((_, mountpoint)) = volume {
+                    args.push("--mount".into());
+                    args.push(format!(
+                        "type=bind,src={mountpoint},dst=/v,options=rbind:rw"
+                    ));
+                }
+                args.extend([image, name, "sleep", "3600"].map(String::from));
+                self.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
                     .await?;
             }
             _ => {
-                let mount = format!("{volume}:/v");
-                self.run(&[
-                    "run",
-                    "-d",
-                    "--name",
-                    name,
-                    "--network",
-                    "none",
-                    "-v",
-                    &mount,
-                    image,
-                    "sleep",
-                    "3600",
-                ])
-                .await?;
+                let mut args = ["run", "-d", "--name", name, "--network", "none"]
+                    .map(String::from)
+                    .to_vec();
+                if let Some((volume, _)) = volume {
+                    args.push("-v".into());
+                    args.push(format!("{volume}:/v"));
+                }
+                args.extend([image, "sleep", "3600"].map(String::from));
+                self.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+                    .await?;
             }
         }
         Ok(())

@@ -124,6 +124,14 @@ fn state_conflict(message: String, status: &str) -> Error {
     )))
 }
 
+/// Makes `dir` (and its parents) if missing and sets it to 0700.
+fn secure_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(io_err("cannot make a folder"))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io_err("cannot set a folder's mode"))
+}
+
 fn io_err(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::new(ErrorKind::from_io(&e), what.to_string()).with_source(e)
 }

@@ -21,11 +21,13 @@ fn mode(p: &Path) -> u32 {
         & 0o7777
 }
 
-#[tokio::test]
-async fn volumes_and_logs_are_roots_alone() {
-    std::env::set_var("CONTAINERD_NAMESPACE", NAMESPACE);
+/// A manager in the test namespace for a session of its own (named from `prefix`), the
+/// test image pulled.
+async fn manager(prefix: &str) -> (container_containerd::ContainerdManager, String) {
+    static NAMESPACE_SET: std::sync::Once = std::sync::Once::new();
+    NAMESPACE_SET.call_once(|| std::env::set_var("CONTAINERD_NAMESPACE", NAMESPACE));
     let session = format!(
-        "host-files-{}",
+        "{prefix}-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
     let options =
@@ -34,6 +36,12 @@ async fn volumes_and_logs_are_roots_alone() {
         .await
         .expect("containerd answers (cargo xtask engines up)");
     m.pull(IMAGE, &PullOptions::default()).await.expect("pull");
+    (m, session)
+}
+
+#[tokio::test]
+async fn volumes_and_logs_are_roots_alone() {
+    let (m, session) = manager("host-files").await;
     let volume = format!("{session}-v");
     let info = m
         .create_volume(&VolumeConfig::new(volume.clone()))
@@ -76,17 +84,7 @@ async fn volumes_and_logs_are_roots_alone() {
 /// masked as Docker masks them, and a non-root step holds no capability (none ambient).
 #[tokio::test]
 async fn containers_are_confined_as_dockers_are() {
-    std::env::set_var("CONTAINERD_NAMESPACE", NAMESPACE);
-    let session = format!(
-        "confined-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    let options =
-        ConnectOptions::owned_by_session("containerd-host-files-test", &session).expect("labels");
-    let m = container_containerd::connect(options)
-        .await
-        .expect("containerd answers (cargo xtask engines up)");
-    m.pull(IMAGE, &PullOptions::default()).await.expect("pull");
+    let (m, session) = manager("confined").await;
     let config = ContainerConfig::new(IMAGE)
         .name(format!("{session}-c"))
         .cmd(["sleep", "3600"]);

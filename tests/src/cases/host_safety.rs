@@ -264,7 +264,7 @@ pub async fn case_82_foreign_container_on_our_volume(ctx: &Ctx) -> Result<(), Fa
         .await?;
     let mountpoint = info.mountpoint.clone().unwrap_or_default();
     let foreign = format!("{}-foreign", ctx.name(82));
-    cli.create_foreign_with_volume(&foreign, ctx.image(), &volume, &mountpoint)
+    cli.create_foreign(&foreign, ctx.image(), Some((&volume, &mountpoint)))
         .await?;
     let checked = async {
         let cleaned = m2.cleanup(container::CleanupScope::Session).await;

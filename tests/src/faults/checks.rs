@@ -70,18 +70,39 @@ pub(crate) struct Figures {
 }
 
 /// Open descriptors of this process: fd number → what it points at.
+/// A descriptor closed between the listing and its `readlink` (a pooled connection the
+/// pool drops, a blocking thread's file) is not open any more and is left out: counting
+/// it made the checks flaky (CI once saw `10 → ?`).
 fn open_fds() -> BTreeMap<String, String> {
     std::fs::read_dir("/proc/self/fd")
         .map(|dir| {
             dir.filter_map(Result::ok)
-                .map(|e| {
-                    let target = std::fs::read_link(e.path())
-                        .map_or_else(|_| "?".to_string(), |p| p.display().to_string());
-                    (e.file_name().to_string_lossy().into_owned(), target)
+                .filter_map(|e| {
+                    let target = std::fs::read_link(e.path()).ok()?;
+                    Some((
+                        e.file_name().to_string_lossy().into_owned(),
+                        target.display().to_string(),
+                    ))
                 })
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The open descriptors once `settled` holds for them, or the last look after
+/// [`settle_time`]: the verdict is taken on the same sample the wait ended on, so a
+/// descriptor that opens and closes in between cannot fail a settled check.
+async fn settled_fds(
+    settled: impl Fn(&BTreeMap<String, String>) -> bool,
+) -> BTreeMap<String, String> {
+    let deadline = Instant::now() + settle_time();
+    loop {
+        let fds = open_fds();
+        if settled(&fds) || Instant::now() >= deadline {
+            return fds;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn sockets(fds: &BTreeMap<String, String>) -> usize {
@@ -251,11 +272,7 @@ impl Probe {
         // With the manager: no descriptor but its pooled connections beyond the start
         // (a FIFO, file or pipe of a dropped exec or copy would show here).
         let others_start = self.others_start.len();
-        let _ = eventually(settle_time(), Duration::from_millis(200), || async move {
-            non_sockets(open_fds()).len() <= others_start
-        })
-        .await;
-        let others = non_sockets(open_fds());
+        let others = non_sockets(settled_fds(|fds| fds.len() - sockets(fds) <= others_start).await);
         f.other_fds_with_manager_start = others_start;
         f.other_fds_with_manager_after_cleanup = others.len();
         if others.len() > others_start {
@@ -271,10 +288,10 @@ impl Probe {
         drop(ctx);
         let (fds_before, tasks_before) = (self.baseline.fds.len(), self.baseline.tasks);
         let _ = eventually(settle_time(), Duration::from_millis(200), || async {
-            open_fds().len() <= fds_before && alive_tasks() <= tasks_before
+            alive_tasks() <= tasks_before
         })
         .await;
-        let fds = open_fds();
+        let fds = settled_fds(|fds| fds.len() <= fds_before).await;
         f.fds_before = fds_before;
         f.fds_after = fds.len();
         f.tasks_before = tasks_before;

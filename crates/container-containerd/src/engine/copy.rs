@@ -38,14 +38,5 @@ pub(super) async fn copy_to(
     while let Some(chunk) = output.next().await {
         stderr.extend_from_slice(&chunk?.data);
     }
-    match own.finished(engine).await? {
-        0 => Ok(()),
-        code => Err(Error::new(
-            ErrorKind::Internal,
-            format!(
-                "tar in the container exited {code}: {}",
-                String::from_utf8_lossy(&stderr).trim()
-            ),
-        )),
-    }
+    own.succeeded(engine, &stderr).await
 }

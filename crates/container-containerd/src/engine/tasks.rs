@@ -136,8 +136,8 @@ pub(super) async fn start(engine: &ContainerdEngine, id: &str) -> Result<()> {
     }
     let logs = engine.data.join("logs").join(id);
     // Root's alone: logs echo what steps print, secrets included.
-    super::volumes::secure_dir(&engine.data)?;
-    super::volumes::secure_dir(&logs)?;
+    super::secure_dir(&engine.data)?;
+    super::secure_dir(&logs)?;
     let run = engine.run.join(id);
     std::fs::create_dir_all(&run).map_err(io_err("cannot make the state folder"))?;
     // The main process's output goes through FIFOs to a pump per stream that copies

@@ -35,14 +35,6 @@ pub(super) async fn create_volume(
     engine.inspect_volume(name).await
 }
 
-/// Makes `dir` (and its parents) if missing and sets it to 0700.
-pub(super) fn secure_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).map_err(io_err("cannot make a folder"))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(io_err("cannot set a folder's mode"))
-}
-
 pub(super) async fn inspect_volume(engine: &ContainerdEngine, name: &str) -> Result<VolumeInfo> {
     let text = std::fs::read(engine.volume_root(name).join("labels.json"))
         .map_err(|_| Error::new(ErrorKind::NotFound, format!("no such volume: {name}")))?;

@@ -581,6 +581,28 @@ impl<E: Engine> OwnExec<E> {
         }
         code
     }
+
+    /// `Ok` once it exited 0; otherwise `Internal`, naming its exit code and what it said
+    /// on `stderr`.
+    pub async fn succeeded(self, engine: &E, stderr: &[u8]) -> Result<()> {
+        let command = self.spec.cmd.first().cloned().unwrap_or_default();
+        match self.finished(engine).await? {
+            0 => Ok(()),
+            code => Err(own_exec_failed(&command, code, stderr)),
+        }
+    }
+}
+
+/// The error for one of the library's own execs (`command`) that exited `code` having
+/// said `stderr`.
+pub(crate) fn own_exec_failed(command: &str, code: i64, stderr: &[u8]) -> Error {
+    Error::new(
+        ErrorKind::Internal,
+        format!(
+            "{command} in the container exited {code}: {}",
+            String::from_utf8_lossy(stderr).trim()
+        ),
+    )
 }
 
 impl<E: Engine> Drop for OwnExec<E> {

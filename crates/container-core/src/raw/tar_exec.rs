@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 
-use super::exec::OwnExec;
+use super::exec::{own_exec_failed, OwnExec};
 use super::{ByteStream, Engine};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exec::{ExecSpec, StreamKind};
@@ -56,9 +56,7 @@ pub async fn tar_out<E: Engine + Clone>(
         kept.extend_from_slice(&data[..data.len().min(room)]);
     };
     let said = |stderr: &Mutex<Vec<u8>>| {
-        String::from_utf8_lossy(&stderr.lock().unwrap_or_else(PoisonError::into_inner))
-            .trim()
-            .to_string()
+        std::mem::take(&mut *stderr.lock().unwrap_or_else(PoisonError::into_inner))
     };
     // Up to the first archive bytes: a missing tar or path shows before any.
     let first = loop {
@@ -73,15 +71,12 @@ pub async fn tar_out<E: Engine + Clone>(
         let code = own.finished(engine).await?;
         let text = said(&stderr);
         return match code {
-            _ if text.contains("No such file") => Err(Error::new(
+            _ if String::from_utf8_lossy(&text).contains("No such file") => Err(Error::new(
                 ErrorKind::NotFound,
                 format!("no such file or directory in the container: {path}"),
             )),
             NOT_FOUND => Ok(None),
-            code => Err(Error::new(
-                ErrorKind::Internal,
-                format!("tar in the container exited {code}: {text}"),
-            )),
+            code => Err(own_exec_failed("tar", code, &text)),
         };
     };
     let rest = {
@@ -100,17 +95,9 @@ pub async fn tar_out<E: Engine + Clone>(
     };
     // After the last bytes: a tar that failed midway makes the copy fail.
     let engine = engine.clone();
-    let end = stream::once(async move {
-        match own.finished(&engine).await {
-            Ok(0) => None,
-            Ok(code) => Some(Err(Error::new(
-                ErrorKind::Internal,
-                format!("tar in the container exited {code}: {}", said(&stderr)),
-            ))),
-            Err(e) => Some(Err(e)),
-        }
-    })
-    .filter_map(std::future::ready);
+    let end =
+        stream::once(async move { own.succeeded(&engine, &said(&stderr)).await.err().map(Err) })
+            .filter_map(std::future::ready);
     Ok(Some(
         stream::once(std::future::ready(Ok::<Bytes, Error>(first)))
             .chain(rest)
