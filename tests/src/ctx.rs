@@ -403,43 +403,48 @@ impl EngineCli {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Makes a running, unlabelled container `name` from `image` behind the library's
-    /// back; with `volume` (its name, and its mountpoint on the host) it mounts that
-    /// volume at `/v`.
+    /// Makes a running container `name` from `image` behind the library's back, with
+    /// `foreign`'s labels (none: unlabelled) and mounts.
     pub async fn create_foreign(
         &self,
         name: &str,
         image: &str,
-        volume: Option<(&str, &str)>,
+        foreign: &Foreign,
     ) -> Result<(), Failure> {
-        match self.kind {
-            BackendKind::Containerd => {
-                self.run(&["images", "pull", "--plain-http", image]).await?;
-                let mut args = vec!["run".to_string(), "-d".to_string()];
-                if let Some((_, mountpoint)) = volume {
-                    args.push("--mount".into());
-                    args.push(format!(
-                        "type=bind,src={mountpoint},dst=/v,options=rbind:rw"
-                    ));
-                }
-                args.extend([image, name, "sleep", "3600"].map(String::from));
-                self.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
-                    .await?;
-            }
-            _ => {
-                let mut args = ["run", "-d", "--name", name, "--network", "none"]
-                    .map(String::from)
-                    .to_vec();
-                if let Some((volume, _)) = volume {
-                    args.push("-v".into());
-                    args.push(format!("{volume}:/v"));
-                }
-                args.extend([image, "sleep", "3600"].map(String::from));
-                self.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
-                    .await?;
-            }
+        let mut args: Vec<String> = vec!["run".into(), "-d".into()];
+        for (k, v) in &foreign.labels {
+            args.push("--label".into());
+            args.push(format!("{k}={v}"));
         }
-        Ok(())
+        let containerd = self.kind == BackendKind::Containerd;
+        // `ctr` knows no volumes: a volume is a bind of its mountpoint there.
+        let mut mount = |source: &str, target: &str| {
+            if containerd {
+                args.push("--mount".into());
+                args.push(format!(
+                    "type=bind,src={source},dst={target},options=rbind:rw"
+                ));
+            } else {
+                args.push("-v".into());
+                args.push(format!("{source}:{target}"));
+            }
+        };
+        for (source, target) in &foreign.binds {
+            mount(source, target);
+        }
+        if let Some((volume, mountpoint, target)) = &foreign.volume {
+            mount(if containerd { mountpoint } else { volume }, target);
+        }
+        if containerd {
+            self.run(&["images", "pull", "--plain-http", image]).await?;
+            args.extend([image, name].map(String::from));
+        } else {
+            args.extend(["--name", name, "--network", "none", image].map(String::from));
+        }
+        args.extend(["sleep", "3600"].map(String::from));
+        self.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            .await
+            .map(drop)
     }
 
     /// Whether the container `name` exists, by the CLI's own account.
@@ -468,4 +473,15 @@ impl EngineCli {
         }
         Ok(())
     }
+}
+
+/// What a container made behind the library's back carries ([`EngineCli::create_foreign`]).
+#[derive(Debug, Default, Clone)]
+pub struct Foreign {
+    /// Labels (copied from one of ours, to play a forger).
+    pub labels: Vec<(String, String)>,
+    /// Host folders bound in: (host path, target).
+    pub binds: Vec<(String, String)>,
+    /// A volume mounted: (name, host mountpoint, target).
+    pub volume: Option<(String, String, String)>,
 }

@@ -13,8 +13,8 @@ use container_core::raw::{
 };
 use container_core::{
     BackendKind, Capabilities, ConnectOptions, ContainerConfig, ContainerInfo, ContainerState,
-    EngineInfo, Error, ErrorKind, ExecSpec, ImageRef, Labels, LogOptions, OutputChunk, Result,
-    Signal, StreamKind, VolumeInfo,
+    EngineInfo, Error, ErrorKind, ExecSpec, ImageRef, Labels, LogOptions, MountInfo, OutputChunk,
+    Result, Signal, StreamKind, VolumeInfo,
 };
 use containerd_client::services::v1::container::Runtime;
 use containerd_client::services::v1::containers_client::ContainersClient;

@@ -566,6 +566,45 @@ mod tests {
         chunks.iter().flat_map(|c| c.data.to_vec()).collect()
     }
 
+    /// Fuzz target (bolero; see container-core's `fuzz` module): whatever a process
+    /// writes, in whatever pieces, under whatever bounds, the reader gives back the
+    /// newest bytes in order (a suffix of what was written), never more than the bounds
+    /// keep, and everything while it fits in one file.
+    #[test]
+    fn fuzz_any_output_under_any_bounds_reads_back_in_order() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        bolero::check!()
+            .with_type::<(u8, u8, Vec<Vec<u8>>)>()
+            .for_each(|(max_file, rotated, pieces)| {
+                let bounds = Bounds {
+                    max_file: u64::from(*max_file % 64 + 1),
+                    rotated: usize::from(*rotated % 4),
+                };
+                let dir = tempfile::tempdir().expect("tmp");
+                let log = dir.path().join("stdout.log");
+                let mut out = Rotating::open(&log, bounds).expect("open");
+                for piece in pieces {
+                    feed(&mut out, piece);
+                }
+                let written: Vec<u8> = pieces.concat();
+                let chunks: Vec<OutputChunk> = rt
+                    .block_on(
+                        read(log.clone(), bounds, StreamKind::Stdout, false, never()).try_collect(),
+                    )
+                    .expect("read");
+                let got: Vec<u8> = chunks.iter().flat_map(|c| c.data.to_vec()).collect();
+                assert!(written.ends_with(&got), "not the newest bytes in order");
+                let kept = bounds.max_file * (bounds.rotated as u64 + 1);
+                assert!(got.len() as u64 <= kept, "{} bytes kept", got.len());
+                if written.len() as u64 <= bounds.max_file {
+                    assert_eq!(got, written);
+                }
+            });
+    }
+
     #[test]
     fn a_file_already_over_the_bound_is_rotated_not_underflowed() {
         let dir = tempfile::tempdir().expect("test step");

@@ -8,7 +8,9 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::ImageRef;
-use crate::types::{CleanupScope, ContainerConfig, ContainerInfo, Labels, VolumeConfig};
+use crate::types::{
+    CleanupScope, ContainerConfig, ContainerInfo, Labels, Mount, MountInfo, VolumeConfig,
+};
 
 /// Prefix reserved for the library's own labels; user labels under it are refused.
 pub const LABEL_PREFIX: &str = "io.container-rs.";
@@ -41,11 +43,27 @@ pub const CONFIG_HASH_LABEL: &str = "io.container-rs.config-hash";
 pub const DEFAULT_OWNER: &str = "container-rs";
 
 /// The owner a manager uses when the caller names none: the running program's file name
-/// (`smidr`, `containerctl`), so two tools on one engine never share an owner and one
-/// tool's cleanup never takes another's objects. Characters a label value cannot hold
-/// become `-`; [`DEFAULT_OWNER`] when no name is known. A tool whose binary may be
-/// renamed should name its owner itself ([`Ownership::new`]).
+/// and the caller's uid (`smidr.u1000`, `containerctl.u0`), so two tools on one engine
+/// never share an owner, nor two users of one tool on a shared build host: one's cleanup
+/// never takes another's objects. Characters a label value cannot hold become `-`;
+/// [`DEFAULT_OWNER`] stands for the program when no name is known. A tool whose binary
+/// may be renamed should name its owner itself ([`Ownership::new`]). An owner label is
+/// not a permission: anyone with access to the engine can copy it (docs/security.md).
 pub fn default_owner() -> String {
+    per_user(&program_owner(), rustix::process::getuid().as_raw())
+}
+
+/// `owner` for the user `uid`: `<owner>.u<uid>`, the owner cut so the whole stays a
+/// label value of at most 128 characters.
+fn per_user(owner: &str, uid: u32) -> String {
+    let suffix = format!(".u{uid}");
+    let keep = 128 - suffix.len();
+    let cut: String = owner.chars().take(keep).collect();
+    format!("{}{suffix}", cut.trim_end_matches(['-', '.']))
+}
+
+/// The running program's file name as an owner label value.
+fn program_owner() -> String {
     let name = std::env::current_exe()
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -89,8 +107,9 @@ pub struct Ownership {
 }
 
 impl Default for Ownership {
-    /// Owner [`default_owner`] (the running program's name) with a fresh random session
-    /// id: unique to this manager, so a session cleanup takes only what it made.
+    /// Owner [`default_owner`] (the running program's name and the caller's uid) with a
+    /// fresh random session id: unique to this manager, so a session cleanup takes only
+    /// what it made.
     fn default() -> Self {
         Ownership {
             owner: default_owner(),
@@ -181,9 +200,9 @@ impl Ownership {
     /// Create idempotent by name, the same for every backend: `create` tries to make the
     /// container named `name` with `labels` (from [`container_labels`](Self::container_labels))
     /// and returns its id; on `Conflict` (name in use) `find` looks the name up. The same
-    /// config hash, this owner and the same `image` as the engine reports it (labels can
-    /// be copied by anyone with engine access; the image the engine ran cannot be faked
-    /// that way) → the existing id; anything else → `Conflict`, and the
+    /// config hash, this owner, the same `image` and the same bind and volume `mounts` as
+    /// the engine reports them (labels can be copied by anyone with engine access; what
+    /// the engine ran cannot be faked that way) → the existing id; anything else → `Conflict`, and the
     /// existing container is left untouched. Racing creators all get the winner's id: a
     /// name in use that cannot be inspected yet (the winner is still being created) is
     /// retried for about a second.
@@ -191,6 +210,7 @@ impl Ownership {
         &self,
         name: &str,
         image: &str,
+        mounts: &[Mount],
         labels: &Labels,
         mut create: C,
         mut find: F,
@@ -209,7 +229,8 @@ impl Ownership {
                         if self.owns(&existing.labels)
                             && existing.labels.get(CONFIG_HASH_LABEL)
                                 == labels.get(CONFIG_HASH_LABEL)
-                            && same_image(&existing.image, image) =>
+                            && same_image(&existing.image, image)
+                            && same_mounts(existing.mounts.as_deref(), mounts) =>
                     {
                         return Ok(existing.id)
                     }
@@ -248,6 +269,47 @@ fn same_image(existing: &str, requested: &str) -> bool {
         (Ok(a), Ok(b)) => a.engine_name() == b.engine_name(),
         _ => existing == requested,
     }
+}
+
+/// Whether the engine's report of a container's mounts (`existing`; `None`: not
+/// reported, the config hash decides alone) matches the `requested` ones: every requested
+/// bind (the same host path, compared after resolving symlinks where both exist) and
+/// volume at its target, and no bind the request does not have. Volumes the request does
+/// not name are an image's anonymous ones and do not count.
+fn same_mounts(existing: Option<&[MountInfo]>, requested: &[Mount]) -> bool {
+    let Some(existing) = existing else {
+        return true;
+    };
+    let same_path = |a: &str, b: &std::path::Path| {
+        a == b.to_string_lossy()
+            || matches!(
+                (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+                (Ok(x), Ok(y)) if x == y
+            )
+    };
+    let found = |m: &Mount| {
+        existing.iter().any(|e| match (m, e) {
+            (
+                Mount::Bind { source, target, .. },
+                MountInfo::Bind {
+                    source: s,
+                    target: t,
+                },
+            ) => target == t && same_path(s, source),
+            (Mount::Volume { name, target, .. }, MountInfo::Volume { name: n, target: t }) => {
+                name == n && target == t
+            }
+            (Mount::Tmpfs { .. }, _) => true,
+            _ => false,
+        })
+    };
+    let requested_bind = |e: &MountInfo| match e {
+        MountInfo::Bind { target, .. } => requested
+            .iter()
+            .any(|m| matches!(m, Mount::Bind { target: t, .. } if t == target)),
+        MountInfo::Volume { .. } => true,
+    };
+    requested.iter().all(found) && existing.iter().all(requested_bind)
 }
 
 /// sha256 (hex) of the config's canonical JSON: equal configs give equal hashes.
@@ -295,14 +357,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_default_owner_is_the_program_not_a_shared_constant() {
+    fn the_default_owner_is_the_program_and_the_user_not_a_shared_constant() {
         assert_eq!(owner_from_program("smidr"), "smidr");
         assert_eq!(owner_from_program("my tool+v2"), "my-tool-v2");
         assert_eq!(owner_from_program("???"), DEFAULT_OWNER);
         assert_eq!(owner_from_program(&"x".repeat(300)).len(), 128);
-        // This test binary's own name, usable as a label value.
+        // This test binary's own name and this user, usable as a label value.
         let owner = default_owner();
-        assert_ne!(owner, DEFAULT_OWNER);
+        let uid = rustix::process::getuid().as_raw();
+        assert!(owner.ends_with(&format!(".u{uid}")), "{owner}");
+        assert_ne!(owner, per_user(DEFAULT_OWNER, uid));
+        assert_eq!(per_user("smidr", 1000), "smidr.u1000");
+        assert_ne!(per_user("smidr", 1000), per_user("smidr", 1001));
+        let long = per_user(&"x".repeat(128), u32::MAX);
+        assert_eq!(long.len(), 128);
+        assert!(Ownership::new(long).is_ok());
         assert!(Ownership::new(owner.clone()).is_ok(), "{owner}");
         assert_eq!(Ownership::default().owner(), owner);
         assert_ne!(
@@ -339,7 +408,7 @@ mod tests {
         // Someone with engine access made `n` from another image with our labels copied.
         let forged = labels.clone();
         let e = o
-            .create_idempotent("n", "busybox", &labels, taken, || {
+            .create_idempotent("n", "busybox", &[], &labels, taken, || {
                 let forged = forged.clone();
                 async move {
                     Ok(Some(
@@ -365,6 +434,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_container_with_copied_labels_but_other_mounts_is_not_adopted() {
+        let o = Ownership::with_session("me", "s").expect("ownership");
+        let work = std::env::temp_dir();
+        let mounts = [
+            Mount::bind(&work, "/work"),
+            Mount::volume("sstate", "/sstate"),
+        ];
+        let mut cfg = ContainerConfig::new("busybox").name("n");
+        cfg.mounts = mounts.to_vec();
+        let labels = o.container_labels(&cfg).expect("labels");
+        let taken = || async { Err(Error::new(ErrorKind::Conflict, "name in use")) };
+        let bind = |source: &str, target: &str| MountInfo::Bind {
+            source: source.into(),
+            target: target.into(),
+        };
+        let volume = |name: &str, target: &str| MountInfo::Volume {
+            name: name.into(),
+            target: target.into(),
+        };
+        let work = work.to_string_lossy().into_owned();
+        let (o, requested) = (&o, &mounts);
+        let adopt = |reported: Vec<MountInfo>| {
+            let labels = labels.clone();
+            async move {
+                o.create_idempotent("n", "busybox", requested, &labels, taken, || {
+                    let info = info("old", labels.clone()).with_mounts(reported.clone());
+                    async move { Ok(Some(info)) }
+                })
+                .await
+            }
+        };
+        let same = vec![bind(&work, "/work"), volume("sstate", "/sstate")];
+        assert_eq!(adopt(same.clone()).await.expect("same mounts"), "old");
+        let mut anonymous = same.clone();
+        anonymous.push(volume("3f1e0c", "/var/cache"));
+        assert!(
+            adopt(anonymous).await.is_ok(),
+            "an image's anonymous volume"
+        );
+        for forged in [
+            vec![bind("/etc", "/work"), volume("sstate", "/sstate")],
+            vec![bind(&work, "/work"), volume("other", "/sstate")],
+            vec![bind(&work, "/work")],
+            vec![
+                bind(&work, "/work"),
+                volume("sstate", "/sstate"),
+                bind("/", "/host"),
+            ],
+        ] {
+            let e = adopt(forged.clone()).await.expect_err("other mounts");
+            assert_eq!(e.kind(), ErrorKind::Conflict, "{forged:?}: {e}");
+        }
+        assert!(same_mounts(None, &mounts), "not reported: the hash decides");
+    }
+
+    #[tokio::test]
     async fn create_idempotent_returns_the_same_config_and_refuses_others() {
         let o = Ownership::with_session("me", "s").expect("ownership");
         let cfg = ContainerConfig::new("busybox").name("n");
@@ -373,7 +498,7 @@ mod tests {
 
         let same = labels.clone();
         let id = o
-            .create_idempotent("n", "busybox", &labels, taken, || {
+            .create_idempotent("n", "busybox", &[], &labels, taken, || {
                 let same = same.clone();
                 async move { Ok(Some(info("old", same))) }
             })
@@ -385,7 +510,7 @@ mod tests {
             .container_labels(&ContainerConfig::new("busybox").name("n").init(true))
             .expect("labels");
         let e = o
-            .create_idempotent("n", "busybox", &labels, taken, || {
+            .create_idempotent("n", "busybox", &[], &labels, taken, || {
                 let other = other.clone();
                 async move { Ok(Some(info("old", other))) }
             })
@@ -394,7 +519,7 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Conflict);
 
         let e = o
-            .create_idempotent("n", "busybox", &labels, taken, || async {
+            .create_idempotent("n", "busybox", &[], &labels, taken, || async {
                 Ok(Some(info("f", Labels::new())))
             })
             .await
@@ -405,6 +530,7 @@ mod tests {
             .create_idempotent(
                 "n",
                 "busybox",
+                &[],
                 &labels,
                 || async { Ok("new".to_string()) },
                 || async { Ok(None) },

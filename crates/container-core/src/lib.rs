@@ -4,6 +4,8 @@
 pub mod archive;
 pub mod error;
 pub mod exec;
+#[cfg(test)]
+mod fuzz;
 pub mod labels;
 pub mod manager;
 pub mod oom;

@@ -552,6 +552,55 @@ pub struct ContainerInfo {
     pub finished_at: Option<SystemTime>,
     /// How often the engine restarted the container.
     pub restart_count: u64,
+    /// The bind and volume mounts as the engine reports them (inspect; `None` when the
+    /// engine or the call, a list on Docker and Podman, does not say).
+    #[serde(default)]
+    pub mounts: Option<Vec<MountInfo>>,
+}
+
+/// A bind or volume mount of a container, as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum MountInfo {
+    /// The host path `source` at `target`.
+    Bind {
+        /// The host path, as the engine has it.
+        source: String,
+        /// The path inside the container.
+        target: String,
+    },
+    /// The named volume `name` at `target` (an image's anonymous volumes too).
+    Volume {
+        /// The volume's name.
+        name: String,
+        /// The path inside the container.
+        target: String,
+    },
+}
+
+impl MountInfo {
+    /// The mount reported from an engine's mount type (`bind`, `volume`), volume name,
+    /// host source and container target; `None` for other types (tmpfs, the runtime's
+    /// own) and bind mounts without a source.
+    pub fn from_engine(
+        kind: Option<&str>,
+        name: Option<&str>,
+        source: Option<&str>,
+        target: Option<&str>,
+    ) -> Option<Self> {
+        let (source, target) = (source.unwrap_or_default(), target.unwrap_or_default());
+        match kind.unwrap_or_default() {
+            "bind" if !source.is_empty() => Some(MountInfo::Bind {
+                source: source.to_string(),
+                target: target.to_string(),
+            }),
+            "volume" => Some(MountInfo::Volume {
+                name: name.unwrap_or_default().to_string(),
+                target: target.to_string(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 impl ContainerInfo {
@@ -573,7 +622,14 @@ impl ContainerInfo {
             started_at: None,
             finished_at: None,
             restart_count: 0,
+            mounts: None,
         }
+    }
+
+    /// With the bind and volume mounts the engine reports.
+    pub fn with_mounts(mut self, mounts: Vec<MountInfo>) -> Self {
+        self.mounts = Some(mounts);
+        self
     }
 
     /// With these labels.

@@ -9,8 +9,8 @@ use bollard::models::{
 };
 use container_core::{
     BackendKind, ContainerConfig, ContainerInfo, ContainerState, EngineInfo, Error, ErrorKind,
-    Labels, LayerPhase, Mount, NetworkMode, OutputChunk, PullProgress, Result, StreamKind,
-    VolumeInfo,
+    Labels, LayerPhase, Mount, MountInfo, NetworkMode, OutputChunk, PullProgress, Result,
+    StreamKind, VolumeInfo,
 };
 
 /// The create request for a validated `config` carrying `labels` (user + ownership).
@@ -181,6 +181,15 @@ pub(crate) fn container_info(r: ContainerInspectResponse) -> ContainerInfo {
     let oom_killed = st.oom_killed.unwrap_or(false) && status == ContainerState::Exited(137);
     let config = r.config.unwrap_or_default();
     let name = r.name.unwrap_or_default();
+    let mounts = r
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| {
+            let (kind, name) = (m.typ.as_deref(), m.name.as_deref());
+            MountInfo::from_engine(kind, name, m.source.as_deref(), m.destination.as_deref())
+        })
+        .collect();
     ContainerInfo::new(
         r.id.unwrap_or_default(),
         name.trim_start_matches('/'),
@@ -199,6 +208,7 @@ pub(crate) fn container_info(r: ContainerInspectResponse) -> ContainerInfo {
             .and_then(|n| u64::try_from(n).ok())
             .unwrap_or(0),
     )
+    .with_mounts(mounts)
 }
 
 /// List entry to core info. The exit code is parsed from Docker's status text

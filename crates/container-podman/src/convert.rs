@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use container_core::{
     BackendKind, ContainerConfig, ContainerInfo, ContainerState, EngineInfo, Error, ErrorKind,
-    Labels, LayerPhase, Mount, NetworkMode, PullProgress, Result, Ulimit, VolumeInfo,
+    Labels, LayerPhase, Mount, MountInfo, NetworkMode, PullProgress, Result, Ulimit, VolumeInfo,
 };
 use podman_api::models::{InspectContainerData, ListContainer, Volume, VolumeConfigResponse};
 use serde_json::{json, Map, Value};
@@ -209,6 +209,15 @@ pub(crate) fn container_info(r: InspectContainerData) -> ContainerInfo {
     let finished = st
         .and_then(|s| s.finished_at.as_ref())
         .map(|t| (t.timestamp(), t.timestamp_subsec_nanos()));
+    let mounts = r
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| {
+            let (kind, name) = (m.type_.as_deref(), m.name.as_deref());
+            MountInfo::from_engine(kind, name, m.source.as_deref(), m.destination.as_deref())
+        })
+        .collect();
     ContainerInfo::new(
         r.id.unwrap_or_default(),
         r.name.unwrap_or_default(),
@@ -227,6 +236,7 @@ pub(crate) fn container_info(r: InspectContainerData) -> ContainerInfo {
             .and_then(|n| u64::try_from(n).ok())
             .unwrap_or(0),
     )
+    .with_mounts(mounts)
 }
 
 /// List entry to core info.

@@ -148,6 +148,44 @@ mod tests {
         decode(std::io::Cursor::new(bytes), tty).collect().await
     }
 
+    /// Fuzz target (bolero; see container-core's `fuzz` module): whatever the engine
+    /// sends, the decoder never panics, never hands on a piece above [`PIECE`], never
+    /// more payload than it was given, and a clean run of frames decodes to their
+    /// payloads.
+    #[test]
+    fn fuzz_any_attach_stream() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        bolero::check!()
+            .with_type::<(bool, Vec<u8>)>()
+            .for_each(|(tty, bytes)| {
+                let chunks = rt.block_on(all(bytes.clone(), *tty));
+                let mut total = 0;
+                for chunk in chunks.iter().flatten() {
+                    assert!(chunk.data.len() <= PIECE);
+                    total += chunk.data.len();
+                }
+                assert!(total <= bytes.len());
+            });
+        bolero::check!()
+            .with_type::<Vec<(u8, Vec<u8>)>>()
+            .for_each(|frames| {
+                let bytes = frames
+                    .iter()
+                    .flat_map(|(s, d)| frame(1 + s % 2, d))
+                    .collect::<Vec<_>>();
+                let chunks = rt.block_on(all(bytes, false));
+                let got: Vec<u8> = chunks
+                    .into_iter()
+                    .map(|c| c.expect("well-formed frames").data)
+                    .flat_map(|d| d.to_vec())
+                    .collect();
+                let sent: Vec<u8> = frames.iter().flat_map(|(_, d)| d.clone()).collect();
+                assert_eq!(got, sent);
+            });
+    }
+
     #[tokio::test]
     async fn frames_become_chunks_per_stream_and_stdin_is_skipped() {
         let mut bytes = frame(1, b"out");

@@ -7,9 +7,9 @@ pub use container_core::{
     BackendKind, Capabilities, CleanupReport, CleanupScope, ConnectOptions, ContainerConfig,
     ContainerInfo, ContainerManager, ContainerState, CopyOptions, EngineInfo, Error, ErrorKind,
     ExecEvent, ExecKiller, ExecOutput, ExecSpec, ExecStream, ImageRef, Labels, LayerPhase, Line,
-    LineEvent, Lines, LogOptions, LogStream, Mount, NetworkMode, Operation, OutputChunk, Ownership,
-    ProgressFn, PullOptions, PullProgress, RegistryAuth, Relabel, Resources, Result, RetryPolicy,
-    Signal, StreamKind, Ulimit, User, VolumeConfig, VolumeInfo,
+    LineEvent, Lines, LogOptions, LogStream, Mount, MountInfo, NetworkMode, Operation, OutputChunk,
+    Ownership, ProgressFn, PullOptions, PullProgress, RegistryAuth, Relabel, Resources, Result,
+    RetryPolicy, Signal, StreamKind, Ulimit, User, VolumeConfig, VolumeInfo,
 };
 
 /// The reserved ownership labels and their prefix.

@@ -37,7 +37,8 @@ struct Cli {
     /// Only errors in the log output. Before the subcommand.
     #[arg(short, long, conflicts_with = "verbose")]
     quiet: bool,
-    /// Owner label of the objects made (default: `containerctl`); selects in ps and cleanup.
+    /// Owner label of the objects made (default: `containerctl.u<uid>`); selects in ps and
+    /// cleanup.
     #[arg(long, global = true)]
     owner: Option<String>,
     /// Session label of the objects made (default: unique to this run); selects in ps
@@ -195,8 +196,8 @@ fn init_tracing(verbose: u8, quiet: bool) {
         .try_init();
 }
 
-/// The ownership stamped on what this run makes: `--owner` (default `containerctl`, the
-/// program's name) and `--session` (default unique to this run).
+/// The ownership stamped on what this run makes: `--owner` (default `containerctl.u<uid>`,
+/// the program's name and the caller's uid) and `--session` (default unique to this run).
 fn ownership(cli: &Cli) -> container::Result<Ownership> {
     let owner = cli
         .owner

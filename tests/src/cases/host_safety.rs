@@ -10,9 +10,9 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use container::{BackendKind, CopyOptions, ErrorKind, Mount};
+use container::{BackendKind, CopyOptions, ErrorKind, Mount, MountInfo};
 
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, Foreign};
 use crate::failure::{describe, expect_kind, Failure};
 use crate::support::{running, sh};
 use crate::{ensure, ensure_eq};
@@ -264,7 +264,11 @@ pub async fn case_82_foreign_container_on_our_volume(ctx: &Ctx) -> Result<(), Fa
         .await?;
     let mountpoint = info.mountpoint.clone().unwrap_or_default();
     let foreign = format!("{}-foreign", ctx.name(82));
-    cli.create_foreign(&foreign, ctx.image(), Some((&volume, &mountpoint)))
+    let with_volume = Foreign {
+        volume: Some((volume.clone(), mountpoint, "/v".into())),
+        ..Foreign::default()
+    };
+    cli.create_foreign(&foreign, ctx.image(), &with_volume)
         .await?;
     let checked = async {
         let cleaned = m2.cleanup(container::CleanupScope::Session).await;
@@ -297,5 +301,91 @@ pub async fn case_82_foreign_container_on_our_volume(ctx: &Ctx) -> Result<(), Fa
         vec![volume.clone()],
         "the volume goes with the cleanup after its foreign user"
     );
+    Ok(())
+}
+
+/// Whether `reported` (from inspect) has the bind of `host` at `target`, the host paths
+/// compared after resolving symlinks.
+fn has_bind(reported: &[MountInfo], host: &Path, target: &str) -> bool {
+    let host = fs::canonicalize(host).unwrap_or_else(|_| host.to_path_buf());
+    reported.iter().any(|m| {
+        matches!(m, MountInfo::Bind { source, target: t }
+            if t == target
+                && fs::canonicalize(source).unwrap_or_else(|_| source.into()) == host)
+    })
+}
+
+/// Case 83: inspect reports the bind and volume mounts, and create-by-name never adopts
+/// a container whose labels were copied from ours but whose mounts differ: one made with
+/// the engine's CLI, our labels and another host folder at the same target is `Conflict`
+/// and left untouched; one with our labels and the same mounts is adopted (the check
+/// compares, it does not refuse everything made elsewhere).
+pub async fn case_83_copied_labels_other_mounts(ctx: &Ctx) -> Result<(), Failure> {
+    let (m, cli) = (ctx.manager(), ctx.cli());
+    let mut t = ctx.tracker();
+    let name = ctx.name(83);
+    let volume = format!("{name}-v");
+    t.volume(volume.clone());
+    let info = m
+        .create_volume(&container::VolumeConfig::new(volume.clone()))
+        .await?;
+    let mountpoint = info.mountpoint.clone().unwrap_or_default();
+    let (ours, theirs) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let config = crate::support::sleeper(ctx, &name)
+        .mount(Mount::bind(ours.path(), "/work"))
+        .mount(Mount::volume(volume.clone(), "/v"));
+    t.container(name.clone());
+    let id = m.create(&config).await?;
+    let seen = m.inspect(&id).await?;
+    let reported = seen.mounts.clone().unwrap_or_default();
+    ensure!(
+        seen.mounts.is_some() && has_bind(&reported, ours.path(), "/work"),
+        "inspect does not report the bind of {} at /work: {:?}",
+        ours.path().display(),
+        seen.mounts
+    );
+    ensure!(
+        reported.iter().any(
+            |m| matches!(m, MountInfo::Volume { name, target } if *name == volume && target == "/v")
+        ),
+        "inspect does not report the volume {volume} at /v: {reported:?}"
+    );
+    let labels: Vec<(String, String)> = seen.labels.clone().into_iter().collect();
+    m.remove(&id, true).await?;
+
+    let forge = |host: &Path| Foreign {
+        labels: labels.clone(),
+        binds: vec![(host.display().to_string(), "/work".into())],
+        volume: Some((volume.clone(), mountpoint.clone(), "/v".into())),
+    };
+    // The same mounts: adopted.
+    cli.create_foreign(&name, ctx.image(), &forge(ours.path()))
+        .await?;
+    let adopted = m.create(&config).await;
+    let foreign_id = m.inspect(&name).await?.id;
+    ensure_eq!(
+        adopted.as_ref().map_err(describe).ok(),
+        Some(&foreign_id),
+        "a container with our labels and the same mounts is adopted"
+    );
+    cli.remove(&name).await?;
+
+    // Another host folder at /work: Conflict, and left as it was.
+    cli.create_foreign(&name, ctx.image(), &forge(theirs.path()))
+        .await?;
+    let refused = m.create(&config).await;
+    let still = m.inspect(&name).await;
+    let removed = cli.remove(&name).await;
+    expect_kind(
+        refused,
+        ErrorKind::Conflict,
+        "create by name over a container with copied labels and another bind",
+    )?;
+    let still = still?;
+    ensure!(
+        has_bind(&still.mounts.unwrap_or_default(), theirs.path(), "/work"),
+        "the forged container was changed"
+    );
+    removed?;
     Ok(())
 }

@@ -549,6 +549,12 @@ pub static CASES: &[Case] = &[
         "foreign_container_on_our_volume",
         host_safety::case_82_foreign_container_on_our_volume
     ),
+    case!(
+        83,
+        HostSafety,
+        "copied_labels_other_mounts",
+        host_safety::case_83_copied_labels_other_mounts
+    ),
 ];
 
 #[cfg(test)]
@@ -558,7 +564,7 @@ mod tests {
     #[test]
     fn the_table_has_every_case_once_in_order() {
         let numbers: Vec<u32> = CASES.iter().map(|c| c.number).collect();
-        assert_eq!(numbers, (1..=82).collect::<Vec<_>>());
+        assert_eq!(numbers, (1..=83).collect::<Vec<_>>());
         let features: Vec<u32> = CASES
             .iter()
             .filter(|c| c.feature.is_some())

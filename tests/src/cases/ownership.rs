@@ -241,7 +241,8 @@ pub async fn case_52_cleanup_session(ctx: &Ctx) -> Result<(), Failure> {
 pub async fn case_53_foreign_survives(ctx: &Ctx) -> Result<(), Failure> {
     let cli = ctx.cli();
     let foreign = ctx.name(53);
-    cli.create_foreign(&foreign, ctx.image(), None).await?;
+    cli.create_foreign(&foreign, ctx.image(), &Default::default())
+        .await?;
     let checked = foreign_checks(ctx, &foreign).await;
     let removed = cli.remove(&foreign).await;
     checked?;

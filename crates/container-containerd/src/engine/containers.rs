@@ -97,6 +97,38 @@ impl ContainerdEngine {
         }
     }
 
+    /// The bind and volume mounts of a container's spec: a bind of one of this
+    /// namespace's volume folders is that volume; the init binary the library binds in is
+    /// the runtime's own and left out.
+    fn mounts_of(&self, spec: &Value) -> Vec<MountInfo> {
+        let volumes = self.data.join("volumes");
+        spec["mounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["type"] == "bind" && m["source"] != spec::HOST_INIT)
+            .filter_map(|m| {
+                let (source, target) = (m["source"].as_str()?, m["destination"].as_str()?);
+                let volume = Path::new(source)
+                    .strip_prefix(&volumes)
+                    .ok()
+                    .filter(|rest| rest.ends_with("_data") && rest.components().count() == 2)
+                    .and_then(|rest| rest.components().next())
+                    .map(|name| name.as_os_str().to_string_lossy().into_owned());
+                Some(match volume {
+                    Some(name) => MountInfo::Volume {
+                        name,
+                        target: target.to_string(),
+                    },
+                    None => MountInfo::Bind {
+                        source: source.to_string(),
+                        target: target.to_string(),
+                    },
+                })
+            })
+            .collect()
+    }
+
     pub(super) fn spec_of(container: &Container) -> Value {
         container
             .spec
@@ -127,8 +159,9 @@ impl ContainerdEngine {
             .and_then(|p| p.exited_at.as_ref())
             .and_then(|t| u64::try_from(t.seconds).ok().filter(|s| *s > 0))
             .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        let spec = Self::spec_of(container);
         // The labels as given (containerd drops labels whose value is empty).
-        let labels: Labels = Self::spec_of(container)["annotations"][spec::LABELS]
+        let labels: Labels = spec["annotations"][spec::LABELS]
             .as_str()
             .and_then(|t| serde_json::from_str(t).ok())
             .unwrap_or_else(|| container.labels.clone().into_iter().collect());
@@ -139,6 +172,7 @@ impl ContainerdEngine {
             .unwrap_or_else(|| container.id.clone());
         ContainerInfo::new(container.id.clone(), name, container.image.clone(), state)
             .with_labels(labels)
+            .with_mounts(self.mounts_of(&spec))
             .with_oom_killed(self.oom.killed(&container.id))
             .with_pid(pid)
             .with_times(

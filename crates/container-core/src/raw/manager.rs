@@ -500,7 +500,14 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
             };
             let id = self
                 .ownership
-                .create_idempotent(&name, &config.image, &labels, create, || self.find(&name))
+                .create_idempotent(
+                    &name,
+                    &config.image,
+                    &config.mounts,
+                    &labels,
+                    create,
+                    || self.find(&name),
+                )
                 .await
                 .map_err(|e| e.with_resource(name.clone()))?;
             self.remember(&id, &name);

@@ -727,3 +727,130 @@ async fn a_copy_in_has_a_progress_deadline_not_a_total_one() {
         started.elapsed()
     );
 }
+
+/// The bad-input table of `docs/security.md` is what the manager says: every row is
+/// `InvalidInput` before any engine call, and the table is rendered from the errors
+/// themselves. `CONTAINER_RS_BLESS=1 cargo test -p container-core bad_input_table`
+/// rewrites the table after a deliberate change.
+#[tokio::test]
+async fn the_bad_input_table_in_docs_security_is_what_the_manager_says() {
+    use crate::types::{Mount, PullOptions, RegistryAuth, Relabel, Ulimit};
+    const IMG: &str = "127.0.0.1:5000/team/app:1";
+    const SECRET: &str = "hunter2-bare-env-secret";
+    let (m, fake) = manager(Fake::default()).await;
+    let max = Duration::MAX;
+    let with = |f: &dyn Fn(ContainerConfig) -> ContainerConfig| f(ContainerConfig::new(IMG));
+    let mut tiny = ContainerConfig::new(IMG);
+    tiny.resources.cpus = Some(1e-9);
+    let mut bogus = ContainerConfig::new(IMG);
+    bogus.resources.ulimits.push(Ulimit::new("bogus", 1, 1));
+    let mut bare = ContainerConfig::new(IMG);
+    bare.env.push(SECRET.to_string());
+    let pull = |reference: &'static str, options: PullOptions| {
+        let m = &m;
+        async move { m.pull(reference, &options).await }
+    };
+    let rows: Vec<(&str, Result<()>)> = vec![
+        (
+            "a stop grace of `Duration::MAX` (any duration above a year: stop grace, exec \
+             timeout and kill grace, call and connect timeouts, pull timeouts)",
+            m.stop("c1", Some(max)).await,
+        ),
+        (
+            "an exec timeout of `Duration::MAX`",
+            m.exec_stream("c1", &ExecSpec::new(["true"]).timeout(max))
+                .await
+                .map(drop),
+        ),
+        (
+            "a pull attempt timeout of `Duration::MAX`",
+            pull(IMG, PullOptions::default().with_attempt_timeout(Some(max))).await,
+        ),
+        (
+            "a label value of 5000 bytes",
+            m.create(&with(&|c| c.label("big", "x".repeat(5000))))
+                .await
+                .map(drop),
+        ),
+        ("`cpus` of `1e-9`", m.create(&tiny).await.map(drop)),
+        ("a ulimit named `bogus`", m.create(&bogus).await.map(drop)),
+        (
+            "the hostname `-`",
+            m.create(&with(&|c| c.hostname("-"))).await.map(drop),
+        ),
+        (
+            "the hostname `a..b`",
+            m.create(&with(&|c| c.hostname("a..b"))).await.map(drop),
+        ),
+        (
+            "an env entry without `=` (a bare secret)",
+            m.create(&bare).await.map(drop),
+        ),
+        (
+            "credentials for `registry.example.com`, the image on `127.0.0.1:5000`",
+            pull(
+                IMG,
+                PullOptions::default().with_auth(
+                    RegistryAuth::new("user", "hunter2-password")
+                        .with_server("registry.example.com"),
+                ),
+            )
+            .await,
+        ),
+        (
+            "the image reference `user:hunter2-password@registry.example/x:1`",
+            pull(
+                "user:hunter2-password@registry.example/x:1",
+                PullOptions::default(),
+            )
+            .await,
+        ),
+        (
+            "a bind of `/etc`",
+            m.create(&with(&|c| c.mount(Mount::bind("/etc", "/h"))))
+                .await
+                .map(drop),
+        ),
+        (
+            "a bind of `/tmp/../proc` (resolved before the check)",
+            m.create(&with(&|c| c.mount(Mount::bind("/tmp/../proc", "/h"))))
+                .await
+                .map(drop),
+        ),
+        (
+            "a private relabel (`Z`) of `/root`",
+            m.create(&with(&|c| {
+                c.mount(Mount::bind("/root", "/r").relabel(Relabel::Private))
+            }))
+            .await
+            .map(drop),
+        ),
+    ];
+    let mut table = String::from("| input | error (`InvalidInput`) |\n|---|---|\n");
+    for (input, r) in rows {
+        let e = r.expect_err(input);
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{input}: {e}");
+        let message = e.message();
+        for secret in [SECRET, "hunter2-password"] {
+            assert!(!message.contains(secret), "{input}: {message}");
+        }
+        table.push_str(&format!("| {input} | {} |\n", message.replace('|', "\\|")));
+    }
+    assert!(fake.calls().is_empty(), "engine called: {:?}", fake.calls());
+
+    let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/security.md");
+    let text = std::fs::read_to_string(&doc).expect("docs/security.md");
+    let (begin, end) = ("<!-- bad-input-table -->\n", "<!-- /bad-input-table -->");
+    let (head, rest) = text.split_once(begin).expect("the table's opening marker");
+    let (_, tail) = rest.split_once(end).expect("the table's closing marker");
+    let expected = format!("{head}{begin}{table}{end}{tail}");
+    if std::env::var_os("CONTAINER_RS_BLESS").is_some() {
+        std::fs::write(&doc, expected).expect("write docs/security.md");
+    } else {
+        assert!(
+            text == expected,
+            "docs/security.md's bad-input table is not what the manager says; rerun with \
+             CONTAINER_RS_BLESS=1 to rewrite it:\n{table}"
+        );
+    }
+}
