@@ -29,6 +29,14 @@ pub const DEFAULT_IMAGE: &str = "127.0.0.1:5000/container-rs/busybox:1";
 /// under [`Ctx::image_lock`]; no other case uses it. Override with `CONFORMANCE_USER_IMAGE`.
 pub const DEFAULT_USER_IMAGE: &str = "127.0.0.1:5000/container-rs/busybox-user:2";
 
+/// The Debian 12 build image of `cargo xtask engines up` (python3, git, openssh-client,
+/// gcc, make, procps, tar, locales with en_US.UTF-8; `PATH` and `LANG` set).
+pub const DEBIAN_IMAGE: &str = "127.0.0.1:5000/container-rs/debian:12";
+
+/// The same root filesystem as [`DEBIAN_IMAGE`] with no `Env` and no `Cmd` in its
+/// config, as `docker import` makes an image.
+pub const DEBIAN_BARE_IMAGE: &str = "127.0.0.1:5000/container-rs/debian-bare:12";
+
 /// The containerd namespace the engine CLI looks in (`CONTAINERD_NAMESPACE`, else this).
 pub const DEFAULT_CONTAINERD_NAMESPACE: &str = "container-rs";
 

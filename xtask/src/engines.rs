@@ -12,6 +12,7 @@
 
 mod config;
 mod daemon;
+mod debian;
 mod http;
 mod images;
 mod packages;
@@ -46,6 +47,12 @@ pub(crate) const REGISTRY_ADDR: &str = "127.0.0.1:5000";
 pub(crate) const BUSYBOX_IMAGE: &str = "127.0.0.1:5000/container-rs/busybox:1";
 /// The same root filesystem as [`BUSYBOX_IMAGE`], default user `1000:1000`.
 pub(crate) const BUSYBOX_USER_IMAGE: &str = "127.0.0.1:5000/container-rs/busybox-user:2";
+/// Debian 12 build image (`engines/debian.rs`): python3, git, openssh-client, gcc,
+/// make, procps, tar, locales with en_US.UTF-8; `PATH` and `LANG` set; runs as root.
+pub(crate) const DEBIAN_IMAGE: &str = "127.0.0.1:5000/container-rs/debian:12";
+/// The same root filesystem as [`DEBIAN_IMAGE`] with no `Env` and no `Cmd` in its
+/// config, as `docker import` makes an image.
+pub(crate) const DEBIAN_BARE_IMAGE: &str = "127.0.0.1:5000/container-rs/debian-bare:12";
 /// Environment variable that moves the state folder.
 pub(crate) const STATE_DIR_ENV: &str = "CONTAINER_RS_ENGINES_DIR";
 /// The state folder unless [`STATE_DIR_ENV`] is set.

@@ -121,7 +121,9 @@ impl Containerd {
             format!("unix://{}", self.socket),
         )
         .with_api_version(Some(v.revision))
-        .with_platform(std::env::consts::OS, std::env::consts::ARCH))
+        .with_platform(std::env::consts::OS, std::env::consts::ARCH)
+        // containerd is reached on its local socket: its host is this one.
+        .with_local_resources())
     }
 
     /// `message` as a request in this namespace.

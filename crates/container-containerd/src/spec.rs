@@ -51,6 +51,40 @@ impl ImageDefaults {
     }
 }
 
+/// Docker's default capabilities (moby's `oci/caps/defaults.go`), which containerd's
+/// own default spec gives too.
+const DOCKER_DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// `PATH` when neither the image nor the config sets one (an image made by `docker
+/// import` has no `Env`): the one Docker, Podman and containerd's own clients give.
+pub(crate) const DEFAULT_PATH: &str =
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A process's environment: `base` with `over`'s entries replacing the same keys, and
+/// [`DEFAULT_PATH`] first when neither has a `PATH`.
+pub(crate) fn process_env(base: &[String], over: &[String]) -> Vec<String> {
+    let mut env = merge_env(base, over);
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, DEFAULT_PATH.to_string());
+    }
+    env
+}
+
 /// `key=value` entries of `base` with those of `over` replacing the same keys.
 fn merge_env(base: &[String], over: &[String]) -> Vec<String> {
     let key = |e: &String| e.split_once('=').map_or(e.clone(), |(k, _)| k.to_string());
@@ -118,7 +152,7 @@ pub(crate) fn build(
     };
     let process = &mut spec["process"];
     process["args"] = json!(args);
-    process["env"] = json!(merge_env(&image.env, &config.env));
+    process["env"] = json!(process_env(&image.env, &config.env));
     let cwd = config
         .working_dir
         .clone()
@@ -180,12 +214,16 @@ pub(crate) fn build(
     }
     spec["mounts"] = json!(mounts);
 
-    // No capability outlives an exec into a non-root user: nothing inheritable or
-    // ambient (oci-spec's default puts AUDIT_WRITE, KILL and NET_BIND_SERVICE in the
-    // ambient set, so a non-root step held CAP_KILL). Bounding, effective and permitted
-    // stay oci-spec's three, a subset of Docker's default set.
+    // Docker's default capability set, as containerd's own clients give it (oci-spec's
+    // default is runc's three, so root in the container could not even chown, where
+    // Docker's and Podman's root can). No capability outlives an exec into a non-root
+    // user: nothing inheritable or ambient (oci-spec's default puts AUDIT_WRITE, KILL
+    // and NET_BIND_SERVICE in the ambient set, so a non-root step held CAP_KILL).
     let caps = &mut spec["process"]["capabilities"];
     if caps.is_object() {
+        for set in ["bounding", "effective", "permitted"] {
+            caps[set] = json!(DOCKER_DEFAULT_CAPS);
+        }
         caps["inheritable"] = json!([]);
         caps["ambient"] = json!([]);
     }
@@ -390,6 +428,15 @@ mod tests {
             json!([INIT_TARGET, "--", "sleep", "1"])
         );
         assert_eq!(spec["process"]["env"], json!(["PATH=/bin", "A=config"]));
+        let bare = build("c1", "ns", &config, &ImageDefaults::default(), &|n| {
+            PathBuf::from(format!("/v/{n}"))
+        })
+        .expect("spec");
+        assert_eq!(
+            bare["process"]["env"],
+            json!([DEFAULT_PATH, "A=config"]),
+            "an image with no Env gets the default PATH"
+        );
         assert_eq!(spec["process"]["user"]["uid"], 1000);
         assert_eq!(spec["root"]["readonly"], false);
         assert_eq!(spec["linux"]["cgroupsPath"], "/container-rs/ns/c1");

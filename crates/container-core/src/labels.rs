@@ -38,6 +38,10 @@ fn now_unix() -> String {
 
 /// sha256 of the container config, for idempotent create by name.
 pub const CONFIG_HASH_LABEL: &str = "io.container-rs.config-hash";
+
+/// The [`Account`](crate::types::Account) a container runs as, `uid:gid:name:home`:
+/// each start makes it in the container (ADR 0013).
+pub const ACCOUNT_LABEL: &str = "io.container-rs.account";
 /// The owner [`default_owner`] falls back to when the program's name cannot be a label
 /// value.
 pub const DEFAULT_OWNER: &str = "container-rs";
@@ -184,6 +188,12 @@ impl Ownership {
         l.extend(self.selector(CleanupScope::Session));
         l.insert(CREATED_LABEL.to_string(), now_unix());
         l.insert(CONFIG_HASH_LABEL.to_string(), config_hash(config)?);
+        if let Some(account) = &config.account {
+            l.insert(
+                ACCOUNT_LABEL.to_string(),
+                crate::raw::account_label(account),
+            );
+        }
         Ok(l)
     }
 

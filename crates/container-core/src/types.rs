@@ -83,6 +83,84 @@ impl fmt::Display for User {
     }
 }
 
+/// A user account in the container (ADR 0013): the main process and every exec run as
+/// `uid:gid`; at each start the library makes sure `/etc/passwd` and `/etc/group` have
+/// entries for it and that its home exists and is its own; `HOME`, `USER` and `LOGNAME`
+/// are set unless the config sets them. For any image that has `/etc/passwd` and a
+/// POSIX shell; no image entrypoint is needed. [`Account::host`] is the caller's own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Account {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Login name: letters, digits, `.`, `_` and `-`, not starting with `-`, at most
+    /// 32 bytes; `root` for uid 0.
+    pub name: String,
+    /// Absolute home folder in the container (`/home/<name>`, `/root` for uid 0).
+    pub home: String,
+}
+
+impl Account {
+    /// `name` as `uid:gid`, its home `/home/<name>` (`/root` for uid 0).
+    pub fn new(uid: u32, gid: u32, name: impl Into<String>) -> Self {
+        let name = name.into();
+        let home = if uid == 0 {
+            "/root".to_string()
+        } else {
+            format!("/home/{name}")
+        };
+        Account {
+            uid,
+            gid,
+            name,
+            home,
+        }
+    }
+
+    /// The same account with its home at `home`.
+    pub fn with_home(mut self, home: impl Into<String>) -> Self {
+        self.home = home.into();
+        self
+    }
+
+    /// The caller's own account: its real uid and gid, and its name in the host's user
+    /// database (NSS, so LDAP users too); `$USER`, then `u<uid>`, when it has none.
+    pub fn host() -> Self {
+        let uid = nix::unistd::getuid();
+        let gid = nix::unistd::getgid().as_raw();
+        let name = nix::unistd::User::from_uid(uid)
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+            .unwrap_or_else(|| format!("u{uid}"));
+        Account::new(uid.as_raw(), gid, name)
+    }
+
+    /// The numeric user the processes run as.
+    pub fn user(&self) -> User {
+        User::new(self.uid, self.gid)
+    }
+}
+
+/// Where [`ContainerConfig::ssh_agent`] binds the caller's ssh agent socket.
+pub const SSH_AGENT_TARGET: &str = "/run/host-services/ssh-auth.sock";
+
+/// The proxy variables [`ContainerConfig::host_proxies`] passes, lower and upper case.
+pub const PROXY_VARIABLES: &[&str] = &[
+    "http_proxy",
+    "https_proxy",
+    "ftp_proxy",
+    "no_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "FTP_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+];
+
 /// A filesystem made visible inside the container.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -308,6 +386,20 @@ pub struct ContainerConfig {
     pub working_dir: Option<String>,
     /// Numeric user and group of the main process.
     pub user: Option<User>,
+    /// A user account made in the container for the processes (see [`Account`]); set by
+    /// [`account`](Self::account), which sets [`user`](Self::user) to match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<Account>,
+    /// Bind the caller's ssh agent (`SSH_AUTH_SOCK`) into the container at
+    /// [`SSH_AGENT_TARGET`] and point `SSH_AUTH_SOCK` at it, for git fetchers over ssh.
+    /// Read when the container is created; no agent then is `InvalidInput`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ssh_agent: bool,
+    /// Pass the caller's proxy variables (`http_proxy`, `https_proxy`, `ftp_proxy`,
+    /// `no_proxy`, `all_proxy` and their upper-case forms) into the container's env,
+    /// each unless the config sets it. Read when the container is created.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_proxies: bool,
     /// Mounts, each target unique.
     pub mounts: Vec<Mount>,
     /// User labels; keys under the reserved prefix `io.container-rs.` are refused.
@@ -407,6 +499,27 @@ impl ContainerConfig {
         self
     }
 
+    /// Runs the main process and execs as `account`, with passwd and group entries and a
+    /// home made for it (see [`Account`]); `.account(Account::host())` is the caller's
+    /// own user, so files written into bind mounts are the caller's on the host.
+    pub fn account(mut self, account: Account) -> Self {
+        self.user = Some(account.user());
+        self.account = Some(account);
+        self
+    }
+
+    /// Forwards the caller's ssh agent (see [`ssh_agent`](Self::ssh_agent)).
+    pub fn ssh_agent(mut self, on: bool) -> Self {
+        self.ssh_agent = on;
+        self
+    }
+
+    /// Passes the caller's proxy variables (see [`host_proxies`](Self::host_proxies)).
+    pub fn host_proxies(mut self, on: bool) -> Self {
+        self.host_proxies = on;
+        self
+    }
+
     /// Asks for a keep-id user namespace (see [`keep_id`](Self::keep_id)).
     pub fn keep_id(mut self, on: bool) -> Self {
         self.keep_id = on;
@@ -486,6 +599,9 @@ impl fmt::Debug for ContainerConfig {
             .field("env", &RedactedEnv(&self.env))
             .field("working_dir", &self.working_dir)
             .field("user", &self.user)
+            .field("account", &self.account)
+            .field("ssh_agent", &self.ssh_agent)
+            .field("host_proxies", &self.host_proxies)
             .field("mounts", &self.mounts)
             .field("labels", &self.labels)
             .field("init", &self.init)
@@ -1108,6 +1224,10 @@ pub struct EngineInfo {
     pub arch: String,
     /// Endpoint the manager is connected to.
     pub endpoint: String,
+    /// CPUs of the engine host (a runner caps `--cpus` at it), when the engine says.
+    pub cpus: Option<u32>,
+    /// Memory of the engine host in bytes, when the engine says.
+    pub memory_bytes: Option<u64>,
 }
 
 impl EngineInfo {
@@ -1127,7 +1247,30 @@ impl EngineInfo {
             os: String::new(),
             arch: String::new(),
             endpoint: endpoint.into(),
+            cpus: None,
+            memory_bytes: None,
         }
+    }
+
+    /// With the engine host's CPU count and memory; zero or negative values (an engine
+    /// that does not know) are `None`.
+    pub fn with_resources(mut self, cpus: Option<i64>, memory_bytes: Option<i64>) -> Self {
+        self.cpus = cpus.and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0);
+        self.memory_bytes = memory_bytes
+            .and_then(|n| u64::try_from(n).ok())
+            .filter(|n| *n > 0);
+        self
+    }
+
+    /// With this machine's CPU count (the CPUs this process may run on, as Docker's
+    /// `NCPU`) and memory (`MemTotal` of `/proc/meminfo`): for an engine on this host.
+    pub fn with_local_resources(mut self) -> Self {
+        use procfs::Current as _;
+        self.cpus = std::thread::available_parallelism()
+            .ok()
+            .and_then(|n| u32::try_from(n.get()).ok());
+        self.memory_bytes = procfs::Meminfo::current().ok().map(|m| m.mem_total);
+        self
     }
 
     /// With the API version.

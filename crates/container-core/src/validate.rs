@@ -9,7 +9,9 @@ use crate::error::{Error, Result};
 use crate::exec::ExecSpec;
 use crate::labels::check_user_labels;
 use crate::reference::ImageRef;
-use crate::types::{ContainerConfig, Mount, NetworkMode, Relabel, Resources, VolumeConfig};
+use crate::types::{
+    Account, ContainerConfig, Mount, NetworkMode, Relabel, Resources, User, VolumeConfig,
+};
 
 /// Docker's rule for container and volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, here also
 /// capped at 128 characters so every engine accepts it.
@@ -296,6 +298,51 @@ pub fn container_config(c: &ContainerConfig) -> Result<()> {
     })
 }
 
+/// An [`Account`]: a name the shell script that makes it can take as it is, a plain
+/// absolute home, root only as `root`, and the config's user the account's own.
+fn account(a: &Account, user: Option<User>) -> Result<()> {
+    let name_ok = !a.name.is_empty()
+        && a.name.len() <= 32
+        && !a.name.starts_with('-')
+        && a.name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !name_ok {
+        return Err(Error::invalid_input(format!(
+            "account name {:?}: 1 to 32 letters, digits, '.', '_' or '-', not starting with '-'",
+            a.name.chars().take(40).collect::<String>()
+        )));
+    }
+    if (a.uid == 0) != (a.name == "root") {
+        return Err(Error::invalid_input(format!(
+            "account {:?} with uid {}: uid 0 is `root` and `root` is uid 0 (the image's root \
+             entry is never renamed)",
+            a.name, a.uid
+        )));
+    }
+    let home_ok = a.home.len() > 1
+        && a.home.starts_with('/')
+        && !a.home.split('/').any(|part| part == ".." || part == ".")
+        && a.home
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'));
+    if !home_ok {
+        return Err(Error::invalid_input(format!(
+            "account home {:?}: an absolute path other than / of letters, digits, '.', '_', \
+             '-' and '/', without '.' or '..' parts",
+            a.home.chars().take(80).collect::<String>()
+        )));
+    }
+    if user.is_some_and(|u| u != a.user()) {
+        return Err(Error::invalid_input(format!(
+            "the config's user {} is not its account's {}: set one, or both the same",
+            user.map(|u| u.to_string()).unwrap_or_default(),
+            a.user()
+        )));
+    }
+    Ok(())
+}
+
 fn check(c: &ContainerConfig) -> Result<()> {
     if c.image.is_empty() {
         return Err(Error::invalid_input("image must not be empty"));
@@ -313,6 +360,9 @@ fn check(c: &ContainerConfig) -> Result<()> {
     env_entries(&c.env)?;
     if let Some(dir) = &c.working_dir {
         container_path("working directory", dir)?;
+    }
+    if let Some(a) = &c.account {
+        account(a, c.user)?;
     }
     mounts(&c.mounts)?;
     check_user_labels(&c.labels)?;
@@ -375,6 +425,11 @@ pub fn exec_spec(s: &ExecSpec) -> Result<()> {
     }
     optional_duration("exec timeout", s.timeout)?;
     duration("exec kill grace", s.kill_grace)?;
+    if s.stdin.is_some() && s.stdin_stream.is_some() {
+        return Err(Error::invalid_input(
+            "an exec takes stdin as bytes or as a stream, not both",
+        ));
+    }
     Ok(())
 }
 

@@ -134,8 +134,9 @@ impl Engine for DockerEngine {
     }
 
     async fn info(&self) -> Result<EngineInfo> {
-        let v = self.docker.version().await.map_err(map_error)?;
-        Ok(convert::engine_info(v, &self.endpoint))
+        let (v, host) =
+            tokio::try_join!(self.docker.version(), self.docker.info()).map_err(map_error)?;
+        Ok(convert::engine_info(v, &self.endpoint).with_resources(host.ncpu, host.mem_total))
     }
 
     async fn pull(&self, request: PullRequest<'_>) -> Result<Option<String>> {

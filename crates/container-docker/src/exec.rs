@@ -40,7 +40,7 @@ pub(crate) async fn create(
         working_dir: spec.working_dir.clone(),
         user: spec.user.map(|u| u.to_string()),
         tty: Some(spec.tty),
-        attach_stdin: Some(spec.stdin.is_some()),
+        attach_stdin: Some(spec.has_stdin()),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         ..CreateExecOptions::default()
@@ -74,10 +74,10 @@ impl DockerExec {
                 "engine started the exec detached",
             ));
         };
-        if let Some(data) = spec.stdin.clone() {
+        if let Some(source) = spec.stdin_source() {
             // Feed stdin, then close our write half: the process sees EOF.
             container_core::exec::feed_stdin(
-                Box::new(std::io::Cursor::new(data)),
+                source,
                 async move { Ok(input) },
                 |mut input| async move {
                     let _ = input.shutdown().await;

@@ -308,9 +308,9 @@ pub(crate) fn engine_info(info: podman_api::models::Info, endpoint: &str) -> Eng
         Some(v) => (v.version, v.api_version),
         None => (None, None),
     };
-    let (os, arch) = match info.host {
-        Some(h) => (h.os, h.arch),
-        None => (None, None),
+    let (os, arch, cpus, memory) = match info.host {
+        Some(h) => (h.os, h.arch, h.cpus, h.mem_total),
+        None => (None, None, None, None),
     };
     // The libpod API exists only on Podman.
     EngineInfo::new(
@@ -321,6 +321,7 @@ pub(crate) fn engine_info(info: podman_api::models::Info, endpoint: &str) -> Eng
     )
     .with_api_version(api_version)
     .with_platform(os.unwrap_or_default(), arch.unwrap_or_default())
+    .with_resources(cpus, memory)
 }
 
 /// One line of a pull report's `stream` text to a progress event. libpod reports layers

@@ -520,11 +520,11 @@ impl Engine for PodmanEngine {
             .with_source(e)
         })?;
         let (reader, mut writer) = tokio::io::split(upgraded);
-        match spec.stdin.clone() {
+        match spec.stdin_source() {
             // Feed stdin, then close our write half: the process sees EOF.
-            Some(data) => {
+            Some(source) => {
                 container_core::exec::feed_stdin(
-                    Box::new(std::io::Cursor::new(data)),
+                    source,
                     async move { Ok(writer) },
                     |mut writer| async move {
                         let _ = writer.shutdown().await;

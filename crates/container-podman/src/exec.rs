@@ -41,7 +41,7 @@ pub(crate) async fn create(
     let mut opts = ExecCreateOpts::builder()
         .command(spec.cmd.clone())
         .tty(spec.tty)
-        .attach_stdin(spec.stdin.is_some())
+        .attach_stdin(spec.has_stdin())
         .attach_stdout(true)
         .attach_stderr(true)
         .env(spec.env.iter().filter_map(|e| e.split_once('=')));

@@ -4,19 +4,20 @@
 use std::sync::Arc;
 
 pub use container_core::{
-    BackendKind, Capabilities, CleanupReport, CleanupScope, ConnectOptions, ContainerConfig,
-    ContainerInfo, ContainerManager, ContainerState, CopyOptions, EngineInfo, Error, ErrorKind,
-    ExecEvent, ExecKiller, ExecOutput, ExecSpec, ExecStream, ImageRef, Labels, LayerPhase, Line,
-    LineEvent, Lines, LogOptions, LogStream, Mount, MountInfo, NetworkMode, Operation, OutputChunk,
-    Ownership, ProgressFn, PullOptions, PullProgress, RegistryAuth, Relabel, Resources, Result,
-    RetryPolicy, Signal, StreamKind, Ulimit, User, VolumeConfig, VolumeInfo,
+    Account, BackendKind, Capabilities, CleanupReport, CleanupScope, ConnectOptions,
+    ContainerConfig, ContainerInfo, ContainerManager, ContainerState, CopyOptions, EngineInfo,
+    Error, ErrorKind, ExecEvent, ExecKiller, ExecOutput, ExecSpec, ExecStream, ImageRef, Labels,
+    LayerPhase, Line, LineEvent, Lines, LogOptions, LogStream, Mount, MountInfo, NetworkMode,
+    Operation, OutputChunk, Ownership, ProgressFn, PullOptions, PullProgress, RegistryAuth,
+    Relabel, Resources, Result, RetryPolicy, Signal, StdinStream, StreamKind, Ulimit, User,
+    VolumeConfig, VolumeInfo, PROXY_VARIABLES, SSH_AGENT_TARGET,
 };
 
 /// The reserved ownership labels and their prefix.
 pub mod labels {
     pub use container_core::labels::{
-        created_at, default_owner, CONFIG_HASH_LABEL, CREATED_LABEL, DEFAULT_OWNER, LABEL_PREFIX,
-        OWNER_LABEL, SESSION_LABEL,
+        created_at, default_owner, ACCOUNT_LABEL, CONFIG_HASH_LABEL, CREATED_LABEL, DEFAULT_OWNER,
+        LABEL_PREFIX, OWNER_LABEL, SESSION_LABEL,
     };
 }
 

@@ -421,13 +421,7 @@ pub(crate) async fn exec(
     spec.env = args.env;
     spec.kill_grace = Duration::from_secs(args.kill_grace);
     if args.interactive {
-        use tokio::io::AsyncReadExt;
-        let mut input = Vec::new();
-        tokio::io::stdin()
-            .read_to_end(&mut input)
-            .await
-            .map_err(|e| Error::new(ErrorKind::InvalidInput, "cannot read stdin").with_source(e))?;
-        spec.stdin = Some(input.into());
+        spec = spec.stdin_reader(stdin_stream());
     }
     let mut interrupts = Interrupts::new()?;
     let mut stream = engine.exec_stream(&args.id, &spec).await?;
@@ -470,6 +464,31 @@ pub(crate) async fn exec(
         }
     }
     Ok(ExitCode::from(end))
+}
+
+/// This process's stdin as it comes, for `exec -i`: read by a thread of its own into a
+/// pipe the exec reads. Not `tokio::io::stdin()`, whose blocking read cannot be
+/// cancelled and would hold the runtime's shutdown until the user pressed enter.
+fn stdin_stream() -> tokio::io::DuplexStream {
+    use std::io::Read as _;
+    use tokio::io::AsyncWriteExt as _;
+    let (mut writer, reader) = tokio::io::duplex(64 << 10);
+    let handle = tokio::runtime::Handle::current();
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0; 16 << 10];
+        loop {
+            let n = match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if handle.block_on(writer.write_all(&buf[..n])).is_err() {
+                break;
+            }
+        }
+        // Dropping the writer is the exec's EOF.
+    });
+    reader
 }
 
 #[cfg(test)]

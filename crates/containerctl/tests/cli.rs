@@ -4,7 +4,7 @@
 //! leaves other owners' and foreign objects alone. Every test has an owner of its own, so
 //! tests running side by side never see each other's objects.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command as StdCommand, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -203,6 +203,35 @@ fn detached_containers_exec_with_codes_stdin_and_timeouts() {
         .output()
         .expect("exec -i");
     assert_eq!(text(&out.stdout), "HELLO\n");
+
+    // `exec -i` streams: the answer to the first line comes while stdin is still open.
+    let bin = assert_cmd::cargo::cargo_bin("containerctl");
+    let mut child = StdCommand::new(bin)
+        .env("CONTAINER_BACKEND", backend())
+        .args(["--owner", &o, "exec", "-i", &name, "--", "sh", "-c"])
+        .arg("while read -r l; do echo \"got $l\"; done")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn exec -i");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(b"first\n").expect("write");
+    let (lines, got) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = lines.send(line);
+        }
+    });
+    let first = got.recv_timeout(Duration::from_secs(30));
+    assert_eq!(
+        first.ok().and_then(Result::ok).as_deref(),
+        Some("got first"),
+        "exec -i answered the first line while stdin was open"
+    );
+    drop(input);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(30)), 0);
 
     let started = Instant::now();
     let out = ctl(&o)

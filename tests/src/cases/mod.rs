@@ -23,6 +23,7 @@ pub mod kill;
 pub mod lifecycle;
 pub mod mounts;
 pub mod ownership;
+pub mod real_images;
 pub mod steps;
 pub mod streaming;
 pub mod timeouts;
@@ -55,6 +56,7 @@ pub enum Section {
     Steps,
     Connection,
     HostSafety,
+    RealImages,
 }
 
 impl Section {
@@ -78,6 +80,7 @@ impl Section {
             Section::Steps => "steps",
             Section::Connection => "connection",
             Section::HostSafety => "host_safety",
+            Section::RealImages => "real_images",
         }
     }
 }
@@ -555,6 +558,42 @@ pub static CASES: &[Case] = &[
         "copied_labels_other_mounts",
         host_safety::case_83_copied_labels_other_mounts
     ),
+    case!(
+        84,
+        RealImages,
+        "image_without_env",
+        real_images::case_84_image_without_env
+    ),
+    case!(
+        85,
+        RealImages,
+        "account_on_debian",
+        real_images::case_85_account_on_debian
+    ),
+    case!(
+        86,
+        RealImages,
+        "make_and_copy_out",
+        real_images::case_86_make_and_copy_out
+    ),
+    case!(
+        87,
+        RealImages,
+        "multiprocessing_timeout",
+        real_images::case_87_multiprocessing_timeout
+    ),
+    case!(
+        88,
+        RealImages,
+        "engine_host_resources",
+        real_images::case_88_engine_host_resources
+    ),
+    case!(
+        89,
+        RealImages,
+        "stdin_stream",
+        real_images::case_89_stdin_stream
+    ),
 ];
 
 #[cfg(test)]
@@ -564,7 +603,7 @@ mod tests {
     #[test]
     fn the_table_has_every_case_once_in_order() {
         let numbers: Vec<u32> = CASES.iter().map(|c| c.number).collect();
-        assert_eq!(numbers, (1..=83).collect::<Vec<_>>());
+        assert_eq!(numbers, (1..=89).collect::<Vec<_>>());
         let features: Vec<u32> = CASES
             .iter()
             .filter(|c| c.feature.is_some())

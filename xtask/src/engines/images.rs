@@ -1,9 +1,10 @@
-//! The test images: a busybox-static root filesystem built without internet, pushed
-//! to the local registry as Docker schema 2 images (pullable by tag and by digest
-//! with docker, podman and ctr).
+//! The test images: a busybox-static root filesystem built without internet, and a
+//! Debian build image from the machine's apt sources (`debian.rs`), pushed to the local
+//! registry as Docker schema 2 images (pullable by tag and by digest with docker,
+//! podman and ctr).
 //!
-//! The layer is reproducible (sorted tar, fixed mtime and owners, `gzip -n`), so the
-//! same fixtures and Debian packages give the same digests on every machine.
+//! The busybox layer is reproducible (sorted tar, fixed mtime and owners, `gzip -n`),
+//! so the same fixtures and Debian packages give the same digests on every machine.
 
 use std::{
     fs,
@@ -15,7 +16,10 @@ use anyhow::{bail, Context};
 use serde_json::json;
 use xshell::{cmd, Shell};
 
-use super::{http::Request, StateDir, BUSYBOX_IMAGE, BUSYBOX_USER_IMAGE, REGISTRY_ADDR};
+use super::{
+    http::Request, StateDir, BUSYBOX_IMAGE, BUSYBOX_USER_IMAGE, DEBIAN_BARE_IMAGE, DEBIAN_IMAGE,
+    REGISTRY_ADDR,
+};
 
 /// busybox from Debian's busybox-static.
 pub(super) const BUSYBOX: &str = "/bin/busybox";
@@ -32,29 +36,66 @@ const EPOCH: &str = "1970-01-01T00:00:00Z";
 /// PATH inside the images (all applets are in /bin).
 const IMAGE_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// The root filesystem an image is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Base {
+    /// busybox-static and tini-static (`build_rootfs`).
+    Busybox,
+    /// Debian 12 with build tools (`debian.rs`).
+    Debian,
+}
+
 /// A test image in the local registry.
 #[derive(Debug)]
 struct TestImage {
     /// Full reference, `127.0.0.1:5000/<repository>:<tag>`.
     reference: &'static str,
+    /// Its root filesystem layer.
+    base: Base,
     /// Default user; empty for root.
     user: &'static str,
+    /// The config's `Env`; empty: no `Env` at all, as `docker import` makes an image.
+    env: &'static [&'static str],
+    /// The config's `Cmd`; empty: none.
+    cmd: &'static [&'static str],
     /// A second layer of its own (incompressible payload), so that pulling this image
     /// downloads and extracts something even while the shared base layer is present.
     payload: bool,
 }
 
-/// Every test image; they share the base layer.
+/// Every test image.
 const TEST_IMAGES: &[TestImage] = &[
     TestImage {
         reference: BUSYBOX_IMAGE,
+        base: Base::Busybox,
         user: "",
+        env: &[IMAGE_PATH],
+        cmd: &["/bin/sh"],
         payload: false,
     },
     TestImage {
         reference: BUSYBOX_USER_IMAGE,
+        base: Base::Busybox,
         user: "1000:1000",
+        env: &[IMAGE_PATH],
+        cmd: &["/bin/sh"],
         payload: true,
+    },
+    TestImage {
+        reference: DEBIAN_IMAGE,
+        base: Base::Debian,
+        user: "",
+        env: &[IMAGE_PATH, "LANG=en_US.UTF-8"],
+        cmd: &["/bin/bash"],
+        payload: false,
+    },
+    TestImage {
+        reference: DEBIAN_BARE_IMAGE,
+        base: Base::Debian,
+        user: "",
+        env: &[],
+        cmd: &[],
+        payload: false,
     },
 ];
 
@@ -88,15 +129,15 @@ impl TestImage {
     }
 }
 
-/// The root filesystem layer, compressed, with its digests.
+/// A root filesystem layer, compressed, with its digests.
 #[derive(Debug)]
-struct Layer {
+pub(super) struct Layer {
     /// The gzip-compressed tar.
-    gzip: Vec<u8>,
+    pub(super) gzip: Vec<u8>,
     /// Digest of `gzip`, the blob digest.
-    digest: String,
+    pub(super) digest: String,
     /// Digest of the uncompressed tar, the diff id in the image configuration.
-    diff_id: String,
+    pub(super) diff_id: String,
 }
 
 /// Builds and pushes the test images the registry does not serve yet (all of them
@@ -112,16 +153,27 @@ pub(super) fn ensure_pushed(sh: &Shell, state: &StateDir, rebuild: bool) -> anyh
     if missing.is_empty() {
         return Ok(());
     }
-    let base = build_layer(sh, state)?;
+    let needs = |base: Base| missing.iter().any(|image| image.base == base);
+    let busybox = needs(Base::Busybox)
+        .then(|| build_layer(sh, state))
+        .transpose()?;
+    let debian = needs(Base::Debian)
+        .then(|| super::debian::layer(sh, state))
+        .transpose()?;
     let payload = if missing.iter().any(|image| image.payload) {
         Some(build_payload_layer(sh, state)?)
     } else {
         None
     };
     for image in missing {
+        let base = match image.base {
+            Base::Busybox => busybox.as_ref(),
+            Base::Debian => debian.as_ref(),
+        }
+        .context("the base layer was built")?;
         let layers: Vec<&Layer> = match (&payload, image.payload) {
-            (Some(extra), true) => vec![&base, extra],
-            _ => vec![&base],
+            (Some(extra), true) => vec![base, extra],
+            _ => vec![base],
         };
         let digest =
             push(sh, image, &layers).with_context(|| format!("pushing {}", image.reference))?;
@@ -258,26 +310,30 @@ fn install(from: &Path, to: &Path, mode: u32) -> anyhow::Result<()> {
 /// the manifest digest.
 fn push(sh: &Shell, image: &TestImage, layers: &[&Layer]) -> anyhow::Result<String> {
     let (repository, tag) = image.repository_and_tag()?;
+    let mut run = json!({ "User": image.user, "WorkingDir": "/" });
+    if !image.env.is_empty() {
+        run["Env"] = json!(image.env);
+    }
+    if !image.cmd.is_empty() {
+        run["Cmd"] = json!(image.cmd);
+    }
     let config = serde_json::to_vec(&json!({
         "architecture": architecture(),
         "os": "linux",
         "created": EPOCH,
-        "config": {
-            "User": image.user,
-            "Env": [IMAGE_PATH],
-            "Cmd": ["/bin/sh"],
-            "WorkingDir": "/",
-        },
+        "config": run,
         "rootfs": {
             "type": "layers",
             "diff_ids": layers.iter().map(|l| l.diff_id.as_str()).collect::<Vec<_>>(),
         },
         "history": layers.iter().enumerate().map(|(i, _)| json!({
             "created": EPOCH,
-            "created_by": if i == 0 {
-                "cargo xtask engines up: busybox-static and tini-static root filesystem"
-            } else {
+            "created_by": if i > 0 {
                 "cargo xtask engines up: incompressible payload layer"
+            } else if image.base == Base::Debian {
+                "cargo xtask engines up: Debian 12 by mmdebstrap (build tools, en_US.UTF-8)"
+            } else {
+                "cargo xtask engines up: busybox-static and tini-static root filesystem"
             },
         })).collect::<Vec<_>>(),
     }))?;
@@ -335,6 +391,15 @@ fn push_blob(repository: &str, digest: &str, data: &[u8]) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// `sha256:<hex>` of the file at `path`, by coreutils' sha256sum.
+pub(super) fn sha256_file(sh: &Shell, path: &Path) -> anyhow::Result<String> {
+    let out = cmd!(sh, "sha256sum {path}").quiet().read()?;
+    match out.split_whitespace().next() {
+        Some(hex) if hex.len() == 64 => Ok(format!("sha256:{hex}")),
+        _ => bail!("unexpected sha256sum output `{out}`"),
+    }
+}
+
 /// `sha256:<hex>` of `data`, by coreutils' sha256sum.
 fn sha256(sh: &Shell, data: &[u8]) -> anyhow::Result<String> {
     let out = cmd!(sh, "sha256sum").stdin(data).quiet().read()?;
@@ -367,7 +432,9 @@ mod tests {
             found,
             [
                 Some(("container-rs/busybox", "1")),
-                Some(("container-rs/busybox-user", "2"))
+                Some(("container-rs/busybox-user", "2")),
+                Some(("container-rs/debian", "12")),
+                Some(("container-rs/debian-bare", "12")),
             ]
         );
     }

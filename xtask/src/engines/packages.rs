@@ -11,8 +11,9 @@ use super::{
 };
 
 /// The packages `engines up` installs: the engines, the registry, what the test
-/// images are built from, protoc (containerd-client's build needs it) and uidmap
-/// (Podman).
+/// images are built from (mmdebstrap: the Debian build image), protoc
+/// (containerd-client's build needs it), uidmap (Podman) and openssh-client (the ssh
+/// agent forwarding test).
 const PACKAGES: &[&str] = &[
     "docker.io",
     "podman",
@@ -24,6 +25,8 @@ const PACKAGES: &[&str] = &[
     "protobuf-compiler",
     "uidmap",
     "openssl",
+    "mmdebstrap",
+    "openssh-client",
 ];
 
 /// Programs xtask runs, which must be on PATH once the packages are installed.
@@ -41,6 +44,7 @@ const PROGRAMS: &[&str] = &[
     "openssl",
     "sha256sum",
     "kill",
+    "mmdebstrap",
 ];
 
 /// Installs the missing packages (after `apt-get update`; nothing when all are in),

@@ -172,7 +172,7 @@ pub(super) async fn create(
     let base = ContainerdEngine::spec_of(&record);
     let mut process = base["process"].clone();
     process["args"] = serde_json::json!(spec.cmd);
-    let mut env: Vec<String> = process["env"]
+    let base_env: Vec<String> = process["env"]
         .as_array()
         .map(|a| {
             a.iter()
@@ -180,7 +180,10 @@ pub(super) async fn create(
                 .collect()
         })
         .unwrap_or_default();
-    env.extend(spec.env.iter().cloned());
+    // The exec's entries replace the container's (a duplicate key would leave the
+    // container's first, which is what `getenv` finds); a container made before the
+    // default PATH existed gets it here.
+    let env = crate::spec::process_env(&base_env, &spec.env);
     process["env"] = serde_json::json!(env);
     if let Some(dir) = &spec.working_dir {
         process["cwd"] = serde_json::json!(dir);
@@ -196,7 +199,7 @@ pub(super) async fn create(
         container: container.to_string(),
         id,
         dir,
-        stdin: spec.stdin.is_some(),
+        stdin: spec.has_stdin(),
         exit: OnceLock::new(),
         pipes: std::sync::Mutex::new(None),
         feeder: std::sync::Mutex::new(None),
@@ -257,10 +260,7 @@ pub(super) async fn start(
     exec: &ContainerdExec,
     spec: &ExecSpec,
 ) -> Result<OutputStream> {
-    let stdin = spec.stdin.clone().map(|data| {
-        Box::new(std::io::Cursor::new(data)) as Box<dyn tokio::io::AsyncRead + Send + Unpin>
-    });
-    start_with(engine, exec, stdin).await
+    start_with(engine, exec, spec.stdin_source()).await
 }
 
 /// Starts `exec`, feeding `stdin` (the exec must have been created with a stdin) then

@@ -20,7 +20,7 @@ mod stream;
 pub use control::{terminate, ExecControl};
 pub use lines::{Line, LineEvent, Lines};
 pub use spec::{
-    ExecEvent, ExecOutput, ExecSpec, OutputChunk, StreamKind, DEFAULT_KILL_GRACE,
+    ExecEvent, ExecOutput, ExecSpec, OutputChunk, StdinStream, StreamKind, DEFAULT_KILL_GRACE,
     DEFAULT_OUTPUT_LIMIT,
 };
 pub use stdin::feed_stdin;

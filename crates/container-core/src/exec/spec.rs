@@ -2,10 +2,12 @@
 //! events, and the buffered result.
 
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncRead;
 
 use crate::types::{RedactedEnv, User};
 
@@ -13,6 +15,45 @@ use crate::types::{RedactedEnv, User};
 pub const DEFAULT_OUTPUT_LIMIT: usize = 16 << 20;
 /// Default grace between SIGTERM and SIGKILL when an exec times out or is dropped.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// A reader an exec's stdin is copied from as the process reads it (a terminal, a pipe,
+/// a socket): taken by the first exec started with it; a spec cloned shares it, and a
+/// second start finds it taken (its process sees EOF at once).
+#[derive(Clone)]
+pub struct StdinStream(Arc<Mutex<Option<Box<dyn AsyncRead + Send + Unpin>>>>);
+
+impl StdinStream {
+    /// A stream over `reader`.
+    pub fn new(reader: impl AsyncRead + Send + Unpin + 'static) -> Self {
+        StdinStream(Arc::new(Mutex::new(Some(Box::new(reader)))))
+    }
+
+    /// The reader, once; `None` after that.
+    pub fn take(&self) -> Option<Box<dyn AsyncRead + Send + Unpin>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+impl PartialEq for StdinStream {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for StdinStream {}
+
+impl fmt::Debug for StdinStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let taken = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none();
+        f.debug_struct("StdinStream")
+            .field("taken", &taken)
+            .finish()
+    }
+}
 
 /// A command to run in a running container.
 #[derive(Clone, PartialEq, Eq)]
@@ -28,6 +69,9 @@ pub struct ExecSpec {
     pub user: Option<User>,
     /// Bytes written to the process's stdin, then EOF. No stdin when `None`.
     pub stdin: Option<Bytes>,
+    /// A reader copied into the process's stdin as the process reads it, then EOF
+    /// (set with [`stdin_reader`](Self::stdin_reader)); not with [`stdin`](Self::stdin).
+    pub stdin_stream: Option<StdinStream>,
     /// Allocate a TTY (stdout and stderr merge into stdout).
     pub tty: bool,
     /// Deadline; on expiry the processes get SIGTERM, then SIGKILL after `kill_grace`,
@@ -47,6 +91,7 @@ impl Default for ExecSpec {
             working_dir: None,
             user: None,
             stdin: None,
+            stdin_stream: None,
             tty: false,
             timeout: None,
             kill_grace: DEFAULT_KILL_GRACE,
@@ -63,6 +108,7 @@ impl fmt::Debug for ExecSpec {
             .field("working_dir", &self.working_dir)
             .field("user", &self.user)
             .field("stdin", &self.stdin.as_ref().map(Bytes::len))
+            .field("stdin_stream", &self.stdin_stream)
             .field("tty", &self.tty)
             .field("timeout", &self.timeout)
             .field("kill_grace", &self.kill_grace)
@@ -117,6 +163,33 @@ impl ExecSpec {
     pub fn stdin(mut self, input: impl Into<Bytes>) -> Self {
         self.stdin = Some(input.into());
         self
+    }
+
+    /// Copies `reader` into the process's stdin as the process reads it, then EOF: input
+    /// that is not all there when the step starts (`containerctl exec -i`, a pipe).
+    pub fn stdin_reader(mut self, reader: impl AsyncRead + Send + Unpin + 'static) -> Self {
+        self.stdin_stream = Some(StdinStream::new(reader));
+        self
+    }
+
+    /// Whether the process gets a stdin ([`stdin`](Self::stdin) or
+    /// [`stdin_stream`](Self::stdin_stream)).
+    pub fn has_stdin(&self) -> bool {
+        self.stdin.is_some() || self.stdin_stream.is_some()
+    }
+
+    /// What a backend copies into the process's stdin: the bytes, or the stream's
+    /// reader (an empty reader once another start took it); `None` without stdin.
+    pub fn stdin_source(&self) -> Option<Box<dyn AsyncRead + Send + Unpin>> {
+        if let Some(data) = &self.stdin {
+            return Some(Box::new(std::io::Cursor::new(data.clone())));
+        }
+        let stream = self.stdin_stream.as_ref()?;
+        Some(
+            stream
+                .take()
+                .unwrap_or_else(|| Box::new(tokio::io::empty())),
+        )
     }
 
     /// Allocates a TTY (stdout and stderr merge into stdout) or not.

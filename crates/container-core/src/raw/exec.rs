@@ -539,12 +539,23 @@ impl<E: Engine + Clone> OwnExec<E> {
     /// Creates `spec` (given the exec mark) in the running `container`; start it with
     /// [`exec`](Self::exec) and [`spec`](Self::spec).
     pub async fn create(engine: &E, container: &str, spec: &ExecSpec) -> Result<Self> {
+        OwnExec::create_shared(Arc::new(engine.clone()), container, spec).await
+    }
+}
+
+impl<E: Engine> OwnExec<E> {
+    /// [`create`](Self::create) with an engine already shared.
+    pub(crate) async fn create_shared(
+        engine: Arc<E>,
+        container: &str,
+        spec: &ExecSpec,
+    ) -> Result<Self> {
         let mark = uuid::Uuid::new_v4().simple().to_string();
         let mut spec = spec.clone();
         spec.env.push(format!("{EXEC_MARK}={mark}"));
         let exec = Arc::new(engine.exec_create(container, &spec).await?);
         let control = Arc::new(Control {
-            engine: Arc::new(engine.clone()),
+            engine,
             exec: exec.clone(),
             container: container.to_string(),
             call_timeout: OWN_EXEC_CALL,

@@ -478,7 +478,11 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
         let fut = async {
             validate::container_config(config)?;
             self.check_capabilities(config)?;
+            // The hash is the caller's config's; the engine gets what the account, the
+            // ssh agent and the proxies add.
             let labels = self.ownership.container_labels(config)?;
+            let config = super::account::for_engine(config, |key| std::env::var(key).ok())?;
+            let config = config.as_ref();
             let name = config
                 .name
                 .clone()
@@ -520,7 +524,21 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
     async fn start(&self, id: &str) -> Result<()> {
         let fut = async {
             validate::container_ref(id)?;
-            self.call(Operation::Start, self.engine.start(id)).await
+            self.call(Operation::Start, self.engine.start(id)).await?;
+            // A container made with an account: made (again) in it before the caller's
+            // first exec can run.
+            let account = self
+                .find(id)
+                .await?
+                .and_then(|info| super::account::from_labels(&info.labels));
+            if let Some(account) = account {
+                self.call(
+                    Operation::Start,
+                    super::account::ensure(self.engine.clone(), id, &account),
+                )
+                .await?;
+            }
+            Ok(())
         };
         self.run(Operation::Start, &self.container(id), fut).await
     }

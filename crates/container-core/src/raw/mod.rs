@@ -22,6 +22,7 @@
 //! layers of a container manager are not independent (the exec kill needs the timeouts,
 //! create needs validation and ownership), so one type keeps their order readable.
 
+mod account;
 mod exec;
 mod manager;
 mod pull;
@@ -45,6 +46,7 @@ use crate::types::{
     VolumeInfo,
 };
 
+pub(crate) use account::label_value as account_label;
 pub use exec::{OwnExec, EXEC_MARK};
 pub use manager::EngineManager;
 pub use pull::Progress;
