@@ -30,7 +30,7 @@ impl Bench {
             let json = format!("target/bench/{name}.json");
             cmd!(
                 sh,
-                "cargo run --quiet --release -p container --features podman,containerd --example bench -- --json {json} {args...}"
+                "cargo run --quiet --release -p container-lifecycle --features podman,containerd --example bench -- --json {json} {args...}"
             )
             .run()?;
         }

@@ -108,6 +108,16 @@ fn steps() -> Vec<Step> {
             cmd!(sh, "cargo deny check licenses bans sources").run()?;
             Ok(())
         }),
+        Step::new("cargo package (every published crate)", |sh| {
+            // Packaged and built from the packages, as crates.io would take them; the
+            // workspace's unpublished crates are left out.
+            cmd!(
+                sh,
+                "cargo package --workspace --allow-dirty --exclude xtask --exclude container-conformance --exclude container-test-registry"
+            )
+            .run()?;
+            Ok(())
+        }),
         Step::new("cargo test", |sh| {
             // The conformance binaries run in their own steps below.
             // containerctl's CLI tests too: once per backend, below.

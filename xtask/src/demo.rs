@@ -45,7 +45,7 @@ pub(crate) fn run_demo(sh: &Shell, backend: Backend, args: &[String]) -> anyhow:
     let _backend = sh.push_env("CONTAINER_BACKEND", name);
     cmd!(
         sh,
-        "cargo run --quiet -p container --features {name} --example yocto_build -- {args...}"
+        "cargo run --quiet -p container-lifecycle --features {name} --example yocto_build -- {args...}"
     )
     .run()?;
     Ok(())

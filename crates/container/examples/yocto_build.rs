@@ -10,7 +10,7 @@
 //! 6. clean everything up — also on Ctrl-C, which stops the build for real.
 //!
 //! Run it with `cargo xtask demo` (starts the engine), or
-//! `cargo run -p container --example yocto_build -- --help`.
+//! `cargo run -p container-lifecycle --example yocto_build -- --help`.
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
