@@ -740,4 +740,33 @@ mod tests {
             let _ = container_config(&c);
         }
     }
+
+    #[test]
+    fn accounts_a_shell_can_take_as_they_are() {
+        let with = |a: Account| container_config(&ContainerConfig::new("busybox").account(a));
+        assert!(with(Account::new(1000, 1000, "builder")).is_ok());
+        assert!(with(Account::new(0, 0, "root")).is_ok());
+        assert!(with(Account::new(1000, 100, "j.doe_2-x").with_home("/work/home")).is_ok());
+        for bad in [
+            Account::new(1000, 1000, ""),
+            Account::new(1000, 1000, "-x"),
+            Account::new(1000, 1000, "a b"),
+            Account::new(1000, 1000, "a:b"),
+            Account::new(1000, 1000, "a$(id)"),
+            Account::new(1000, 1000, "x".repeat(33)),
+            Account::new(0, 0, "alice"),
+            Account::new(1000, 1000, "root"),
+            Account::new(1000, 1000, "b").with_home("/"),
+            Account::new(1000, 1000, "b").with_home("home/b"),
+            Account::new(1000, 1000, "b").with_home("/home/../etc"),
+            Account::new(1000, 1000, "b").with_home("/home/b c"),
+        ] {
+            let e = with(bad.clone()).expect_err(&format!("{bad:?}"));
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{bad:?}: {e}");
+        }
+        let mut other_user = ContainerConfig::new("busybox").account(Account::new(1, 1, "a"));
+        other_user.user = Some(User::new(2, 2));
+        let e = container_config(&other_user).expect_err("user and account differ");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    }
 }

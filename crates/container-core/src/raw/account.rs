@@ -279,4 +279,40 @@ mod tests {
         assert_eq!(group, "root:x:0:\nbuilder:x:1500:\ng1000:x:1000:\n");
         assert!(home.is_dir());
     }
+
+    /// A home that is a mount point (a host folder bound there) is never chowned; one
+    /// the image has is given to the account.
+    #[test]
+    fn the_script_chowns_no_mount_point() {
+        for mounted in [true, false] {
+            let dir = tempfile::tempdir().expect("tmp");
+            let etc = dir.path().join("etc");
+            std::fs::create_dir(&etc).expect("etc");
+            std::fs::write(etc.join("passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
+            std::fs::write(etc.join("group"), "root:x:0:\n").expect("group");
+            let home = dir.path().join("home");
+            std::fs::create_dir(&home).expect("home");
+            let mountinfo = dir.path().join("mountinfo");
+            let point = if mounted {
+                home.display().to_string()
+            } else {
+                "/".into()
+            };
+            std::fs::write(&mountinfo, format!("1 2 0:1 / {point} rw - ext4 x rw\n"))
+                .expect("mountinfo");
+            let log = dir.path().join("chowned");
+            let root = dir.path().display().to_string();
+            let script = SCRIPT
+                .replace("/etc/", &format!("{root}/etc/"))
+                .replace("/proc/self/mountinfo", &mountinfo.display().to_string())
+                .replace("chown ", &format!("echo >> {} ", log.display()));
+            let status = std::process::Command::new("sh")
+                .args(["-c", &script, "sh", "builder", "1000", "1000"])
+                .arg(&home)
+                .status()
+                .expect("sh");
+            assert!(status.success());
+            assert_eq!(log.exists(), !mounted, "mounted: {mounted}");
+        }
+    }
 }
