@@ -237,31 +237,48 @@ mod tests {
         );
     }
 
+    /// Runs the script with the host's `sh` for `builder` (1000:1000) with home `home`,
+    /// on a root at `root` made of `passwd` and `group`: paths rewritten beneath it,
+    /// `/proc/self/mountinfo` read from `mountinfo`, `chown` replaced by `chown_with`.
+    fn run_script(
+        root: &std::path::Path,
+        passwd: &str,
+        group: &str,
+        mountinfo: &str,
+        chown_with: &str,
+        home: &std::path::Path,
+    ) {
+        let etc = root.join("etc");
+        std::fs::create_dir(&etc).expect("etc");
+        std::fs::write(etc.join("passwd"), passwd).expect("passwd");
+        std::fs::write(etc.join("group"), group).expect("group");
+        let script = SCRIPT
+            .replace("/etc/", &format!("{}/etc/", root.display()))
+            .replace("/proc/self/mountinfo", mountinfo)
+            .replace("chown ", chown_with);
+        let status = std::process::Command::new("sh")
+            .args(["-c", &script, "sh", "builder", "1000", "1000"])
+            .arg(home)
+            .status()
+            .expect("sh");
+        assert!(status.success());
+    }
+
     /// The script itself, run by the host's `sh` on copies of passwd and group files
     /// (paths rewritten into a temporary folder).
     #[test]
     fn the_script_replaces_entries_by_name_or_uid_and_keeps_the_rest() {
         let dir = tempfile::tempdir().expect("tmp");
-        let etc = dir.path().join("etc");
-        std::fs::create_dir(&etc).expect("etc");
-        std::fs::write(
-            etc.join("passwd"),
-            "root:x:0:0:root:/root:/bin/bash\nubuntu:x:1000:1000::/home/ubuntu:/bin/bash\nbuilder:x:1500:1500::/b:/bin/sh",
-        )
-        .expect("passwd");
-        std::fs::write(etc.join("group"), "root:x:0:\nbuilder:x:1500:\n").expect("group");
         let home = dir.path().join("home/builder");
-        let root = dir.path().display().to_string();
-        let script = SCRIPT
-            .replace("/etc/", &format!("{root}/etc/"))
-            .replace("/proc/self/mountinfo", "/dev/null")
-            .replace("chown ", "true ");
-        let status = std::process::Command::new("sh")
-            .args(["-c", &script, "sh", "builder", "1000", "1000"])
-            .arg(&home)
-            .status()
-            .expect("sh");
-        assert!(status.success());
+        run_script(
+            dir.path(),
+            "root:x:0:0:root:/root:/bin/bash\nubuntu:x:1000:1000::/home/ubuntu:/bin/bash\nbuilder:x:1500:1500::/b:/bin/sh",
+            "root:x:0:\nbuilder:x:1500:\n",
+            "/dev/null",
+            "true ",
+            &home,
+        );
+        let etc = dir.path().join("etc");
         let passwd = std::fs::read_to_string(etc.join("passwd")).expect("passwd");
         let shell = if std::path::Path::new("/bin/bash").exists() {
             "/bin/bash"
@@ -286,10 +303,6 @@ mod tests {
     fn the_script_chowns_no_mount_point() {
         for mounted in [true, false] {
             let dir = tempfile::tempdir().expect("tmp");
-            let etc = dir.path().join("etc");
-            std::fs::create_dir(&etc).expect("etc");
-            std::fs::write(etc.join("passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
-            std::fs::write(etc.join("group"), "root:x:0:\n").expect("group");
             let home = dir.path().join("home");
             std::fs::create_dir(&home).expect("home");
             let mountinfo = dir.path().join("mountinfo");
@@ -301,17 +314,14 @@ mod tests {
             std::fs::write(&mountinfo, format!("1 2 0:1 / {point} rw - ext4 x rw\n"))
                 .expect("mountinfo");
             let log = dir.path().join("chowned");
-            let root = dir.path().display().to_string();
-            let script = SCRIPT
-                .replace("/etc/", &format!("{root}/etc/"))
-                .replace("/proc/self/mountinfo", &mountinfo.display().to_string())
-                .replace("chown ", &format!("echo >> {} ", log.display()));
-            let status = std::process::Command::new("sh")
-                .args(["-c", &script, "sh", "builder", "1000", "1000"])
-                .arg(&home)
-                .status()
-                .expect("sh");
-            assert!(status.success());
+            run_script(
+                dir.path(),
+                "root:x:0:0:root:/root:/bin/sh\n",
+                "root:x:0:\n",
+                &mountinfo.display().to_string(),
+                &format!("echo >> {} ", log.display()),
+                &home,
+            );
             assert_eq!(log.exists(), !mounted, "mounted: {mounted}");
         }
     }
