@@ -7,6 +7,7 @@ mod error;
 mod images;
 mod logs;
 mod pull;
+mod seccomp;
 mod spec;
 
 pub use client::{Containerd, DEFAULT_NAMESPACE, DEFAULT_SOCKET};

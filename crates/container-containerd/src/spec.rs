@@ -291,109 +291,12 @@ const READONLY_PATHS: &[&str] = &[
     "/proc/sys",
     "/proc/sysrq-trigger",
 ];
-/// System calls refused with `EPERM` (seccomp): what Docker's default profile keeps
-/// from a container without `CAP_SYS_ADMIN` and friends: kernel keyrings, BPF, module
-/// and kexec loading, mounts and namespaces, clocks, swap, reboot, NUMA policy, handles,
-/// perf, userfaultfd and the obsolete ones. Written as data here because no maintained
-/// crate ships Docker's profile; it is a deny list over an allowing default (Docker's
-/// is an allow list), so a system call new to the kernel is allowed until listed.
-const DENIED_SYSCALLS: &[&str] = &[
-    "acct",
-    "add_key",
-    "bpf",
-    "clock_adjtime",
-    "clock_settime",
-    "create_module",
-    "delete_module",
-    "finit_module",
-    "fsconfig",
-    "fsmount",
-    "fsopen",
-    "fspick",
-    "get_kernel_syms",
-    "get_mempolicy",
-    "init_module",
-    "ioperm",
-    "iopl",
-    "kcmp",
-    "kexec_file_load",
-    "kexec_load",
-    "keyctl",
-    "lookup_dcookie",
-    "mbind",
-    "mount",
-    "mount_setattr",
-    "move_mount",
-    "move_pages",
-    "name_to_handle_at",
-    "nfsservctl",
-    "open_by_handle_at",
-    "open_tree",
-    "perf_event_open",
-    "pivot_root",
-    "quotactl",
-    "quotactl_fd",
-    "reboot",
-    "request_key",
-    "set_mempolicy",
-    "setns",
-    "settimeofday",
-    "stime",
-    "swapoff",
-    "swapon",
-    "sysfs",
-    "_sysctl",
-    "umount",
-    "umount2",
-    "unshare",
-    "uselib",
-    "userfaultfd",
-    "ustat",
-    "vm86",
-    "vm86old",
-];
-/// `clone` flags that make namespaces: a clone with any of them is refused.
-const CLONE_NAMESPACE_FLAGS: &[u64] = &[
-    0x0002_0000, // CLONE_NEWNS
-    0x0200_0000, // CLONE_NEWCGROUP
-    0x0400_0000, // CLONE_NEWUTS
-    0x0800_0000, // CLONE_NEWIPC
-    0x1000_0000, // CLONE_NEWUSER
-    0x2000_0000, // CLONE_NEWPID
-    0x4000_0000, // CLONE_NEWNET
-];
-
-/// Docker's default hardening on `linux`: masked and read-only paths, and the seccomp
-/// profile ([`DENIED_SYSCALLS`], namespace flags of `clone`, `clone3` answered `ENOSYS`
-/// so that libc falls back to `clone`, whose flags can be checked).
+/// Docker's default hardening on `linux`: masked and read-only paths, and Docker's
+/// default seccomp profile ([`crate::seccomp`]).
 fn harden(linux: &mut Value) {
     linux["maskedPaths"] = json!(MASKED_PATHS);
     linux["readonlyPaths"] = json!(READONLY_PATHS);
-    const EPERM: u32 = 1;
-    const ENOSYS: u32 = 38;
-    let mut syscalls = vec![
-        json!({"names": DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM}),
-        json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS}),
-    ];
-    for flag in CLONE_NAMESPACE_FLAGS {
-        syscalls.push(json!({
-            "names": ["clone"],
-            "action": "SCMP_ACT_ERRNO",
-            "errnoRet": EPERM,
-            // x86-64 and arm64 both pass the flags first.
-            "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}],
-        }));
-    }
-    let architectures = match std::env::consts::ARCH {
-        "x86_64" => json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]),
-        "aarch64" => json!(["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]),
-        _ => json!([]),
-    };
-    linux["seccomp"] = json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": architectures,
-        "syscalls": syscalls,
-    });
+    linux["seccomp"] = crate::seccomp::profile(std::env::consts::ARCH);
 }
 
 /// Whether the host has the init this backend mounts.

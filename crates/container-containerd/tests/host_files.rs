@@ -148,7 +148,6 @@ async fn containers_are_confined_as_dockers_are() {
 /// Debian build image makes them through ctypes.
 #[tokio::test]
 async fn keyrings_and_bpf_are_refused() {
-    const DEBIAN: &str = "127.0.0.1:5000/container-rs/debian:12";
     const CALLS: &str = r#"
 import ctypes, os
 numbers = {"x86_64": {"add_key": 248, "keyctl": 250, "bpf": 321},
@@ -159,27 +158,60 @@ for name in ("add_key", "keyctl", "bpf"):
     r = libc.syscall(numbers[name], 0, 0, 0, 0, 0)
     print(name, r, ctypes.get_errno())
 "#;
-    let (m, session) = manager("keyrings").await;
+    let out = python_in_debian("keyrings", CALLS).await;
+    assert_eq!(
+        out, "add_key -1 1\nkeyctl -1 1\nbpf -1 1\n",
+        "each call refused with EPERM"
+    );
+}
+
+/// Issue 14: the seccomp filter is Docker's allow list, not a deny list: what the
+/// kernel alone would allow and Docker's profile refuses is refused. `io_uring_setup`
+/// with a null parameter block is `EFAULT` from the kernel, `EPERM` from the filter;
+/// `personality(ADDR_NO_RANDOMIZE)` succeeds in the kernel (it returns the old
+/// persona), Docker's profile allows only its listed values. Before, the deny list let
+/// both through.
+#[tokio::test]
+async fn what_dockers_allow_list_leaves_out_is_refused() {
+    const CALLS: &str = r#"
+import ctypes, os
+numbers = {"x86_64": {"io_uring_setup": 425, "personality": 135},
+           "aarch64": {"io_uring_setup": 425, "personality": 92}}[os.uname().machine]
+libc = ctypes.CDLL(None, use_errno=True)
+for name, args in (("io_uring_setup", (1, 0)), ("personality", (0x0040000,))):
+    ctypes.set_errno(0)
+    r = libc.syscall(numbers[name], *args)
+    print(name, r, ctypes.get_errno())
+print("query", libc.personality(ctypes.c_ulong(0xffffffff)) >= 0)
+"#;
+    let out = python_in_debian("allowlist", CALLS).await;
+    assert_eq!(
+        out, "io_uring_setup -1 1\npersonality -1 1\nquery True\n",
+        "each call refused with EPERM; the persona query allowed"
+    );
+}
+
+/// The standard output of `python3 -c script` in a container of the Debian build image
+/// (busybox has no tool that makes raw system calls), made for the test named `what`.
+async fn python_in_debian(what: &str, script: &str) -> String {
+    const DEBIAN: &str = "127.0.0.1:5000/container-rs/debian:12";
+    let (m, session) = manager(what).await;
     m.pull(DEBIAN, &PullOptions::default()).await.expect("pull");
     let config = ContainerConfig::new(DEBIAN)
-        .name(format!("{session}-k"))
+        .name(format!("{session}-py"))
         .cmd(["sleep", "3600"]);
     let id = m.create(&config).await.expect("create");
     m.start(&id).await.expect("start");
     let out = m
         .exec(
             &id,
-            &container_core::ExecSpec::new(["python3", "-c", CALLS]),
+            &container_core::ExecSpec::new(["python3", "-c", script]),
         )
         .await
         .expect("exec");
-    assert_eq!(out.exit_code, 0, "{out:?}");
-    assert_eq!(
-        out.stdout_lossy(),
-        "add_key -1 1\nkeyctl -1 1\nbpf -1 1\n",
-        "each call refused with EPERM"
-    );
     m.cleanup(container_core::CleanupScope::Session)
         .await
         .expect("cleanup");
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    out.stdout_lossy()
 }

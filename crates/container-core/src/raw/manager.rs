@@ -47,9 +47,18 @@ pub struct EngineManager<E: Engine> {
     call_timeout: Duration,
     retry: RetryPolicy,
     remote_exec_kill: bool,
-    /// Names of the containers this manager created or inspected, by id, so errors name
-    /// a container the way its user does (see [`container`](Self::container)).
-    names: Arc<Mutex<HashMap<String, String>>>,
+    /// The containers this manager created or inspected, by id: their names, so errors
+    /// name a container the way its user does (see [`container`](Self::container)), and
+    /// their accounts, so `start` needs no inspect to know whether to make one.
+    names: Arc<Mutex<HashMap<String, Known>>>,
+}
+
+/// What a manager remembers of a container it created or inspected.
+#[derive(Debug, Clone)]
+struct Known {
+    name: String,
+    /// The account its labels name (`None`: it has none).
+    account: Option<crate::types::Account>,
 }
 
 /// How many container names [`EngineManager`] remembers; past it, it forgets them all
@@ -175,26 +184,37 @@ impl<E: Engine> EngineManager<E> {
     pub(super) fn container(&self, id: &str) -> String {
         let names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
         match names.get(id) {
-            Some(name) if name != id => format!("{name} ({id})"),
+            Some(known) if known.name != id => format!("{} ({id})", known.name),
             _ => id.to_string(),
         }
     }
 
-    fn remember(&self, id: &str, name: &str) {
+    /// Remembers container `id`, named `name`, labelled `labels`.
+    fn remember(&self, id: &str, name: &str, labels: &Labels) {
         if id.is_empty() || name.is_empty() {
             return;
         }
+        let known = Known {
+            name: name.to_string(),
+            account: super::account::from_labels(labels),
+        };
         let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
         if names.len() >= NAMES_KEPT {
             names.clear();
         }
-        names.insert(id.to_string(), name.to_string());
+        names.insert(id.to_string(), known);
+    }
+
+    /// Whether container `id` was made with an account, if this manager knows it.
+    fn known_account(&self, id: &str) -> Option<Option<crate::types::Account>> {
+        let names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        names.get(id).map(|known| known.account.clone())
     }
 
     fn forget(&self, id: &str) {
         let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
         names.remove(id);
-        names.retain(|_, name| name != id);
+        names.retain(|_, known| known.name != id);
     }
 
     /// One operation: its span, and its errors with backend, operation and resource,
@@ -514,7 +534,7 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
                 )
                 .await
                 .map_err(|e| e.with_resource(name.clone()))?;
-            self.remember(&id, &name);
+            self.remember(&id, &name, &labels);
             Ok(id)
         };
         self.run_as(Operation::Create, idempotent, resource, fut)
@@ -526,11 +546,15 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
             validate::container_ref(id)?;
             self.call(Operation::Start, self.engine.start(id)).await?;
             // A container made with an account: made (again) in it before the caller's
-            // first exec can run.
-            let account = self
-                .find(id)
-                .await?
-                .and_then(|info| super::account::from_labels(&info.labels));
+            // first exec can run. Known without an inspect for the containers this
+            // manager created or inspected.
+            let account = match self.known_account(id) {
+                Some(account) => account,
+                None => self
+                    .find(id)
+                    .await?
+                    .and_then(|info| super::account::from_labels(&info.labels)),
+            };
             if let Some(account) = account {
                 self.call(
                     Operation::Start,
@@ -590,7 +614,7 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
             let info = self
                 .idempotent(Operation::Inspect, || self.engine.inspect(id))
                 .await?;
-            self.remember(&info.id, &info.name);
+            self.remember(&info.id, &info.name, &info.labels);
             Ok(info)
         };
         self.run(Operation::Inspect, &self.container(id), fut).await

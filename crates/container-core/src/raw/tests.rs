@@ -854,3 +854,26 @@ async fn the_bad_input_table_in_docs_security_is_what_the_manager_says() {
         );
     }
 }
+
+#[tokio::test]
+async fn start_needs_no_inspect_for_a_container_this_manager_made() {
+    let fake = Fake {
+        caps: Capabilities::oci_engine(),
+        created_id: "0123abcd".into(),
+        ..Fake::default()
+    };
+    let (m, fake) = manager(fake).await;
+    let id = m
+        .create(&ContainerConfig::new("img:1").name("build"))
+        .await
+        .expect("create");
+    m.start(&id).await.expect("start");
+    assert_eq!(
+        fake.calls(),
+        ["create", "start"],
+        "one engine call per step"
+    );
+    // One it did not make: looked up once, for its account.
+    m.start("other").await.expect("start");
+    assert_eq!(fake.calls()[2..], ["start", "inspect"]);
+}
