@@ -21,8 +21,9 @@ pub(crate) struct Bench {
 impl Bench {
     /// Starts the engines if needed, then runs the release-built benchmark per backend.
     pub(crate) fn run(self, sh: &Shell) -> anyhow::Result<()> {
-        let backends = self.backend.backends();
-        engines::ensure_up(sh, backends)?;
+        // Root's engines: the rootless service runs the conformance suite only.
+        let backends = engines::rooted(self.backend.backends());
+        engines::ensure_up(sh, &backends)?;
         let args = &self.args;
         for backend in backends {
             let name = backend.name();

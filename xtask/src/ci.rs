@@ -166,6 +166,10 @@ fn conformance_steps() -> Vec<Step> {
         Step::new("faults --backend podman (soak, workers, restart)", |sh| {
             crate::faults::run_faults(sh, Backend::Podman, &[])
         }),
+        Step::new(
+            "conformance --backend podman-rootless (as crs-rootless)",
+            |sh| crate::conformance::run_suite(sh, Backend::PodmanRootless, &[]),
+        ),
         Step::new("conformance --backend containerd", |sh| {
             crate::conformance::run_suite(sh, Backend::Containerd, &[])
         }),

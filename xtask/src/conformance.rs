@@ -5,13 +5,19 @@ use anyhow::{bail, Context};
 use clap::Args;
 use xshell::{cmd, Shell};
 
-use crate::engines::{self, Backend, BackendArg};
+use crate::engines::{self, rootless, Backend, BackendArg};
 
-/// Backends whose conformance binary exists (`tests/tests/<backend>.rs`).
-const SUITES: &[Backend] = &[Backend::Docker, Backend::Podman, Backend::Containerd];
+/// Backends whose conformance binary exists (`tests/tests/<backend>.rs`; rootless Podman
+/// runs the podman one as its user).
+const SUITES: &[Backend] = &[
+    Backend::Docker,
+    Backend::Podman,
+    Backend::PodmanRootless,
+    Backend::Containerd,
+];
 
 /// Backends whose suite CI runs and the backends matrix shows: those that pass it.
-pub(crate) const CI_SUITES: &[Backend] = &[Backend::Docker, Backend::Podman, Backend::Containerd];
+pub(crate) const CI_SUITES: &[Backend] = SUITES;
 
 /// `cargo xtask conformance`.
 #[derive(Debug, Args)]
@@ -46,6 +52,9 @@ impl Conformance {
 
 /// Runs the conformance binary of `backend`; fails when the suite fails.
 pub(crate) fn run_suite(sh: &Shell, backend: Backend, args: &[String]) -> anyhow::Result<()> {
+    if backend == Backend::PodmanRootless {
+        return rootless_suite(sh, args);
+    }
     let name = backend.name();
     println!("conformance: {name}");
     cmd!(
@@ -117,4 +126,56 @@ fn docker_tls_check(sh: &Shell) -> anyhow::Result<()> {
     .run()
     .context("the Docker TLS check failed")?;
     Ok(())
+}
+
+/// The podman suite as the rootless service's user, against that service: built by
+/// root, run through `setpriv` with the user's environment (`HOME`, `USER`,
+/// `XDG_RUNTIME_DIR`, `CONTAINER_HOST`), its results copied to
+/// `target/conformance/podman-rootless.json`.
+fn rootless_suite(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
+    println!("conformance: podman-rootless (as {})", rootless::USER);
+    let built = cmd!(
+        sh,
+        "cargo test -p container-conformance --features podman --test podman --no-run --message-format=json"
+    )
+    .read()
+    .context("building the podman conformance suite")?;
+    let exe = built
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "podman")
+        .find_map(|m| m["executable"].as_str().map(str::to_owned))
+        .context("cargo named no podman conformance binary")?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "target".into());
+    let target = sh.current_dir().join(target);
+    // The user's own target folder: the harness writes `conformance/podman.json` there.
+    let own = target.join("rootless");
+    rootless::writable_dir(sh, &own)?;
+    let (uid, gid) = (rootless::UID.to_string(), rootless::gid(sh)?.to_string());
+    let run = cmd!(
+        sh,
+        "setpriv --reuid {uid} --regid {gid} --init-groups {exe} {args...}"
+    )
+    .env("HOME", rootless::home())
+    .env("USER", rootless::USER)
+    .env("LOGNAME", rootless::USER)
+    .env("XDG_RUNTIME_DIR", rootless::RUNTIME_DIR)
+    .env("CONTAINER_HOST", format!("unix://{}", rootless::SOCKET))
+    .env("CARGO_TARGET_DIR", &own)
+    .run();
+    for suffix in ["", ".partial"] {
+        let from = own.join("conformance").join(format!("podman{suffix}.json"));
+        if from.exists() {
+            let to = target
+                .join("conformance")
+                .join(format!("podman-rootless{suffix}.json"));
+            std::fs::create_dir_all(target.join("conformance"))?;
+            std::fs::copy(&from, &to)
+                .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+            println!("conformance results: {}", to.display());
+        }
+    }
+    run.context("the rootless podman conformance run failed")
 }

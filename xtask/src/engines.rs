@@ -16,6 +16,7 @@ mod debian;
 mod http;
 mod images;
 mod packages;
+pub(crate) mod rootless;
 mod service;
 mod tls;
 
@@ -135,6 +136,9 @@ impl Down {
         if backends.contains(&Backend::Podman) {
             services.push(Service::Podman);
         }
+        if backends.contains(&Backend::PodmanRootless) {
+            services.push(Service::PodmanRootless);
+        }
         if Backend::ALL.iter().all(|b| backends.contains(b)) {
             services.push(Service::Registry);
         }
@@ -166,6 +170,7 @@ impl Restart {
             let service = match backend {
                 Backend::Docker => Service::Docker,
                 Backend::Podman => Service::Podman,
+                Backend::PodmanRootless => Service::PodmanRootless,
                 Backend::Containerd => Service::Containerd,
             };
             daemon::crash(sh, &state, service)?;
@@ -203,6 +208,9 @@ pub(crate) enum Backend {
     Docker,
     /// The Podman API service, through [`PODMAN_SOCKET`].
     Podman,
+    /// A rootless Podman API service, run and used by an unprivileged user
+    /// ([`rootless`]): the podman backend, in another setting.
+    PodmanRootless,
     /// containerd, through [`CONTAINERD_SOCKET`].
     Containerd,
 }
@@ -213,13 +221,18 @@ impl Backend {
         match self {
             Backend::Docker => "docker",
             Backend::Podman => "podman",
+            Backend::PodmanRootless => "podman-rootless",
             Backend::Containerd => "containerd",
         }
     }
 
     /// Every backend.
-    pub(crate) const ALL: &'static [Backend] =
-        &[Backend::Containerd, Backend::Docker, Backend::Podman];
+    pub(crate) const ALL: &'static [Backend] = &[
+        Backend::Containerd,
+        Backend::Docker,
+        Backend::Podman,
+        Backend::PodmanRootless,
+    ];
 }
 
 /// `--backend` on the command line: one engine, or all of them.
@@ -229,6 +242,8 @@ pub(crate) enum BackendArg {
     Docker,
     /// The Podman API service.
     Podman,
+    /// The rootless Podman API service (user `crs-rootless`).
+    PodmanRootless,
     /// containerd.
     Containerd,
     /// Every engine.
@@ -241,10 +256,20 @@ impl BackendArg {
         match self {
             BackendArg::Docker => &[Backend::Docker],
             BackendArg::Podman => &[Backend::Podman],
+            BackendArg::PodmanRootless => &[Backend::PodmanRootless],
             BackendArg::Containerd => &[Backend::Containerd],
             BackendArg::All => Backend::ALL,
         }
     }
+}
+
+/// `backends` without the rootless service (for what runs as root only).
+pub(crate) fn rooted(backends: &[Backend]) -> Vec<Backend> {
+    backends
+        .iter()
+        .copied()
+        .filter(|b| *b != Backend::PodmanRootless)
+        .collect()
 }
 
 /// Brings up the engines for `backends`, the registry and the test images, leaving
@@ -264,6 +289,9 @@ fn up(sh: &Shell, backends: &[Backend], rebuild_images: bool) -> anyhow::Result<
         if service == Service::Docker {
             tls::ensure(sh, &state)?;
         }
+        if service == Service::PodmanRootless {
+            rootless::prepare(sh, &state)?;
+        }
         daemon::ensure_running(sh, &state, service)?;
     }
     images::ensure_pushed(sh, &state, rebuild_images)?;
@@ -282,6 +310,9 @@ fn services_for(backends: &[Backend]) -> Vec<Service> {
     }
     if backends.contains(&Backend::Podman) {
         services.push(Service::Podman);
+    }
+    if backends.contains(&Backend::PodmanRootless) {
+        services.push(Service::PodmanRootless);
     }
     services.push(Service::Registry);
     services

@@ -55,8 +55,9 @@ enum Part {
 impl Faults {
     /// Starts the engines, runs the harness per backend.
     pub(crate) fn run(self, sh: &Shell) -> anyhow::Result<()> {
-        let backends = self.backend.backends();
-        engines::ensure_up(sh, backends)?;
+        // Root's engines: the rootless service runs the conformance suite only.
+        let backends = engines::rooted(self.backend.backends());
+        engines::ensure_up(sh, &backends)?;
         let mut args = Vec::new();
         if self.part != Part::All {
             let part = match self.part {
@@ -82,7 +83,7 @@ impl Faults {
             args.extend(["--ops".to_string(), ops]);
         }
         for backend in backends {
-            run_faults(sh, *backend, &args)?;
+            run_faults(sh, backend, &args)?;
         }
         Ok(())
     }

@@ -1228,6 +1228,38 @@ pub struct EngineInfo {
     pub cpus: Option<u32>,
     /// Memory of the engine host in bytes, when the engine says.
     pub memory_bytes: Option<u64>,
+    /// How the engine's containers' user ids map to the engine host's (a rootless
+    /// engine's user namespace: container root is the engine's user, the others its
+    /// subordinate ids); empty when they are the host's own.
+    pub uid_map: Vec<IdRange>,
+    /// The same for group ids.
+    pub gid_map: Vec<IdRange>,
+}
+
+/// A range of ids in an engine's user namespace: `size` ids from `container_id` inside
+/// are `host_id` onwards on the engine host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdRange {
+    /// The first id inside the containers.
+    pub container_id: u32,
+    /// The id it is on the engine host.
+    pub host_id: u32,
+    /// How many ids the range holds.
+    pub size: u32,
+}
+
+/// The host id of container id `id` under `map` (the id itself for an empty map;
+/// `None` for an id the map leaves out: it cannot own anything on the host).
+fn host_id(map: &[IdRange], id: u32) -> Option<u32> {
+    if map.is_empty() {
+        return Some(id);
+    }
+    map.iter().find_map(|r| {
+        let offset = id.checked_sub(r.container_id)?;
+        (offset < r.size)
+            .then(|| r.host_id.checked_add(offset))
+            .flatten()
+    })
 }
 
 impl EngineInfo {
@@ -1249,7 +1281,27 @@ impl EngineInfo {
             endpoint: endpoint.into(),
             cpus: None,
             memory_bytes: None,
+            uid_map: Vec::new(),
+            gid_map: Vec::new(),
         }
+    }
+
+    /// With the engine's id mappings (see [`uid_map`](Self::uid_map)).
+    pub fn with_id_maps(mut self, uid_map: Vec<IdRange>, gid_map: Vec<IdRange>) -> Self {
+        self.uid_map = uid_map;
+        self.gid_map = gid_map;
+        self
+    }
+
+    /// The engine host's uid of container uid `uid`: who owns on the host what a
+    /// container's `uid` writes into a bind mount.
+    pub fn host_uid(&self, uid: u32) -> Option<u32> {
+        host_id(&self.uid_map, uid)
+    }
+
+    /// The engine host's gid of container gid `gid`.
+    pub fn host_gid(&self, gid: u32) -> Option<u32> {
+        host_id(&self.gid_map, gid)
     }
 
     /// With the engine host's CPU count and memory; zero or negative values (an engine
@@ -1468,5 +1520,42 @@ impl ConnectOptions {
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_map_through_the_engines_ranges() {
+        let info = EngineInfo::new(BackendKind::Podman, BackendKind::Podman, "4.3", "unix:///s");
+        assert_eq!(
+            info.host_uid(1000),
+            Some(1000),
+            "no map: the host's own ids"
+        );
+        let range = |container_id, host_id, size| IdRange {
+            container_id,
+            host_id,
+            size,
+        };
+        let rootless = info.with_id_maps(
+            vec![range(0, 1500, 1), range(1, 100_000, 65536)],
+            vec![range(0, 1500, 1)],
+        );
+        assert_eq!(rootless.host_uid(0), Some(1500));
+        assert_eq!(rootless.host_uid(1), Some(100_000));
+        assert_eq!(rootless.host_uid(1000), Some(100_999));
+        assert_eq!(rootless.host_uid(65536), Some(165_535));
+        assert_eq!(rootless.host_uid(65537), None, "outside every range");
+        assert_eq!(rootless.host_gid(1), None);
+        assert_eq!(
+            EngineInfo::new(BackendKind::Podman, BackendKind::Podman, "", "")
+                .with_id_maps(vec![range(u32::MAX - 1, u32::MAX, 2)], Vec::new())
+                .host_uid(u32::MAX),
+            None,
+            "no overflow"
+        );
     }
 }

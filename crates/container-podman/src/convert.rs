@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use container_core::{
     BackendKind, ContainerConfig, ContainerInfo, ContainerState, EngineInfo, Error, ErrorKind,
-    Labels, LayerPhase, Mount, MountInfo, NetworkMode, PullProgress, Result, Ulimit, VolumeInfo,
+    IdRange, Labels, LayerPhase, Mount, MountInfo, NetworkMode, PullProgress, Result, Ulimit,
+    VolumeInfo,
 };
 use podman_api::models::{InspectContainerData, ListContainer, Volume, VolumeConfigResponse};
 use serde_json::{json, Map, Value};
@@ -308,9 +309,33 @@ pub(crate) fn engine_info(info: podman_api::models::Info, endpoint: &str) -> Eng
         Some(v) => (v.version, v.api_version),
         None => (None, None),
     };
-    let (os, arch, cpus, memory) = match info.host {
-        Some(h) => (h.os, h.arch, h.cpus, h.mem_total),
+    let (os, arch, cpus, memory) = match &info.host {
+        Some(h) => (h.os.clone(), h.arch.clone(), h.cpus, h.mem_total),
         None => (None, None, None, None),
+    };
+    // A rootless service's user namespace (a rootful one reports the host's ids).
+    let rootless = info
+        .host
+        .as_ref()
+        .and_then(|h| h.security.as_ref())
+        .and_then(|s| s.rootless)
+        .unwrap_or(false);
+    let maps = info.host.and_then(|h| h.id_mappings).filter(|_| rootless);
+    let ranges = |map: Option<Vec<podman_api::models::IdMap>>| -> Vec<IdRange> {
+        map.unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| {
+                Some(IdRange {
+                    container_id: u32::try_from(m.container_id?).ok()?,
+                    host_id: u32::try_from(m.host_id?).ok()?,
+                    size: u32::try_from(m.size?).ok()?,
+                })
+            })
+            .collect()
+    };
+    let (uid_map, gid_map) = match maps {
+        Some(m) => (ranges(m.uidmap), ranges(m.gidmap)),
+        None => (Vec::new(), Vec::new()),
     };
     // The libpod API exists only on Podman.
     EngineInfo::new(
@@ -322,6 +347,7 @@ pub(crate) fn engine_info(info: podman_api::models::Info, endpoint: &str) -> Eng
     .with_api_version(api_version)
     .with_platform(os.unwrap_or_default(), arch.unwrap_or_default())
     .with_resources(cpus, memory)
+    .with_id_maps(uid_map, gid_map)
 }
 
 /// One line of a pull report's `stream` text to a progress event. libpod reports layers

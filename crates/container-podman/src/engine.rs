@@ -74,6 +74,12 @@ pub async fn connect(options: ConnectOptions) -> Result<PodmanManager> {
     .await
 }
 
+/// Whether this host runs the unified cgroup hierarchy (v2) alone: only there can a
+/// rootless engine (this host's, a local socket) apply resource limits.
+fn unified_cgroups() -> bool {
+    std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").is_file()
+}
+
 /// The root socket for root; for other users their rootless service's socket
 /// (`$XDG_RUNTIME_DIR/podman/podman.sock`) when it exists.
 fn default_endpoint() -> String {
@@ -289,8 +295,13 @@ impl Engine for PodmanEngine {
 
     fn capabilities(&self) -> Capabilities {
         // keep-id needs a rootless service: one on a local socket of a non-root caller.
+        // A rootless service on cgroup v1 (or hybrid) accepts memory, CPU and pids limits
+        // and ignores them ("Resource limits are not supported and ignored on cgroups V1
+        // rootless systems"): no limits there, rather than limits that are not.
         // libpod (conmon) closes an exec's attach only once its process exited.
+        let limits = !self.rootless || unified_cgroups();
         Capabilities::oci_engine()
+            .with_resource_limits(limits)
             .with_userns_keep_id(self.rootless)
             .with_attach_until_exit(true)
     }
@@ -358,6 +369,21 @@ impl Engine for PodmanEngine {
             Vec::new()
         } else {
             self.default_ulimits(config, labels).await?
+        };
+        // A rootless service maps container ids to subordinate ones: the caller's own
+        // account (the service's user) is kept as itself (keep-id), so that what it
+        // writes into bind mounts is the caller's on the host (ADR 0013).
+        let own_account = self.rootless
+            && config
+                .account
+                .as_ref()
+                .is_some_and(|a| a.uid == rustix::process::geteuid().as_raw());
+        let keep_id;
+        let config = if own_account && !config.keep_id {
+            keep_id = config.clone().keep_id(true);
+            &keep_id
+        } else {
+            config
         };
         let spec = convert::create_spec(name, config, labels, &defaults)?;
         let bytes = self.create_raw(&spec, "the create request").await?;

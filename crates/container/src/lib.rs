@@ -6,11 +6,11 @@ use std::sync::Arc;
 pub use container_core::{
     Account, BackendKind, Capabilities, CleanupReport, CleanupScope, ConnectOptions,
     ContainerConfig, ContainerInfo, ContainerManager, ContainerState, CopyOptions, EngineInfo,
-    Error, ErrorKind, ExecEvent, ExecKiller, ExecOutput, ExecSpec, ExecStream, ImageRef, Labels,
-    LayerPhase, Line, LineEvent, Lines, LogOptions, LogStream, Mount, MountInfo, NetworkMode,
-    Operation, OutputChunk, Ownership, ProgressFn, PullOptions, PullProgress, RegistryAuth,
-    Relabel, Resources, Result, RetryPolicy, Signal, StdinStream, StreamKind, Ulimit, User,
-    VolumeConfig, VolumeInfo, PROXY_VARIABLES, SSH_AGENT_TARGET,
+    Error, ErrorKind, ExecEvent, ExecKiller, ExecOutput, ExecSpec, ExecStream, IdRange, ImageRef,
+    Labels, LayerPhase, Line, LineEvent, Lines, LogOptions, LogStream, Mount, MountInfo,
+    NetworkMode, Operation, OutputChunk, Ownership, ProgressFn, PullOptions, PullProgress,
+    RegistryAuth, Relabel, Resources, Result, RetryPolicy, Signal, StdinStream, StreamKind, Ulimit,
+    User, VolumeConfig, VolumeInfo, PROXY_VARIABLES, SSH_AGENT_TARGET,
 };
 
 /// The reserved ownership labels and their prefix.

@@ -6,8 +6,8 @@ use anyhow::{bail, Context};
 use xshell::{cmd, Cmd, Shell};
 
 use super::{
-    config::Fixture, http::Request, StateDir, CONTAINERD_SOCKET, DOCKER_SOCKET, PODMAN_SOCKET,
-    REGISTRY_ADDR,
+    config::Fixture, http::Request, rootless, StateDir, CONTAINERD_SOCKET, DOCKER_SOCKET,
+    PODMAN_SOCKET, REGISTRY_ADDR,
 };
 
 /// Rendered containerd configuration, relative to the state folder.
@@ -23,6 +23,10 @@ const PODMAN_CONTAINERS_CONF: &str = "podman/containers.conf";
 const PODMAN_STORAGE_CONF: &str = "podman/storage.conf";
 /// Rendered registries.conf of the Podman service.
 const PODMAN_REGISTRIES_CONF: &str = "podman/registries.conf";
+/// Rendered containers.conf of the rootless Podman service.
+const ROOTLESS_CONTAINERS_CONF: &str = "podman-rootless/containers.conf";
+/// Rendered storage.conf of the rootless Podman service.
+const ROOTLESS_STORAGE_CONF: &str = "podman-rootless/storage.conf";
 /// Rendered registry configuration.
 const REGISTRY_CONFIG: &str = "registry/config.yml";
 
@@ -35,6 +39,8 @@ pub(super) enum Service {
     Docker,
     /// `podman system service`.
     Podman,
+    /// `podman system service` run by the unprivileged user `crs-rootless`.
+    PodmanRootless,
     /// Debian's `docker-registry` (distribution 2.8).
     Registry,
 }
@@ -42,10 +48,11 @@ pub(super) enum Service {
 impl Service {
     /// Every daemon, in start order.
     #[cfg(test)]
-    pub(super) const ALL: [Service; 4] = [
+    pub(super) const ALL: [Service; 5] = [
         Service::Containerd,
         Service::Docker,
         Service::Podman,
+        Service::PodmanRootless,
         Service::Registry,
     ];
 
@@ -55,6 +62,7 @@ impl Service {
             Service::Containerd => "containerd",
             Service::Docker => "docker",
             Service::Podman => "podman",
+            Service::PodmanRootless => "podman-rootless",
             Service::Registry => "registry",
         }
     }
@@ -64,7 +72,7 @@ impl Service {
         match self {
             Service::Containerd => "containerd",
             Service::Docker => "dockerd",
-            Service::Podman => "podman",
+            Service::Podman | Service::PodmanRootless => "podman",
             Service::Registry => "docker-registry",
         }
     }
@@ -75,6 +83,7 @@ impl Service {
             Service::Containerd => Some(CONTAINERD_SOCKET),
             Service::Docker => Some(DOCKER_SOCKET),
             Service::Podman => Some(PODMAN_SOCKET),
+            Service::PodmanRootless => Some(rootless::SOCKET),
             Service::Registry => None,
         }
     }
@@ -112,6 +121,20 @@ impl Service {
                     dest: PODMAN_REGISTRIES_CONF,
                 },
             ],
+            Service::PodmanRootless => &[
+                Fixture {
+                    template: include_str!("../../fixtures/podman-rootless/containers.conf.in"),
+                    dest: ROOTLESS_CONTAINERS_CONF,
+                },
+                Fixture {
+                    template: include_str!("../../fixtures/podman-rootless/storage.conf.in"),
+                    dest: ROOTLESS_STORAGE_CONF,
+                },
+                Fixture {
+                    template: include_str!("../../fixtures/podman/registries.conf"),
+                    dest: PODMAN_REGISTRIES_CONF,
+                },
+            ],
             Service::Registry => &[Fixture {
                 template: include_str!("../../fixtures/registry/config.yml"),
                 dest: REGISTRY_CONFIG,
@@ -125,6 +148,7 @@ impl Service {
             Service::Containerd => &["containerd/root"],
             Service::Docker => &["docker/data"],
             Service::Podman => &["podman/storage"],
+            Service::PodmanRootless => &[rootless::DATA_DIR],
             Service::Registry => &["registry/storage"],
         }
     }
@@ -150,6 +174,28 @@ impl Service {
                         state.join(PODMAN_REGISTRIES_CONF),
                     )
             }
+            Service::PodmanRootless => {
+                // The same uid and gid `rootless::prepare` made; a wrong gid only
+                // fails the start, with the log telling why.
+                let (uid, gid) = (
+                    rootless::UID.to_string(),
+                    rootless::gid(sh).unwrap_or(rootless::UID).to_string(),
+                );
+                let url = format!("unix://{}", rootless::SOCKET);
+                cmd!(
+                    sh,
+                    "setpriv --reuid {uid} --regid {gid} --init-groups podman system service --time=0 {url}"
+                )
+                .env("HOME", rootless::home())
+                .env("USER", rootless::USER)
+                .env("XDG_RUNTIME_DIR", rootless::RUNTIME_DIR)
+                .env("CONTAINERS_CONF", state.join(ROOTLESS_CONTAINERS_CONF))
+                .env("CONTAINERS_STORAGE_CONF", state.join(ROOTLESS_STORAGE_CONF))
+                .env(
+                    "CONTAINERS_REGISTRIES_CONF",
+                    state.join(PODMAN_REGISTRIES_CONF),
+                )
+            }
             Service::Registry => {
                 let config = state.join(REGISTRY_CONFIG);
                 cmd!(sh, "docker-registry serve {config}")
@@ -163,7 +209,7 @@ impl Service {
         match self {
             Service::Containerd => files.push(format!("{CONTAINERD_SOCKET}.ttrpc").into()),
             Service::Docker => files.push(state.join(DOCKER_PID_FILE)),
-            Service::Podman | Service::Registry => {}
+            Service::Podman | Service::PodmanRootless | Service::Registry => {}
         }
         files
     }
@@ -174,7 +220,8 @@ impl Service {
         match self {
             Service::Docker => &["docker/data"],
             Service::Podman => &["podman/storage/overlay"],
-            Service::Containerd | Service::Registry => &[],
+            // The rootless service's mounts live in its own mount namespace.
+            Service::Containerd | Service::PodmanRootless | Service::Registry => &[],
         }
     }
 
@@ -183,7 +230,9 @@ impl Service {
     pub(super) fn stop_grace(self) -> Duration {
         match self {
             Service::Docker => Duration::from_secs(20),
-            Service::Containerd | Service::Podman | Service::Registry => Duration::from_secs(10),
+            Service::Containerd | Service::Podman | Service::PodmanRootless | Service::Registry => {
+                Duration::from_secs(10)
+            }
         }
     }
 
@@ -191,7 +240,7 @@ impl Service {
     pub(super) fn check(self, sh: &Shell) -> anyhow::Result<()> {
         match self {
             Service::Containerd => ctr_version(sh).map(drop),
-            Service::Docker | Service::Podman => {
+            Service::Docker | Service::Podman | Service::PodmanRootless => {
                 let socket = self.socket().unwrap_or_default();
                 let response = Request::get("/_ping").send_unix(socket.as_ref())?;
                 response.expect(200).map(drop)
@@ -207,7 +256,7 @@ impl Service {
     pub(super) fn version(self, sh: &Shell) -> anyhow::Result<String> {
         match self {
             Service::Containerd => ctr_version(sh),
-            Service::Docker | Service::Podman => {
+            Service::Docker | Service::Podman | Service::PodmanRootless => {
                 let socket = self.socket().unwrap_or_default();
                 let response = Request::get("/version").send_unix(socket.as_ref())?;
                 let version = response.expect(200)?.json()?;
