@@ -82,16 +82,8 @@ impl ContainerdEngine {
                 )
             }),
             Err(s) if s.code() == Code::NotFound => {
-                let filter = format!("labels.\"{NAME_LABEL}\"==\"{id_or_name}\"");
-                let found = ContainersClient::new(self.c.channel.clone())
-                    .list(self.c.request(ListContainersRequest {
-                        filters: vec![filter],
-                    })?)
-                    .await
-                    .map_err(map_status)?
-                    .into_inner()
-                    .containers;
-                found.into_iter().next().ok_or_else(|| map_status(s))
+                let named = self.records_named(id_or_name).await?;
+                named.into_iter().next().ok_or_else(|| map_status(s))
             }
             Err(s) => Err(map_status(s)),
         }
@@ -179,6 +171,25 @@ impl ContainerdEngine {
                 started,
                 finished.filter(|_| task.is_some_and(|p| p.status == STOPPED)),
             )
+    }
+
+    /// The records that carry `name`, oldest first: the oldest holds the name (see
+    /// [`create`]).
+    pub(super) async fn records_named(&self, name: &str) -> Result<Vec<Container>> {
+        let filter = format!("labels.\"{NAME_LABEL}\"==\"{name}\"");
+        let mut found = ContainersClient::new(self.c.channel.clone())
+            .list(self.c.request(ListContainersRequest {
+                filters: vec![filter],
+            })?)
+            .await
+            .map_err(map_status)?
+            .into_inner()
+            .containers;
+        found.sort_by_key(|c| {
+            let made = c.created_at.as_ref().map(|t| (t.seconds, t.nanos));
+            (made, c.id.clone())
+        });
+        Ok(found)
     }
 
     /// Removes `record`'s task, the record, and its snapshot, in that order.
@@ -338,9 +349,12 @@ pub(super) async fn create(
     let making = {
         let (engine, name, id) = (engine.clone(), name.to_string(), id.clone());
         tokio::spawn(async move {
-            let made = engine
+            let mut made = engine
                 .make_container(&name, &id, &labels, image_name, top, spec, lease.id())
                 .await;
+            if made.is_ok() {
+                made = engine.hold_name(&name, &id).await;
+            }
             let abandoned = matches!(
                 gone.try_recv(),
                 Err(tokio::sync::oneshot::error::TryRecvError::Closed)
@@ -365,6 +379,39 @@ pub(super) async fn create(
     drop(caller);
     made?;
     Ok(id)
+}
+
+impl ContainerdEngine {
+    /// After the create of record `id` named `name`: `Conflict` (its record undone) when
+    /// an older record carries the name too. The snapshot keyed by the name makes a name
+    /// unique, yet under heavy load two creates of one name were seen to both succeed
+    /// (cause not found: the first snapshot was gone when the second prepare ran); the
+    /// oldest record then keeps the name, every other create gives way, and all callers
+    /// adopt the same container. The snapshot is left alone: the key is the oldest
+    /// record's too.
+    async fn hold_name(&self, name: &str, id: &str) -> Result<()> {
+        // Unverified is better than failed: the record made is a good one.
+        let Ok(named) = self.records_named(name).await else {
+            return Ok(());
+        };
+        match named.first() {
+            Some(oldest) if oldest.id != id => {
+                let undo = self
+                    .c
+                    .request(DeleteContainerRequest { id: id.to_string() })?;
+                ContainersClient::new(self.c.channel.clone())
+                    .delete(undo)
+                    .await
+                    .map_err(map_status)?;
+                tracing::debug!(container = %id, holder = %oldest.id, "name held by an older record, create undone");
+                Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("the name {name} is in use by {}", oldest.id),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A create's lease, until the create is over. Released after a failure, or dropped
