@@ -3,6 +3,8 @@
 //! users' reach, Docker's CVE-2021-41091) and log files 0600 (logs echo secrets); the
 //! seccomp filter; and a name held by one record only.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -217,24 +219,9 @@ async fn python_in_debian(what: &str, script: &str) -> String {
     out.stdout_lossy()
 }
 
-/// `ctr` in the test namespace; its standard output.
+/// `ctr` in the test namespace.
 fn ctr(args: &[&str]) -> String {
-    let out = std::process::Command::new("ctr")
-        .args([
-            "--address",
-            "/run/containerd/containerd.sock",
-            "-n",
-            NAMESPACE,
-        ])
-        .args(args)
-        .output()
-        .expect("ctr runs");
-    assert!(
-        out.status.success(),
-        "ctr {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::ctr(NAMESPACE, args)
 }
 
 /// A name is held by its oldest record. Another record already carries the name here

@@ -1,7 +1,8 @@
 //! The image path against the real containerd and the local registry that
 //! `cargo xtask engines up` starts (run by `cargo xtask ci`).
 
-use std::process::Command;
+mod common;
+
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -24,19 +25,9 @@ fn phases(events: &Mutex<Vec<PullProgress>>) -> Vec<LayerPhase> {
         .collect()
 }
 
-/// `ctr` in the test namespace: what containerd itself says, not what this crate says.
+/// `ctr` in the test namespace.
 fn ctr(args: &[&str]) -> String {
-    let out = Command::new("ctr")
-        .args(["-n", NAMESPACE])
-        .args(args)
-        .output()
-        .expect("run ctr");
-    assert!(
-        out.status.success(),
-        "ctr {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::ctr(NAMESPACE, args)
 }
 
 #[tokio::test]
