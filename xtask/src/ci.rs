@@ -111,6 +111,7 @@ fn steps() -> Vec<Step> {
         Step::new("cargo package (every published crate)", |sh| {
             // Packaged and built from the packages, as crates.io would take them; the
             // workspace's unpublished crates are left out.
+            forget_packaged_crates()?;
             cmd!(
                 sh,
                 "cargo package --workspace --allow-dirty --exclude xtask --exclude container-conformance --exclude container-test-registry"
@@ -136,6 +137,38 @@ fn steps() -> Vec<Step> {
     steps
 }
 
+/// Removes cargo's extracted copies of this workspace's own packages from an earlier
+/// `cargo package --workspace`. Cargo resolves the packages' dependencies on each other
+/// through a local registry keyed by the target folder's path and extracts each
+/// package into `$CARGO_HOME/registry/src/-<hash>/<name>-<version>`; an extraction
+/// already there is taken as it is, so a second run from the same path (a CI clone at
+/// the same place) verified against the previous run's sources of the same version
+/// (seen: `unresolved import container_core::IdRange`). Only those local registries
+/// (named `-<hash>`) and only the workspace's crates are touched.
+fn forget_packaged_crates() -> anyhow::Result<()> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")));
+    let Some(src) = home.map(|h| h.join("registry/src")) else {
+        return Ok(());
+    };
+    let Ok(registries) = std::fs::read_dir(&src) else {
+        return Ok(());
+    };
+    for registry in registries.flatten() {
+        if !registry.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        for entry in std::fs::read_dir(registry.path())?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("container-") || name.starts_with("containerctl-") {
+                std::fs::remove_dir_all(entry.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Conformance suites against the real engines started by the first step, one step
 /// per backend, then the main job end to end.
 fn conformance_steps() -> Vec<Step> {
@@ -153,6 +186,10 @@ fn conformance_steps() -> Vec<Step> {
         Step::new("faults --backend docker (soak, workers, restart)", |sh| {
             crate::faults::run_faults(sh, Backend::Docker, &[])
         }),
+        Step::new(
+            "conformance --backend docker-rootless (as crs-rootless)",
+            |sh| crate::conformance::run_suite(sh, Backend::DockerRootless, &[]),
+        ),
         Step::new("conformance --backend podman", |sh| {
             crate::conformance::run_suite(sh, Backend::Podman, &[])
         }),

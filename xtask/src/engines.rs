@@ -139,6 +139,9 @@ impl Down {
         if backends.contains(&Backend::PodmanRootless) {
             services.push(Service::PodmanRootless);
         }
+        if backends.contains(&Backend::DockerRootless) {
+            services.push(Service::DockerRootless);
+        }
         if Backend::ALL.iter().all(|b| backends.contains(b)) {
             services.push(Service::Registry);
         }
@@ -171,6 +174,7 @@ impl Restart {
                 Backend::Docker => Service::Docker,
                 Backend::Podman => Service::Podman,
                 Backend::PodmanRootless => Service::PodmanRootless,
+                Backend::DockerRootless => Service::DockerRootless,
                 Backend::Containerd => Service::Containerd,
             };
             daemon::crash(sh, &state, service)?;
@@ -211,6 +215,8 @@ pub(crate) enum Backend {
     /// A rootless Podman API service, run and used by an unprivileged user
     /// ([`rootless`]): the podman backend, in another setting.
     PodmanRootless,
+    /// A rootless dockerd, run and used by the same user: the docker backend.
+    DockerRootless,
     /// containerd, through [`CONTAINERD_SOCKET`].
     Containerd,
 }
@@ -222,6 +228,7 @@ impl Backend {
             Backend::Docker => "docker",
             Backend::Podman => "podman",
             Backend::PodmanRootless => "podman-rootless",
+            Backend::DockerRootless => "docker-rootless",
             Backend::Containerd => "containerd",
         }
     }
@@ -232,6 +239,7 @@ impl Backend {
         Backend::Docker,
         Backend::Podman,
         Backend::PodmanRootless,
+        Backend::DockerRootless,
     ];
 }
 
@@ -244,6 +252,8 @@ pub(crate) enum BackendArg {
     Podman,
     /// The rootless Podman API service (user `crs-rootless`).
     PodmanRootless,
+    /// The rootless dockerd (user `crs-rootless`).
+    DockerRootless,
     /// containerd.
     Containerd,
     /// Every engine.
@@ -257,18 +267,19 @@ impl BackendArg {
             BackendArg::Docker => &[Backend::Docker],
             BackendArg::Podman => &[Backend::Podman],
             BackendArg::PodmanRootless => &[Backend::PodmanRootless],
+            BackendArg::DockerRootless => &[Backend::DockerRootless],
             BackendArg::Containerd => &[Backend::Containerd],
             BackendArg::All => Backend::ALL,
         }
     }
 }
 
-/// `backends` without the rootless service (for what runs as root only).
+/// `backends` without the rootless engines (for what runs as root only).
 pub(crate) fn rooted(backends: &[Backend]) -> Vec<Backend> {
     backends
         .iter()
         .copied()
-        .filter(|b| *b != Backend::PodmanRootless)
+        .filter(|b| !matches!(b, Backend::PodmanRootless | Backend::DockerRootless))
         .collect()
 }
 
@@ -289,7 +300,7 @@ fn up(sh: &Shell, backends: &[Backend], rebuild_images: bool) -> anyhow::Result<
         if service == Service::Docker {
             tls::ensure(sh, &state)?;
         }
-        if service == Service::PodmanRootless {
+        if matches!(service, Service::PodmanRootless | Service::DockerRootless) {
             rootless::prepare(sh, &state)?;
         }
         daemon::ensure_running(sh, &state, service)?;
@@ -313,6 +324,9 @@ fn services_for(backends: &[Backend]) -> Vec<Service> {
     }
     if backends.contains(&Backend::PodmanRootless) {
         services.push(Service::PodmanRootless);
+    }
+    if backends.contains(&Backend::DockerRootless) {
+        services.push(Service::DockerRootless);
     }
     services.push(Service::Registry);
     services

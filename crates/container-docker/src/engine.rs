@@ -4,9 +4,11 @@
 
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bollard::models::SystemInfoCgroupVersionEnum;
 use bollard::query_parameters::{
     DownloadFromContainerOptions, InspectContainerOptions, KillContainerOptions,
     ListContainersOptions, ListVolumesOptions, LogsOptions, RemoveContainerOptions,
@@ -19,7 +21,7 @@ use container_core::raw::{
 };
 use container_core::{
     BackendKind, Capabilities, ConnectOptions, ContainerConfig, ContainerInfo, EngineInfo, Error,
-    ErrorKind, ExecSpec, ImageRef, Labels, LogOptions, Result, Signal, VolumeInfo,
+    ErrorKind, ExecSpec, IdRange, ImageRef, Labels, LogOptions, Result, Signal, VolumeInfo,
 };
 use futures::{StreamExt, TryStreamExt};
 
@@ -57,7 +59,11 @@ pub async fn connect(options: ConnectOptions) -> Result<DockerManager> {
                 .negotiate_version()
                 .await
                 .map_err(map_error)?;
-            Ok(DockerEngine { docker, endpoint })
+            Ok(DockerEngine {
+                docker,
+                endpoint,
+                host: Arc::default(),
+            })
         },
     )
     .await
@@ -68,6 +74,54 @@ pub async fn connect(options: ConnectOptions) -> Result<DockerManager> {
 pub struct DockerEngine {
     docker: Docker,
     endpoint: String,
+    /// What the daemon said of its host at the first `info` (the connect's ping).
+    host: Arc<OnceLock<Host>>,
+}
+
+/// Facts of the daemon's host that decide what it can do.
+#[derive(Debug, Clone, Copy)]
+struct Host {
+    /// A rootless daemon (rootlesskit's user namespace).
+    rootless: bool,
+    /// cgroup v1 (or hybrid): a rootless daemon has no cgroups of its own there.
+    cgroup_v1: bool,
+}
+
+/// The socket path of a `unix://` (or bare path) endpoint.
+fn unix_socket(endpoint: &str) -> Option<&str> {
+    endpoint
+        .strip_prefix("unix://")
+        .or_else(|| endpoint.starts_with('/').then_some(endpoint))
+}
+
+/// The uid and gid maps of the daemon that listens on `socket` (a rootless one, on this
+/// host): the listener's pid from the socket's peer credentials, then its
+/// `/proc/<pid>/uid_map` and `gid_map`. `None` when any of it cannot be read.
+fn rootless_id_maps(socket: &str) -> Option<(Vec<IdRange>, Vec<IdRange>)> {
+    let stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    let peer = rustix::net::sockopt::socket_peercred(&stream).ok()?;
+    let pid = peer.pid.as_raw_nonzero().get();
+    let read = |which: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/{which}"))
+            .ok()
+            .map(|text| id_ranges(&text))
+    };
+    Some((read("uid_map")?, read("gid_map")?))
+}
+
+/// The lines of a `/proc/<pid>/uid_map` (or `gid_map`): inside, outside, count. Parsed
+/// here because procfs (0.17) does not read these files.
+fn id_ranges(text: &str) -> Vec<IdRange> {
+    text.lines()
+        .filter_map(|line| {
+            let mut n = line.split_whitespace().map(str::parse::<u32>);
+            Some(IdRange {
+                container_id: n.next()?.ok()?,
+                host_id: n.next()?.ok()?,
+                size: n.next()?.ok()?,
+            })
+        })
+        .collect()
 }
 
 fn client(endpoint: &str, timeout_secs: u64) -> Result<Docker> {
@@ -129,14 +183,42 @@ impl Engine for DockerEngine {
     type Exec = DockerExec;
 
     fn capabilities(&self) -> Capabilities {
-        // moby closes an exec's attach only once its process exited.
-        Capabilities::oci_engine().with_attach_until_exit(true)
+        // A rootless daemon on cgroup v1 takes memory, CPU and pids limits and drops them
+        // (a warning in the create answer is all): no limits there, rather than limits
+        // that are not. moby closes an exec's attach only once its process exited.
+        let limits = self.host.get().is_none_or(|h| !(h.rootless && h.cgroup_v1));
+        Capabilities::oci_engine()
+            .with_resource_limits(limits)
+            .with_attach_until_exit(true)
     }
 
     async fn info(&self) -> Result<EngineInfo> {
         let (v, host) =
             tokio::try_join!(self.docker.version(), self.docker.info()).map_err(map_error)?;
-        Ok(convert::engine_info(v, &self.endpoint).with_resources(host.ncpu, host.mem_total))
+        let rootless = host
+            .security_options
+            .iter()
+            .flatten()
+            .any(|o| o.split(',').any(|kv| kv == "name=rootless"));
+        let cgroup_v1 = host.cgroup_version == Some(SystemInfoCgroupVersionEnum::_1);
+        let _ = self.host.set(Host {
+            rootless,
+            cgroup_v1,
+        });
+        let mut info =
+            convert::engine_info(v, &self.endpoint).with_resources(host.ncpu, host.mem_total);
+        // The API does not say how a rootless daemon maps ids; its process does.
+        if let (true, Some(socket)) = (rootless, unix_socket(&self.endpoint)) {
+            let socket = socket.to_string();
+            let maps = tokio::task::spawn_blocking(move || rootless_id_maps(&socket))
+                .await
+                .ok()
+                .flatten();
+            if let Some((uids, gids)) = maps {
+                info = info.with_id_maps(uids, gids);
+            }
+        }
+        Ok(info)
     }
 
     async fn pull(&self, request: PullRequest<'_>) -> Result<Option<String>> {
@@ -357,5 +439,28 @@ impl Engine for DockerEngine {
             .remove_volume(name, Some(RemoveVolumeOptions { force }))
             .await
             .map_err(map_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_maps_read_as_the_kernel_writes_them() {
+        let text = "         0       2301          1\n         1     100000      65536\n";
+        let range = |container_id, host_id, size| IdRange {
+            container_id,
+            host_id,
+            size,
+        };
+        assert_eq!(
+            id_ranges(text),
+            [range(0, 2301, 1), range(1, 100_000, 65536)]
+        );
+        assert_eq!(id_ranges("garbage\n1 2\n"), []);
+        assert_eq!(unix_socket("unix:///run/d.sock"), Some("/run/d.sock"));
+        assert_eq!(unix_socket("/run/d.sock"), Some("/run/d.sock"));
+        assert_eq!(unix_socket("tcp://127.0.0.1:2376"), None);
     }
 }

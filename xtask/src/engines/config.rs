@@ -72,6 +72,14 @@ fn variables(state: &StateDir) -> anyhow::Result<Vec<(&'static str, String)>> {
         ("STATE_DIR", state.path().display().to_string()),
         ("RUN_DIR", RUN_DIR.to_owned()),
         ("ROOTLESS_RUN_DIR", super::rootless::RUN_DIR.to_owned()),
+        (
+            "ROOTLESS_RUNTIME_DIR",
+            super::rootless::RUNTIME_DIR.to_owned(),
+        ),
+        (
+            "ROOTLESS_DOCKER_SOCKET",
+            super::rootless::DOCKER_SOCKET.to_owned(),
+        ),
         ("CONTAINERD_SOCKET", CONTAINERD_SOCKET.to_owned()),
         ("DOCKER_SOCKET", DOCKER_SOCKET.to_owned()),
         ("DOCKER_TLS_ADDR", DOCKER_TLS_ADDR.to_owned()),

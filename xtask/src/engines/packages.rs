@@ -12,8 +12,8 @@ use super::{
 
 /// The packages `engines up` installs: the engines, the registry, what the test
 /// images are built from (mmdebstrap: the Debian build image), protoc
-/// (containerd-client's build needs it), uidmap (Podman) and openssh-client (the ssh
-/// agent forwarding test).
+/// (containerd-client's build needs it), uidmap and rootlesskit (the rootless engines)
+/// and openssh-client (the ssh agent forwarding test).
 const PACKAGES: &[&str] = &[
     "docker.io",
     "podman",
@@ -24,6 +24,7 @@ const PACKAGES: &[&str] = &[
     "tini",
     "protobuf-compiler",
     "uidmap",
+    "rootlesskit",
     "openssl",
     "mmdebstrap",
     "openssh-client",
@@ -36,6 +37,7 @@ const PROGRAMS: &[&str] = &[
     "dockerd",
     "runc",
     "podman",
+    "rootlesskit",
     "conmon",
     "docker-registry",
     "protoc",

@@ -1,9 +1,11 @@
-//! The rootless Podman service: `podman system service` run by an unprivileged user,
-//! `crs-rootless` (uid [`UID`]), with subordinate ids from `/etc/subuid` and
-//! `/etc/subgid` (Debian's `uidmap`), the kernel's own rootless overlay, and the socket
-//! where a rootless user's Podman has it (`$XDG_RUNTIME_DIR/podman/podman.sock`). The
-//! conformance suite runs against it as that user (`conformance --backend
-//! podman-rootless`), as a rootless user's build tool would.
+//! The rootless engines: `podman system service` and dockerd (through Debian's
+//! `dockerd-rootless.sh` and rootlesskit) run by an unprivileged user, `crs-rootless`
+//! (uid [`UID`]), with subordinate ids from `/etc/subuid` and `/etc/subgid` (Debian's
+//! `uidmap`), the kernel's own rootless overlay, and their sockets where a rootless
+//! user's engines have them (`$XDG_RUNTIME_DIR/podman/podman.sock`,
+//! `$XDG_RUNTIME_DIR/docker.sock`). The conformance suites run against them as that user
+//! (`conformance --backend podman-rootless|docker-rootless`), as a rootless user's build
+//! tool would.
 
 use std::{fs, os::unix::fs::PermissionsExt, path::Path};
 
@@ -18,8 +20,12 @@ pub(crate) const USER: &str = "crs-rootless";
 pub(crate) const UID: u32 = 2301;
 /// Its `XDG_RUNTIME_DIR`.
 pub(crate) const RUNTIME_DIR: &str = "/run/user/2301";
-/// The service's socket.
+/// The Podman service's socket.
 pub(crate) const SOCKET: &str = "/run/user/2301/podman/podman.sock";
+/// The rootless dockerd's socket.
+pub(crate) const DOCKER_SOCKET: &str = "/run/user/2301/docker.sock";
+/// The rootless dockerd's data, in the state folder.
+pub(crate) const DOCKER_DATA_DIR: &str = "docker-rootless/data";
 /// Runtime state of the service (`@ROOTLESS_RUN_DIR@` in the fixtures).
 pub(crate) const RUN_DIR: &str = "/run/user/2301/containers";
 /// Its data, in the state folder.
@@ -64,6 +70,8 @@ pub(super) fn prepare(sh: &Shell, state: &StateDir) -> anyhow::Result<()> {
         format!("{RUNTIME_DIR}/podman"),
         RUN_DIR.to_string(),
         state.join(DATA_DIR).display().to_string(),
+        state.join("docker-rootless").display().to_string(),
+        state.join(DOCKER_DATA_DIR).display().to_string(),
     ] {
         fs::create_dir_all(&dir).with_context(|| format!("creating {dir}"))?;
         std::os::unix::fs::chown(&dir, Some(UID), Some(gid))

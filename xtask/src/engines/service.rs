@@ -27,6 +27,10 @@ const PODMAN_REGISTRIES_CONF: &str = "podman/registries.conf";
 const ROOTLESS_CONTAINERS_CONF: &str = "podman-rootless/containers.conf";
 /// Rendered storage.conf of the rootless Podman service.
 const ROOTLESS_STORAGE_CONF: &str = "podman-rootless/storage.conf";
+/// Rendered daemon.json of the rootless dockerd.
+const ROOTLESS_DOCKER_CONFIG: &str = "docker-rootless/daemon.json";
+/// Debian's script that runs dockerd in rootlesskit's user namespace.
+const DOCKERD_ROOTLESS: &str = "/usr/share/docker.io/contrib/dockerd-rootless.sh";
 /// Rendered registry configuration.
 const REGISTRY_CONFIG: &str = "registry/config.yml";
 
@@ -41,6 +45,8 @@ pub(super) enum Service {
     Podman,
     /// `podman system service` run by the unprivileged user `crs-rootless`.
     PodmanRootless,
+    /// dockerd run by `crs-rootless`, in rootlesskit's user namespace.
+    DockerRootless,
     /// Debian's `docker-registry` (distribution 2.8).
     Registry,
 }
@@ -48,11 +54,12 @@ pub(super) enum Service {
 impl Service {
     /// Every daemon, in start order.
     #[cfg(test)]
-    pub(super) const ALL: [Service; 5] = [
+    pub(super) const ALL: [Service; 6] = [
         Service::Containerd,
         Service::Docker,
         Service::Podman,
         Service::PodmanRootless,
+        Service::DockerRootless,
         Service::Registry,
     ];
 
@@ -63,6 +70,7 @@ impl Service {
             Service::Docker => "docker",
             Service::Podman => "podman",
             Service::PodmanRootless => "podman-rootless",
+            Service::DockerRootless => "docker-rootless",
             Service::Registry => "registry",
         }
     }
@@ -73,6 +81,8 @@ impl Service {
             Service::Containerd => "containerd",
             Service::Docker => "dockerd",
             Service::Podman | Service::PodmanRootless => "podman",
+            // setpriv, then the script, exec into rootlesskit, which runs dockerd.
+            Service::DockerRootless => "rootlesskit",
             Service::Registry => "docker-registry",
         }
     }
@@ -84,6 +94,7 @@ impl Service {
             Service::Docker => Some(DOCKER_SOCKET),
             Service::Podman => Some(PODMAN_SOCKET),
             Service::PodmanRootless => Some(rootless::SOCKET),
+            Service::DockerRootless => Some(rootless::DOCKER_SOCKET),
             Service::Registry => None,
         }
     }
@@ -135,6 +146,10 @@ impl Service {
                     dest: PODMAN_REGISTRIES_CONF,
                 },
             ],
+            Service::DockerRootless => &[Fixture {
+                template: include_str!("../../fixtures/docker-rootless/daemon.json"),
+                dest: ROOTLESS_DOCKER_CONFIG,
+            }],
             Service::Registry => &[Fixture {
                 template: include_str!("../../fixtures/registry/config.yml"),
                 dest: REGISTRY_CONFIG,
@@ -149,6 +164,7 @@ impl Service {
             Service::Docker => &["docker/data"],
             Service::Podman => &["podman/storage"],
             Service::PodmanRootless => &[rootless::DATA_DIR],
+            Service::DockerRootless => &[rootless::DOCKER_DATA_DIR],
             Service::Registry => &["registry/storage"],
         }
     }
@@ -196,6 +212,24 @@ impl Service {
                     state.join(PODMAN_REGISTRIES_CONF),
                 )
             }
+            Service::DockerRootless => {
+                let (uid, gid) = (
+                    rootless::UID.to_string(),
+                    rootless::gid(sh).unwrap_or(rootless::UID).to_string(),
+                );
+                let config = state.join(ROOTLESS_DOCKER_CONFIG);
+                cmd!(
+                    sh,
+                    "setpriv --reuid {uid} --regid {gid} --init-groups {DOCKERD_ROOTLESS} --config-file {config}"
+                )
+                .env("HOME", rootless::home())
+                .env("USER", rootless::USER)
+                .env("XDG_RUNTIME_DIR", rootless::RUNTIME_DIR)
+                // The host's network (no slirp4netns: containers use network none or
+                // host, and the registry is on the host's loopback); so no port driver.
+                .env("DOCKERD_ROOTLESS_ROOTLESSKIT_NET", "host")
+                .env("DOCKERD_ROOTLESS_ROOTLESSKIT_PORT_DRIVER", "none")
+            }
             Service::Registry => {
                 let config = state.join(REGISTRY_CONFIG);
                 cmd!(sh, "docker-registry serve {config}")
@@ -209,6 +243,9 @@ impl Service {
         match self {
             Service::Containerd => files.push(format!("{CONTAINERD_SOCKET}.ttrpc").into()),
             Service::Docker => files.push(state.join(DOCKER_PID_FILE)),
+            Service::DockerRootless => {
+                files.push(format!("{}/docker.pid", rootless::RUNTIME_DIR).into());
+            }
             Service::Podman | Service::PodmanRootless | Service::Registry => {}
         }
         files
@@ -221,7 +258,10 @@ impl Service {
             Service::Docker => &["docker/data"],
             Service::Podman => &["podman/storage/overlay"],
             // The rootless service's mounts live in its own mount namespace.
-            Service::Containerd | Service::PodmanRootless | Service::Registry => &[],
+            Service::Containerd
+            | Service::PodmanRootless
+            | Service::DockerRootless
+            | Service::Registry => &[],
         }
     }
 
@@ -229,7 +269,7 @@ impl Service {
     /// its containers first (10 s each by default).
     pub(super) fn stop_grace(self) -> Duration {
         match self {
-            Service::Docker => Duration::from_secs(20),
+            Service::Docker | Service::DockerRootless => Duration::from_secs(20),
             Service::Containerd | Service::Podman | Service::PodmanRootless | Service::Registry => {
                 Duration::from_secs(10)
             }
@@ -240,7 +280,10 @@ impl Service {
     pub(super) fn check(self, sh: &Shell) -> anyhow::Result<()> {
         match self {
             Service::Containerd => ctr_version(sh).map(drop),
-            Service::Docker | Service::Podman | Service::PodmanRootless => {
+            Service::Docker
+            | Service::Podman
+            | Service::PodmanRootless
+            | Service::DockerRootless => {
                 let socket = self.socket().unwrap_or_default();
                 let response = Request::get("/_ping").send_unix(socket.as_ref())?;
                 response.expect(200).map(drop)
@@ -256,7 +299,10 @@ impl Service {
     pub(super) fn version(self, sh: &Shell) -> anyhow::Result<String> {
         match self {
             Service::Containerd => ctr_version(sh),
-            Service::Docker | Service::Podman | Service::PodmanRootless => {
+            Service::Docker
+            | Service::Podman
+            | Service::PodmanRootless
+            | Service::DockerRootless => {
                 let socket = self.socket().unwrap_or_default();
                 let response = Request::get("/version").send_unix(socket.as_ref())?;
                 let version = response.expect(200)?.json()?;
