@@ -186,10 +186,6 @@ fn conformance_steps() -> Vec<Step> {
         Step::new("faults --backend docker (soak, workers, restart)", |sh| {
             crate::faults::run_faults(sh, Backend::Docker, &[])
         }),
-        Step::new(
-            "conformance --backend docker-rootless (as crs-rootless)",
-            |sh| crate::conformance::run_suite(sh, Backend::DockerRootless, &[]),
-        ),
         Step::new("conformance --backend podman", |sh| {
             crate::conformance::run_suite(sh, Backend::Podman, &[])
         }),
