@@ -150,7 +150,7 @@ fn rootless_suite(sh: &Shell, library: &str, args: &[String]) -> anyhow::Result<
         "cargo test -p container-conformance --features {library} --test {library} --no-run --message-format=json"
     )
     .read()
-    .context("building the podman conformance suite")?;
+    .with_context(|| format!("building the {library} conformance suite"))?;
     let exe = built
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
@@ -164,19 +164,11 @@ fn rootless_suite(sh: &Shell, library: &str, args: &[String]) -> anyhow::Result<
     // The user's own target folder: the harness writes `conformance/<library>.json` there.
     let own = target.join("rootless");
     rootless::writable_dir(sh, &own)?;
-    let (uid, gid) = (rootless::UID.to_string(), rootless::gid(sh)?.to_string());
-    let run = cmd!(
-        sh,
-        "setpriv --reuid {uid} --regid {gid} --init-groups {exe} {args...}"
-    )
-    .env("HOME", rootless::home())
-    .env("USER", rootless::USER)
-    .env("LOGNAME", rootless::USER)
-    .env("XDG_RUNTIME_DIR", rootless::RUNTIME_DIR)
-    .env("CONTAINER_HOST", format!("unix://{}", rootless::SOCKET))
-    .env("DOCKER_HOST", format!("unix://{}", rootless::DOCKER_SOCKET))
-    .env("CARGO_TARGET_DIR", &own)
-    .run();
+    let run = rootless::as_user(sh, &exe, args)
+        .env("CONTAINER_HOST", format!("unix://{}", rootless::SOCKET))
+        .env("DOCKER_HOST", format!("unix://{}", rootless::DOCKER_SOCKET))
+        .env("CARGO_TARGET_DIR", &own)
+        .run();
     for suffix in ["", ".partial"] {
         let from = own
             .join("conformance")

@@ -128,10 +128,8 @@ fn client(endpoint: &str, timeout_secs: u64) -> Result<Docker> {
     let tls = |addr: &str, (ca, cert, key): (PathBuf, PathBuf, PathBuf)| {
         Docker::connect_with_ssl(addr, &key, &cert, &ca, timeout_secs, API_DEFAULT_VERSION)
     };
-    let docker = if let Some(path) = endpoint.strip_prefix("unix://") {
+    let docker = if let Some(path) = unix_socket(endpoint) {
         Docker::connect_with_unix(path, timeout_secs, API_DEFAULT_VERSION)
-    } else if endpoint.starts_with('/') {
-        Docker::connect_with_unix(endpoint, timeout_secs, API_DEFAULT_VERSION)
     } else if endpoint.starts_with("http://") {
         Docker::connect_with_http(endpoint, timeout_secs, API_DEFAULT_VERSION)
     } else if endpoint.starts_with("https://") {

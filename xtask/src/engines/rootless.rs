@@ -10,7 +10,9 @@
 use std::{fs, os::unix::fs::PermissionsExt, path::Path};
 
 use anyhow::{bail, Context};
-use xshell::{cmd, Shell};
+use std::ffi::OsStr;
+
+use xshell::{cmd, Cmd, Shell};
 
 use super::StateDir;
 
@@ -79,6 +81,24 @@ pub(super) fn prepare(sh: &Shell, state: &StateDir) -> anyhow::Result<()> {
     }
     fs::set_permissions(RUNTIME_DIR, fs::Permissions::from_mode(0o700))?;
     Ok(())
+}
+
+/// `program args…` run as the user through `setpriv`, with the user's `HOME`, `USER`,
+/// `LOGNAME` and `XDG_RUNTIME_DIR`. The gid is the one [`prepare`] made; a wrong one only
+/// fails the program, which then says why.
+pub(crate) fn as_user<'a, A: AsRef<OsStr>>(
+    sh: &'a Shell,
+    program: impl AsRef<OsStr>,
+    args: impl IntoIterator<Item = A>,
+) -> Cmd<'a> {
+    let (uid, gid) = (UID.to_string(), gid(sh).unwrap_or(UID).to_string());
+    cmd!(sh, "setpriv --reuid {uid} --regid {gid} --init-groups")
+        .arg(program)
+        .args(args)
+        .env("HOME", home())
+        .env("USER", USER)
+        .env("LOGNAME", USER)
+        .env("XDG_RUNTIME_DIR", RUNTIME_DIR)
 }
 
 /// The user's primary group.

@@ -1,6 +1,6 @@
 //! What differs between the daemons: command line, fixtures, health check, version.
 
-use std::{path::PathBuf, time::Duration};
+use std::{ffi::OsStr, path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context};
 use xshell::{cmd, Cmd, Shell};
@@ -191,40 +191,22 @@ impl Service {
                     )
             }
             Service::PodmanRootless => {
-                // The same uid and gid `rootless::prepare` made; a wrong gid only
-                // fails the start, with the log telling why.
-                let (uid, gid) = (
-                    rootless::UID.to_string(),
-                    rootless::gid(sh).unwrap_or(rootless::UID).to_string(),
-                );
                 let url = format!("unix://{}", rootless::SOCKET);
-                cmd!(
-                    sh,
-                    "setpriv --reuid {uid} --regid {gid} --init-groups podman system service --time=0 {url}"
-                )
-                .env("HOME", rootless::home())
-                .env("USER", rootless::USER)
-                .env("XDG_RUNTIME_DIR", rootless::RUNTIME_DIR)
-                .env("CONTAINERS_CONF", state.join(ROOTLESS_CONTAINERS_CONF))
-                .env("CONTAINERS_STORAGE_CONF", state.join(ROOTLESS_STORAGE_CONF))
-                .env(
-                    "CONTAINERS_REGISTRIES_CONF",
-                    state.join(PODMAN_REGISTRIES_CONF),
-                )
+                rootless::as_user(sh, "podman", ["system", "service", "--time=0", &url])
+                    .env("CONTAINERS_CONF", state.join(ROOTLESS_CONTAINERS_CONF))
+                    .env("CONTAINERS_STORAGE_CONF", state.join(ROOTLESS_STORAGE_CONF))
+                    .env(
+                        "CONTAINERS_REGISTRIES_CONF",
+                        state.join(PODMAN_REGISTRIES_CONF),
+                    )
             }
             Service::DockerRootless => {
-                let (uid, gid) = (
-                    rootless::UID.to_string(),
-                    rootless::gid(sh).unwrap_or(rootless::UID).to_string(),
-                );
                 let config = state.join(ROOTLESS_DOCKER_CONFIG);
-                cmd!(
+                rootless::as_user(
                     sh,
-                    "setpriv --reuid {uid} --regid {gid} --init-groups {DOCKERD_ROOTLESS} --config-file {config}"
+                    DOCKERD_ROOTLESS,
+                    [OsStr::new("--config-file"), config.as_os_str()],
                 )
-                .env("HOME", rootless::home())
-                .env("USER", rootless::USER)
-                .env("XDG_RUNTIME_DIR", rootless::RUNTIME_DIR)
                 // The host's network (no slirp4netns: containers use network none or
                 // host, and the registry is on the host's loopback); so no port driver.
                 .env("DOCKERD_ROOTLESS_ROOTLESSKIT_NET", "host")

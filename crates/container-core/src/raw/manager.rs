@@ -50,7 +50,7 @@ pub struct EngineManager<E: Engine> {
     /// The containers this manager created or inspected, by id: their names, so errors
     /// name a container the way its user does (see [`container`](Self::container)), and
     /// their accounts, so `start` needs no inspect to know whether to make one.
-    names: Arc<Mutex<HashMap<String, Known>>>,
+    known: Arc<Mutex<HashMap<String, Known>>>,
 }
 
 /// What a manager remembers of a container it created or inspected.
@@ -86,7 +86,7 @@ impl<E: Engine> Clone for EngineManager<E> {
             call_timeout: self.call_timeout,
             retry: self.retry.clone(),
             remote_exec_kill: self.remote_exec_kill,
-            names: self.names.clone(),
+            known: self.known.clone(),
         }
     }
 }
@@ -154,7 +154,7 @@ impl<E: Engine> EngineManager<E> {
             call_timeout,
             retry,
             remote_exec_kill,
-            names: Arc::default(),
+            known: Arc::default(),
         })
     }
 
@@ -182,7 +182,7 @@ impl<E: Engine> EngineManager<E> {
 
     /// How errors and spans name container `id`: `name (id)` when the name is known.
     pub(super) fn container(&self, id: &str) -> String {
-        let names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        let names = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         match names.get(id) {
             Some(known) if known.name != id => format!("{} ({id})", known.name),
             _ => id.to_string(),
@@ -198,7 +198,7 @@ impl<E: Engine> EngineManager<E> {
             name: name.to_string(),
             account: super::account::from_labels(labels),
         };
-        let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut names = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         if names.len() >= NAMES_KEPT {
             names.clear();
         }
@@ -207,12 +207,12 @@ impl<E: Engine> EngineManager<E> {
 
     /// Whether container `id` was made with an account, if this manager knows it.
     fn known_account(&self, id: &str) -> Option<Option<crate::types::Account>> {
-        let names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        let names = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         names.get(id).map(|known| known.account.clone())
     }
 
     fn forget(&self, id: &str) {
-        let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut names = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         names.remove(id);
         names.retain(|_, known| known.name != id);
     }
