@@ -217,6 +217,16 @@ fn conformance_steps() -> Vec<Step> {
             "faults --backend containerd (soak, workers, restart)",
             |sh| crate::faults::run_faults(sh, Backend::Containerd, &[]),
         ),
+        // Today's engines (sid): the whole suite on each, after Debian 12's.
+        Step::new("conformance --backend docker-sid", |sh| {
+            crate::conformance::run_suite(sh, Backend::DockerSid, &[])
+        }),
+        Step::new("conformance --backend podman-sid", |sh| {
+            crate::conformance::run_suite(sh, Backend::PodmanSid, &[])
+        }),
+        Step::new("conformance --backend containerd-sid", |sh| {
+            crate::conformance::run_suite(sh, Backend::ContainerdSid, &[])
+        }),
         // After every suite: the matrix is made from their results.
         Step::new("docs --check (backends matrix)", |sh| {
             crate::docs::generate(sh, true)

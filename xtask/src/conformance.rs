@@ -5,16 +5,20 @@ use anyhow::{bail, Context};
 use clap::Args;
 use xshell::{cmd, Shell};
 
-use crate::engines::{self, rootless, Backend, BackendArg};
+use crate::engines::{self, rootless, sid, Backend, BackendArg};
 
-/// Backends whose conformance binary exists (`tests/tests/<backend>.rs`; the rootless
-/// engines run the docker and podman ones as their user).
+/// Backends whose conformance binary exists (`tests/tests/<library>.rs`; the rootless
+/// engines run the docker and podman ones as their user, the sid engines the one of
+/// their library against their own sockets).
 const SUITES: &[Backend] = &[
     Backend::Docker,
     Backend::DockerRootless,
     Backend::Podman,
     Backend::PodmanRootless,
     Backend::Containerd,
+    Backend::DockerSid,
+    Backend::PodmanSid,
+    Backend::ContainerdSid,
 ];
 
 /// Backends whose suite CI runs and the backends matrix shows: those that pass it.
@@ -26,6 +30,9 @@ pub(crate) const CI_SUITES: &[Backend] = &[
     Backend::Podman,
     Backend::PodmanRootless,
     Backend::Containerd,
+    Backend::DockerSid,
+    Backend::PodmanSid,
+    Backend::ContainerdSid,
 ];
 
 /// `cargo xtask conformance`.
@@ -62,9 +69,29 @@ impl Conformance {
 /// Runs the conformance binary of `backend`; fails when the suite fails.
 pub(crate) fn run_suite(sh: &Shell, backend: Backend, args: &[String]) -> anyhow::Result<()> {
     match backend {
-        Backend::PodmanRootless => return rootless_suite(sh, "podman", args),
-        Backend::DockerRootless => return rootless_suite(sh, "docker", args),
-        _ => {}
+        Backend::PodmanRootless | Backend::DockerRootless => {
+            let env = [
+                ("CONTAINER_HOST", format!("unix://{}", rootless::SOCKET)),
+                ("DOCKER_HOST", format!("unix://{}", rootless::DOCKER_SOCKET)),
+            ];
+            return suite_elsewhere(sh, backend, args, &env, true);
+        }
+        Backend::DockerSid => {
+            let env = [("DOCKER_HOST", format!("unix://{}", sid::DOCKER_SOCKET))];
+            return suite_elsewhere(sh, backend, args, &env, false);
+        }
+        Backend::PodmanSid => {
+            let env = [("CONTAINER_HOST", format!("unix://{}", sid::PODMAN_SOCKET))];
+            return suite_elsewhere(sh, backend, args, &env, false);
+        }
+        Backend::ContainerdSid => {
+            let env = [
+                ("CONTAINERD_ADDRESS", sid::CONTAINERD_SOCKET.to_owned()),
+                ("CONTAINERD_NAMESPACE", sid::CONTAINERD_NAMESPACE.to_owned()),
+            ];
+            return suite_elsewhere(sh, backend, args, &env, false);
+        }
+        Backend::Docker | Backend::Podman | Backend::Containerd => {}
     }
     let name = backend.name();
     println!("conformance: {name}");
@@ -139,18 +166,30 @@ fn docker_tls_check(sh: &Shell) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The suite of `library` (`podman`, `docker`) as the rootless engines' user, against
-/// its rootless engine: built by root, run through `setpriv` with the user's environment
-/// (`HOME`, `USER`, `XDG_RUNTIME_DIR`, `CONTAINER_HOST` or `DOCKER_HOST`), its results
-/// copied to `target/conformance/<library>-rootless.json`.
-fn rootless_suite(sh: &Shell, library: &str, args: &[String]) -> anyhow::Result<()> {
-    println!("conformance: {library}-rootless (as {})", rootless::USER);
+/// The suite of `backend`'s library against another engine than its default one: the
+/// rootless engines (run as their user through `setpriv`, with the user's `HOME`,
+/// `USER` and `XDG_RUNTIME_DIR`) or the sid engines, reached through `env`. The binary
+/// is built once by root and run with a target folder of its own, so that its results
+/// are copied to `target/conformance/<backend>.json` and the default engine's stay.
+fn suite_elsewhere(
+    sh: &Shell,
+    backend: Backend,
+    args: &[String],
+    env: &[(&str, String)],
+    as_user: bool,
+) -> anyhow::Result<()> {
+    let (name, library) = (backend.name(), backend.library());
+    if as_user {
+        println!("conformance: {name} (as {})", rootless::USER);
+    } else {
+        println!("conformance: {name}");
+    }
     let built = cmd!(
         sh,
         "cargo test -p container-conformance --features {library} --test {library} --no-run --message-format=json"
     )
     .read()
-    .with_context(|| format!("building the {library} conformance suite"))?;
+    .with_context(|| format!("building the {library} conformance suite for {name}"))?;
     let exe = built
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
@@ -161,14 +200,19 @@ fn rootless_suite(sh: &Shell, library: &str, args: &[String]) -> anyhow::Result<
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| "target".into());
     let target = sh.current_dir().join(target);
-    // The user's own target folder: the harness writes `conformance/<library>.json` there.
-    let own = target.join("rootless");
-    rootless::writable_dir(sh, &own)?;
-    let run = rootless::as_user(sh, &exe, args)
-        .env("CONTAINER_HOST", format!("unix://{}", rootless::SOCKET))
-        .env("DOCKER_HOST", format!("unix://{}", rootless::DOCKER_SOCKET))
-        .env("CARGO_TARGET_DIR", &own)
-        .run();
+    // The run's own target folder: the harness writes `conformance/<library>.json` there.
+    let own = target.join(name);
+    let mut run = if as_user {
+        rootless::writable_dir(sh, &own)?;
+        rootless::as_user(sh, &exe, args)
+    } else {
+        std::fs::create_dir_all(&own)?;
+        cmd!(sh, "{exe} {args...}")
+    };
+    for (key, value) in env {
+        run = run.env(key, value);
+    }
+    let run = run.env("CARGO_TARGET_DIR", &own).run();
     for suffix in ["", ".partial"] {
         let from = own
             .join("conformance")
@@ -176,12 +220,12 @@ fn rootless_suite(sh: &Shell, library: &str, args: &[String]) -> anyhow::Result<
         if from.exists() {
             let to = target
                 .join("conformance")
-                .join(format!("{library}-rootless{suffix}.json"));
+                .join(format!("{name}{suffix}.json"));
             std::fs::create_dir_all(target.join("conformance"))?;
             std::fs::copy(&from, &to)
                 .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
             println!("conformance results: {}", to.display());
         }
     }
-    run.with_context(|| format!("the rootless {library} conformance run failed"))
+    run.with_context(|| format!("the {name} conformance run failed"))
 }

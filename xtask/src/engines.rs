@@ -18,6 +18,7 @@ mod images;
 mod packages;
 pub(crate) mod rootless;
 mod service;
+pub(crate) mod sid;
 mod tls;
 
 use std::{
@@ -142,6 +143,11 @@ impl Down {
         if backends.contains(&Backend::DockerRootless) {
             services.push(Service::DockerRootless);
         }
+        for (backend, service) in SID_SERVICES {
+            if backends.contains(&backend) {
+                services.push(service);
+            }
+        }
         if Backend::ALL.iter().all(|b| backends.contains(b)) {
             services.push(Service::Registry);
         }
@@ -176,6 +182,9 @@ impl Restart {
                 Backend::PodmanRootless => Service::PodmanRootless,
                 Backend::DockerRootless => Service::DockerRootless,
                 Backend::Containerd => Service::Containerd,
+                Backend::DockerSid => Service::DockerSid,
+                Backend::PodmanSid => Service::PodmanSid,
+                Backend::ContainerdSid => Service::ContainerdSid,
             };
             daemon::crash(sh, &state, service)?;
             daemon::ensure_running(sh, &state, service)?;
@@ -219,6 +228,12 @@ pub(crate) enum Backend {
     DockerRootless,
     /// containerd, through [`CONTAINERD_SOCKET`].
     Containerd,
+    /// sid's dockerd (Docker 28), from its own root ([`sid`]): the docker backend.
+    DockerSid,
+    /// sid's Podman service (Podman 5): the podman backend.
+    PodmanSid,
+    /// sid's containerd (containerd 2): the containerd backend.
+    ContainerdSid,
 }
 
 impl Backend {
@@ -230,6 +245,19 @@ impl Backend {
             Backend::PodmanRootless => "podman-rootless",
             Backend::DockerRootless => "docker-rootless",
             Backend::Containerd => "containerd",
+            Backend::DockerSid => "docker-sid",
+            Backend::PodmanSid => "podman-sid",
+            Backend::ContainerdSid => "containerd-sid",
+        }
+    }
+
+    /// The library backend that serves this engine (and the conformance suite that
+    /// tests it).
+    pub(crate) fn library(self) -> &'static str {
+        match self {
+            Backend::Docker | Backend::DockerRootless | Backend::DockerSid => "docker",
+            Backend::Podman | Backend::PodmanRootless | Backend::PodmanSid => "podman",
+            Backend::Containerd | Backend::ContainerdSid => "containerd",
         }
     }
 
@@ -240,6 +268,9 @@ impl Backend {
         Backend::Docker,
         Backend::Podman,
         Backend::PodmanRootless,
+        Backend::ContainerdSid,
+        Backend::DockerSid,
+        Backend::PodmanSid,
     ];
 }
 
@@ -256,6 +287,14 @@ pub(crate) enum BackendArg {
     DockerRootless,
     /// containerd.
     Containerd,
+    /// sid's dockerd (Docker 28), in its own root and mount namespace.
+    DockerSid,
+    /// sid's Podman service (Podman 5).
+    PodmanSid,
+    /// sid's containerd (containerd 2).
+    ContainerdSid,
+    /// The three sid engines.
+    Sid,
     /// Every engine CI runs (rootless Docker only by its name).
     All,
 }
@@ -269,19 +308,35 @@ impl BackendArg {
             BackendArg::PodmanRootless => &[Backend::PodmanRootless],
             BackendArg::DockerRootless => &[Backend::DockerRootless],
             BackendArg::Containerd => &[Backend::Containerd],
+            BackendArg::DockerSid => &[Backend::DockerSid],
+            BackendArg::PodmanSid => &[Backend::PodmanSid],
+            BackendArg::ContainerdSid => &[Backend::ContainerdSid],
+            BackendArg::Sid => &[
+                Backend::ContainerdSid,
+                Backend::DockerSid,
+                Backend::PodmanSid,
+            ],
             BackendArg::All => Backend::ALL,
         }
     }
 }
 
-/// `backends` without the rootless engines (for what runs as root only).
+/// `backends` without the rootless and the sid engines: the fault harness and the
+/// benchmarks run on Debian 12's rootful engines only.
 pub(crate) fn rooted(backends: &[Backend]) -> Vec<Backend> {
     backends
         .iter()
         .copied()
-        .filter(|b| !matches!(b, Backend::PodmanRootless | Backend::DockerRootless))
+        .filter(|b| matches!(b, Backend::Docker | Backend::Podman | Backend::Containerd))
         .collect()
 }
+
+/// The sid engines and their daemons.
+const SID_SERVICES: [(Backend, Service); 3] = [
+    (Backend::ContainerdSid, Service::ContainerdSid),
+    (Backend::DockerSid, Service::DockerSid),
+    (Backend::PodmanSid, Service::PodmanSid),
+];
 
 /// Brings up the engines for `backends`, the registry and the test images, leaving
 /// alone whatever already runs; prints the state folder and a summary.
@@ -302,6 +357,12 @@ fn up(sh: &Shell, backends: &[Backend], rebuild_images: bool) -> anyhow::Result<
         }
         if matches!(service, Service::PodmanRootless | Service::DockerRootless) {
             rootless::prepare(sh, &state)?;
+        }
+        if matches!(
+            service,
+            Service::ContainerdSid | Service::DockerSid | Service::PodmanSid
+        ) {
+            sid::ensure_root(sh, &state)?;
         }
         daemon::ensure_running(sh, &state, service)?;
     }
@@ -327,6 +388,11 @@ fn services_for(backends: &[Backend]) -> Vec<Service> {
     }
     if backends.contains(&Backend::DockerRootless) {
         services.push(Service::DockerRootless);
+    }
+    for (backend, service) in SID_SERVICES {
+        if backends.contains(&backend) {
+            services.push(service);
+        }
     }
     services.push(Service::Registry);
     services

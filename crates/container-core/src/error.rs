@@ -297,7 +297,10 @@ pub fn shell_status_for_runtime_text(text: &str) -> Option<i64> {
     }
     if t.contains("executable file not found") || t.contains("no such file or directory") {
         Some(127)
-    } else if t.contains("permission denied") || t.contains("not a directory") {
+    } else if t.contains("permission denied")
+        || t.contains("not a directory")
+        || t.contains("is a directory")
+    {
         Some(126)
     } else {
         None

@@ -2,7 +2,7 @@
 //! here, never an engine error, a panic, or a silently created host directory.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -209,6 +209,39 @@ fn bind_source_not_sensitive(source: &Path, relabel: Option<Relabel>) -> Result<
              Mount::allow_sensitive()"
         ))
         .with_resource(shown));
+    }
+    Ok(())
+}
+
+/// No bind mount of `config` overlaps the Unix socket of `endpoint` (the engine this
+/// manager talks to, wherever its socket is: the fixed list of sensitive paths knows
+/// only the engines' default places) unless it opted in with [`Mount::allow_sensitive`].
+pub fn engine_socket_not_bound(config: &ContainerConfig, endpoint: &str) -> Result<()> {
+    let socket = endpoint.strip_prefix("unix://").unwrap_or(endpoint);
+    if !socket.starts_with('/') {
+        return Ok(());
+    }
+    let socket = std::fs::canonicalize(socket).unwrap_or_else(|_| PathBuf::from(socket));
+    for m in &config.mounts {
+        let Mount::Bind {
+            source,
+            sensitive: false,
+            ..
+        } = m
+        else {
+            continue;
+        };
+        let resolved = std::fs::canonicalize(source).unwrap_or_else(|_| source.clone());
+        if resolved.starts_with(&socket) || socket.starts_with(&resolved) {
+            let shown = source.display().to_string();
+            return Err(Error::invalid_input(format!(
+                "bind source {shown:?} holds the socket of the engine this manager uses ({}): \
+                 the container would control the engine; Mount::allow_sensitive() is the \
+                 explicit opt-in",
+                socket.display()
+            ))
+            .with_resource(shown));
+        }
     }
     Ok(())
 }
@@ -482,6 +515,30 @@ mod tests {
         invalid(&base().stop_grace(Duration::MAX));
         assert!(exec_spec(&ExecSpec::new(["true"]).timeout(Duration::MAX)).is_err());
         assert!(exec_spec(&ExecSpec::new(["true"]).kill_grace(Duration::MAX)).is_err());
+    }
+
+    #[test]
+    fn the_engines_own_socket_needs_the_opt_in_wherever_it_is() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let socket = dir.path().join("engine.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        let endpoint = format!("unix://{}", socket.display());
+        let other = tempfile::tempdir().expect("tmp");
+        let with = |m: Mount| ContainerConfig::new(IMG).cmd(["true"]).mount(m);
+        for source in [socket.as_path(), dir.path()] {
+            let e = engine_socket_not_bound(&with(Mount::bind(source, "/s")), &endpoint)
+                .expect_err("the engine's socket");
+            assert_eq!(e.kind(), ErrorKind::InvalidInput);
+            assert!(e.message().contains("allow_sensitive"), "{e}");
+            let opted = Mount::bind(source, "/s").allow_sensitive();
+            assert!(engine_socket_not_bound(&with(opted), &endpoint).is_ok());
+        }
+        assert!(engine_socket_not_bound(&with(Mount::bind(other.path(), "/s")), &endpoint).is_ok());
+        // A plain path (containerd's way) is a socket too; a TCP endpoint has none.
+        let plain = socket.display().to_string();
+        assert!(engine_socket_not_bound(&with(Mount::bind(dir.path(), "/s")), &plain).is_err());
+        let tcp = "tcp://127.0.0.1:2376";
+        assert!(engine_socket_not_bound(&with(Mount::bind(dir.path(), "/s")), tcp).is_ok());
     }
 
     #[test]

@@ -219,17 +219,23 @@ pub(crate) fn container_info(r: InspectContainerData) -> ContainerInfo {
             MountInfo::from_engine(kind, name, m.source.as_deref(), m.destination.as_deref())
         })
         .collect();
+    let status = state(
+        st.and_then(|s| s.status.as_deref()),
+        i64::from(st.and_then(|s| s.exit_code).unwrap_or(0)),
+    );
+    // Podman 5 keeps OOMKilled when the container starts again (4.3 clears it): a flag
+    // that outlived its run (the container runs again, or its last exit was no SIGKILL)
+    // is not this run's.
+    let oom_killed =
+        st.and_then(|s| s.oom_killed).unwrap_or(false) && status == ContainerState::Exited(137);
     ContainerInfo::new(
         r.id.unwrap_or_default(),
         r.name.unwrap_or_default(),
         r.image_name.or(image).unwrap_or_default(),
-        state(
-            st.and_then(|s| s.status.as_deref()),
-            i64::from(st.and_then(|s| s.exit_code).unwrap_or(0)),
-        ),
+        status,
     )
     .with_labels(labels.into_iter().collect())
-    .with_oom_killed(st.and_then(|s| s.oom_killed).unwrap_or(false))
+    .with_oom_killed(oom_killed)
     .with_pid(st.and_then(|s| s.pid).and_then(|p| u32::try_from(p).ok()))
     .with_times(time(started), time(finished))
     .with_restart_count(
@@ -469,5 +475,21 @@ mod tests {
         ));
         assert!(pull_progress("Copying config sha256:abc\n").is_none());
         assert!(pull_progress("Writing manifest to image destination\n").is_none());
+    }
+
+    #[test]
+    fn an_oom_flag_podman_kept_from_an_earlier_run_is_dropped() {
+        let with = |status: &str, exit_code: i32| -> InspectContainerData {
+            serde_json::from_value(json!({
+                "State": {"Status": status, "ExitCode": exit_code, "OOMKilled": true}
+            }))
+            .expect("an inspect")
+        };
+        assert!(container_info(with("exited", 137)).oom_killed, "this run's");
+        assert!(!container_info(with("running", 0)).oom_killed, "runs again");
+        assert!(
+            !container_info(with("exited", 0)).oom_killed,
+            "a later run ended by itself"
+        );
     }
 }

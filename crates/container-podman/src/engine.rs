@@ -561,7 +561,7 @@ impl Engine for PodmanEngine {
                 let _ = writer.shutdown().await;
             }
         }
-        Ok(crate::frames::decode(reader, spec.tty))
+        Ok(exec.watched(crate::frames::decode(reader, spec.tty)))
     }
 
     async fn exec_state(&self, exec: &PodmanExec) -> Result<ExecState> {

@@ -9,19 +9,26 @@
 //! inspect reports while `Running`, within the container's cgroup only (never a process
 //! merely because its parent is `conmon`, which is true of every container's PID 1).
 
+use std::sync::{Arc, OnceLock};
+
 use container_core::raw::ExecState;
-use container_core::{ExecSpec, Result};
+use container_core::{ExecSpec, OutputChunk, Result, StreamKind};
 use podman_api::api::Exec;
 use podman_api::opts::{ExecCreateOpts, UserOpt};
 use podman_api::Podman;
 use serde_json::Value;
 
 use crate::error::map_error;
+use container_core::raw::OutputStream;
+use futures::StreamExt;
 
 /// One Podman exec.
 pub struct PodmanExec {
     /// Kept from `create_exec`: one from `execs().get(id)` cannot be started.
     exec: Exec,
+    /// What a shell would exit with when the runtime refused to start the command (read
+    /// from its message, the first output): libpod says 125 for what it cannot classify.
+    runtime_failure: Arc<OnceLock<i64>>,
 }
 
 impl std::fmt::Debug for PodmanExec {
@@ -57,7 +64,28 @@ pub(crate) async fn create(
         .create_exec(&opts.build())
         .await
         .map_err(map_error)?;
-    Ok(PodmanExec { exec })
+    Ok(PodmanExec {
+        exec,
+        runtime_failure: Arc::default(),
+    })
+}
+
+/// The exit code libpod gives an exec whose command the runtime could not start, when it
+/// cannot tell "not found" (127) from "not executable" (126): Podman 5 with runc 1.3,
+/// for a directory ("is a directory").
+const RUNTIME_FAILED: i64 = 125;
+
+/// The shell status the runtime's message in `chunk` (libpod writes it to stderr as the
+/// exec's first output: `Error: runc: exec failed: …`) stands for, if it is one.
+fn runtime_failure(chunk: &OutputChunk) -> Option<i64> {
+    if chunk.stream != StreamKind::Stderr {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&chunk.data);
+    if !text.to_ascii_lowercase().starts_with("error: ") {
+        return None;
+    }
+    container_core::error::shell_status_for_runtime_text(&text)
 }
 
 impl PodmanExec {
@@ -69,7 +97,28 @@ impl PodmanExec {
     /// Exec inspect.
     pub(crate) async fn state(&self) -> Result<ExecState> {
         let v = self.exec.inspect().await.map_err(map_error)?;
-        Ok(exec_state(&v))
+        let mut state = exec_state(&v);
+        if state.exit_code == Some(RUNTIME_FAILED) {
+            if let Some(code) = self.runtime_failure.get() {
+                state.exit_code = Some(*code);
+            }
+        }
+        Ok(state)
+    }
+
+    /// `output` with its first chunk read for the runtime's start failure.
+    pub(crate) fn watched(&self, output: OutputStream) -> OutputStream {
+        let failure = self.runtime_failure.clone();
+        let mut first = true;
+        output
+            .inspect(move |item| {
+                if let (Ok(chunk), true) = (item, std::mem::take(&mut first)) {
+                    if let Some(code) = runtime_failure(chunk) {
+                        let _ = failure.set(code);
+                    }
+                }
+            })
+            .boxed()
     }
 }
 
@@ -93,6 +142,19 @@ fn exec_state(v: &Value) -> ExecState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_runtimes_start_failure_is_read_as_a_shell_would_say_it() {
+        let err = |text: &str| OutputChunk::new(StreamKind::Stderr, text.as_bytes().to_vec());
+        let directory = "Error: runc: exec failed: unable to start container process: exec: \"/etc\": is a directory: OCI runtime error\n";
+        assert_eq!(runtime_failure(&err(directory)), Some(126));
+        let missing = "Error: runc: exec failed: unable to start container process: exec: \"/x\": stat /x: no such file or directory: OCI runtime attempted to invoke a command that was not found\n";
+        assert_eq!(runtime_failure(&err(missing)), Some(127));
+        // The same words from the process itself, or on stdout, are output, not a failure.
+        assert_eq!(runtime_failure(&err("ls: /etc: is a directory\n")), None);
+        let stdout = OutputChunk::new(StreamKind::Stdout, directory.as_bytes().to_vec());
+        assert_eq!(runtime_failure(&stdout), None);
+    }
 
     #[test]
     fn exec_inspect_fields_are_read() {

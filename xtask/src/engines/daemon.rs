@@ -228,7 +228,7 @@ fn spawn(sh: &Shell, state: &StateDir, service: Service) -> anyhow::Result<Child
         .append(true)
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
-    let cmd = service.command(sh, state).env("PATH", search_path());
+    let cmd = service.command(sh, state)?.env("PATH", search_path());
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use xshell::{cmd, Cmd, Shell};
 
 use super::{
-    config::Fixture, http::Request, rootless, StateDir, CONTAINERD_SOCKET, DOCKER_SOCKET,
+    config::Fixture, http::Request, rootless, sid, StateDir, CONTAINERD_SOCKET, DOCKER_SOCKET,
     PODMAN_SOCKET, REGISTRY_ADDR,
 };
 
@@ -31,6 +31,16 @@ const ROOTLESS_STORAGE_CONF: &str = "podman-rootless/storage.conf";
 const ROOTLESS_DOCKER_CONFIG: &str = "docker-rootless/daemon.json";
 /// Debian's script that runs dockerd in rootlesskit's user namespace.
 const DOCKERD_ROOTLESS: &str = "/usr/share/docker.io/contrib/dockerd-rootless.sh";
+/// Rendered daemon.json of sid's dockerd.
+const SID_DOCKER_CONFIG: &str = "sid/docker/daemon.json";
+/// dockerd's pid file in the sid state.
+const SID_DOCKER_PID_FILE: &str = "sid/docker/dockerd.pid";
+/// Rendered containers.conf of sid's Podman service.
+const SID_CONTAINERS_CONF: &str = "sid/podman/containers.conf";
+/// Rendered storage.conf of sid's Podman service.
+const SID_STORAGE_CONF: &str = "sid/podman/storage.conf";
+/// Rendered configuration of sid's containerd.
+const SID_CONTAINERD_CONFIG: &str = "sid/containerd/config.toml";
 /// Rendered registry configuration.
 const REGISTRY_CONFIG: &str = "registry/config.yml";
 
@@ -47,6 +57,12 @@ pub(super) enum Service {
     PodmanRootless,
     /// dockerd run by `crs-rootless`, in rootlesskit's user namespace.
     DockerRootless,
+    /// containerd from the sid root, in a mount namespace of its own ([`sid`]).
+    ContainerdSid,
+    /// dockerd from the sid root (with the containerd it starts itself).
+    DockerSid,
+    /// `podman system service` from the sid root.
+    PodmanSid,
     /// Debian's `docker-registry` (distribution 2.8).
     Registry,
 }
@@ -54,12 +70,15 @@ pub(super) enum Service {
 impl Service {
     /// Every daemon, in start order.
     #[cfg(test)]
-    pub(super) const ALL: [Service; 6] = [
+    pub(super) const ALL: [Service; 9] = [
         Service::Containerd,
         Service::Docker,
         Service::Podman,
         Service::PodmanRootless,
         Service::DockerRootless,
+        Service::ContainerdSid,
+        Service::DockerSid,
+        Service::PodmanSid,
         Service::Registry,
     ];
 
@@ -71,6 +90,9 @@ impl Service {
             Service::Podman => "podman",
             Service::PodmanRootless => "podman-rootless",
             Service::DockerRootless => "docker-rootless",
+            Service::ContainerdSid => "containerd-sid",
+            Service::DockerSid => "docker-sid",
+            Service::PodmanSid => "podman-sid",
             Service::Registry => "registry",
         }
     }
@@ -78,9 +100,9 @@ impl Service {
     /// The process name in `/proc/<pid>/stat`, to tell the daemon from a reused pid.
     pub(super) fn process_name(self) -> &'static str {
         match self {
-            Service::Containerd => "containerd",
-            Service::Docker => "dockerd",
-            Service::Podman | Service::PodmanRootless => "podman",
+            Service::Containerd | Service::ContainerdSid => "containerd",
+            Service::Docker | Service::DockerSid => "dockerd",
+            Service::Podman | Service::PodmanRootless | Service::PodmanSid => "podman",
             // setpriv, then the script, exec into rootlesskit, which runs dockerd.
             Service::DockerRootless => "rootlesskit",
             Service::Registry => "docker-registry",
@@ -95,6 +117,9 @@ impl Service {
             Service::Podman => Some(PODMAN_SOCKET),
             Service::PodmanRootless => Some(rootless::SOCKET),
             Service::DockerRootless => Some(rootless::DOCKER_SOCKET),
+            Service::ContainerdSid => Some(sid::CONTAINERD_SOCKET),
+            Service::DockerSid => Some(sid::DOCKER_SOCKET),
+            Service::PodmanSid => Some(sid::PODMAN_SOCKET),
             Service::Registry => None,
         }
     }
@@ -150,6 +175,28 @@ impl Service {
                 template: include_str!("../../fixtures/docker-rootless/daemon.json"),
                 dest: ROOTLESS_DOCKER_CONFIG,
             }],
+            Service::ContainerdSid => &[Fixture {
+                template: include_str!("../../fixtures/sid/containerd.toml"),
+                dest: SID_CONTAINERD_CONFIG,
+            }],
+            Service::DockerSid => &[Fixture {
+                template: include_str!("../../fixtures/sid/daemon.json"),
+                dest: SID_DOCKER_CONFIG,
+            }],
+            Service::PodmanSid => &[
+                Fixture {
+                    template: include_str!("../../fixtures/sid/containers.conf.in"),
+                    dest: SID_CONTAINERS_CONF,
+                },
+                Fixture {
+                    template: include_str!("../../fixtures/sid/storage.conf.in"),
+                    dest: SID_STORAGE_CONF,
+                },
+                Fixture {
+                    template: include_str!("../../fixtures/podman/registries.conf"),
+                    dest: PODMAN_REGISTRIES_CONF,
+                },
+            ],
             Service::Registry => &[Fixture {
                 template: include_str!("../../fixtures/registry/config.yml"),
                 dest: REGISTRY_CONFIG,
@@ -165,13 +212,16 @@ impl Service {
             Service::Podman => &["podman/storage"],
             Service::PodmanRootless => &[rootless::DATA_DIR],
             Service::DockerRootless => &[rootless::DOCKER_DATA_DIR],
+            Service::ContainerdSid => &["sid/containerd/root"],
+            Service::DockerSid => &["sid/docker/data"],
+            Service::PodmanSid => &["sid/podman/storage"],
             Service::Registry => &["registry/storage"],
         }
     }
 
     /// The command line that starts the daemon in the foreground.
-    pub(super) fn command<'a>(self, sh: &'a Shell, state: &StateDir) -> Cmd<'a> {
-        match self {
+    pub(super) fn command<'a>(self, sh: &'a Shell, state: &StateDir) -> anyhow::Result<Cmd<'a>> {
+        Ok(match self {
             Service::Containerd => {
                 let config = state.join(CONTAINERD_CONFIG);
                 cmd!(sh, "containerd --config {config}")
@@ -212,11 +262,41 @@ impl Service {
                 .env("DOCKERD_ROOTLESS_ROOTLESSKIT_NET", "host")
                 .env("DOCKERD_ROOTLESS_ROOTLESSKIT_PORT_DRIVER", "none")
             }
+            Service::ContainerdSid => {
+                let config = state.join(SID_CONTAINERD_CONFIG);
+                sid::enter(
+                    sh,
+                    state,
+                    "containerd",
+                    [OsStr::new("--config"), config.as_os_str()],
+                )?
+            }
+            Service::DockerSid => {
+                let config = state.join(SID_DOCKER_CONFIG);
+                sid::enter(
+                    sh,
+                    state,
+                    "dockerd",
+                    [OsStr::new("--config-file"), config.as_os_str()],
+                )?
+            }
+            Service::PodmanSid => {
+                let url = format!("unix://{}", sid::PODMAN_SOCKET);
+                sid::enter(sh, state, "podman", ["system", "service", "--time=0", &url])?
+                    .env("CONTAINERS_CONF", state.join(SID_CONTAINERS_CONF))
+                    .env("CONTAINERS_STORAGE_CONF", state.join(SID_STORAGE_CONF))
+                    .env(
+                        "CONTAINERS_REGISTRIES_CONF",
+                        state.join(PODMAN_REGISTRIES_CONF),
+                    )
+                    // Podman 5 warns at every start that cgroup v1 is deprecated.
+                    .env("PODMAN_IGNORE_CGROUPSV1_WARNING", "1")
+            }
             Service::Registry => {
                 let config = state.join(REGISTRY_CONFIG);
                 cmd!(sh, "docker-registry serve {config}")
             }
-        }
+        })
     }
 
     /// Files a dead instance leaves behind that can stop the next one from starting.
@@ -224,11 +304,15 @@ impl Service {
         let mut files: Vec<PathBuf> = self.socket().map(PathBuf::from).into_iter().collect();
         match self {
             Service::Containerd => files.push(format!("{CONTAINERD_SOCKET}.ttrpc").into()),
+            Service::ContainerdSid => {
+                files.push(format!("{}.ttrpc", sid::CONTAINERD_SOCKET).into());
+            }
             Service::Docker => files.push(state.join(DOCKER_PID_FILE)),
+            Service::DockerSid => files.push(state.join(SID_DOCKER_PID_FILE)),
             Service::DockerRootless => {
                 files.push(format!("{}/docker.pid", rootless::RUNTIME_DIR).into());
             }
-            Service::Podman | Service::PodmanRootless | Service::Registry => {}
+            Service::Podman | Service::PodmanRootless | Service::PodmanSid | Service::Registry => {}
         }
         files
     }
@@ -239,10 +323,13 @@ impl Service {
         match self {
             Service::Docker => &["docker/data"],
             Service::Podman => &["podman/storage/overlay"],
-            // The rootless service's mounts live in its own mount namespace.
+            // The rootless and sid services' mounts live in their own mount namespaces.
             Service::Containerd
             | Service::PodmanRootless
             | Service::DockerRootless
+            | Service::ContainerdSid
+            | Service::DockerSid
+            | Service::PodmanSid
             | Service::Registry => &[],
         }
     }
@@ -251,21 +338,28 @@ impl Service {
     /// its containers first (10 s each by default).
     pub(super) fn stop_grace(self) -> Duration {
         match self {
-            Service::Docker | Service::DockerRootless => Duration::from_secs(20),
-            Service::Containerd | Service::Podman | Service::PodmanRootless | Service::Registry => {
-                Duration::from_secs(10)
+            Service::Docker | Service::DockerRootless | Service::DockerSid => {
+                Duration::from_secs(20)
             }
+            Service::Containerd
+            | Service::Podman
+            | Service::PodmanRootless
+            | Service::ContainerdSid
+            | Service::PodmanSid
+            | Service::Registry => Duration::from_secs(10),
         }
     }
 
     /// Ok once the daemon answers requests: `ctr version`, `GET /_ping`, `GET /v2/`.
     pub(super) fn check(self, sh: &Shell) -> anyhow::Result<()> {
         match self {
-            Service::Containerd => ctr_version(sh).map(drop),
+            Service::Containerd | Service::ContainerdSid => ctr_version(sh, self).map(drop),
             Service::Docker
             | Service::Podman
             | Service::PodmanRootless
-            | Service::DockerRootless => {
+            | Service::DockerRootless
+            | Service::DockerSid
+            | Service::PodmanSid => {
                 let socket = self.socket().unwrap_or_default();
                 let response = Request::get("/_ping").send_unix(socket.as_ref())?;
                 response.expect(200).map(drop)
@@ -280,11 +374,13 @@ impl Service {
     /// The daemon's version, as it reports it.
     pub(super) fn version(self, sh: &Shell) -> anyhow::Result<String> {
         match self {
-            Service::Containerd => ctr_version(sh),
+            Service::Containerd | Service::ContainerdSid => ctr_version(sh, self),
             Service::Docker
             | Service::Podman
             | Service::PodmanRootless
-            | Service::DockerRootless => {
+            | Service::DockerRootless
+            | Service::DockerSid
+            | Service::PodmanSid => {
                 let socket = self.socket().unwrap_or_default();
                 let response = Request::get("/version").send_unix(socket.as_ref())?;
                 let version = response.expect(200)?.json()?;
@@ -304,14 +400,16 @@ impl Service {
     }
 }
 
-/// containerd's server version from `ctr version`; fails unless containerd answers.
-fn ctr_version(sh: &Shell) -> anyhow::Result<String> {
-    if !std::path::Path::new(CONTAINERD_SOCKET).exists() {
-        bail!("{CONTAINERD_SOCKET} does not exist");
+/// The server version of the containerd `service` from `ctr version`; fails unless it
+/// answers.
+fn ctr_version(sh: &Shell, service: Service) -> anyhow::Result<String> {
+    let socket = service.socket().unwrap_or(CONTAINERD_SOCKET);
+    if !std::path::Path::new(socket).exists() {
+        bail!("{socket} does not exist");
     }
     let output = cmd!(
         sh,
-        "ctr --address {CONTAINERD_SOCKET} --connect-timeout 2s --timeout 5s version"
+        "ctr --address {socket} --connect-timeout 2s --timeout 5s version"
     )
     .quiet()
     .ignore_status()

@@ -2,6 +2,11 @@
 
 use super::*;
 use container_core::poll::Poll;
+use containerd_client::events::TaskExit;
+use containerd_client::services::v1::events_client::EventsClient;
+use containerd_client::services::v1::SubscribeRequest;
+use prost::Message;
+use std::sync::Arc;
 
 /// One exec: its id, FIFOs, and the exit code once read. Its FIFO folder goes with it:
 /// dropped (a failed or abandoned create or start as much as a finished exec), the folder
@@ -13,6 +18,11 @@ pub struct ContainerdExec {
     dir: PathBuf,
     stdin: bool,
     exit: OnceLock<i64>,
+    /// The exit status containerd published for this exec (`/tasks/exit`), read by a
+    /// subscription made before the exec was created ([`watch_exit`]).
+    published: Arc<Published>,
+    /// That subscription's task, while it runs.
+    watcher: tokio::task::AbortHandle,
     /// The FIFO read ends, opened before the exec exists, until the start takes them.
     pipes: std::sync::Mutex<Option<PipePair>>,
     /// The task writing the exec's stdin, while it runs.
@@ -36,6 +46,7 @@ impl ContainerdExec {
 impl Drop for ContainerdExec {
     fn drop(&mut self) {
         self.stop_feeding();
+        self.watcher.abort();
         // tmpfs, a few entries: cheap enough for a drop.
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -149,17 +160,110 @@ impl ContainerdEngine {
     /// An exec is over with `code`: remembered, its process deleted from the task (best
     /// effort: the task's deletion takes it anyway) and its FIFO folder removed.
     pub(super) async fn exec_ended(&self, exec: &ContainerdExec, code: i64) {
+        if let Some(delete) = self.exec_over(exec, code) {
+            let _ = self.tasks().delete_process(delete).await;
+        }
+        let _ = std::fs::remove_dir_all(&exec.dir);
+    }
+
+    /// [`Self::exec_ended`] for an exit known from its event: the process is deleted in
+    /// the background, since containerd 2.x answers that delete only once the output
+    /// copy ends (up to 10 s while a left-behind child holds the output). The FIFO folder
+    /// goes with the exec.
+    fn exec_published_ended(&self, exec: &ContainerdExec, code: i64) {
+        if let Some(delete) = self.exec_over(exec, code) {
+            let mut tasks = self.tasks();
+            tokio::spawn(async move {
+                let _ = tasks.delete_process(delete).await;
+            });
+        }
+    }
+
+    /// Remembers `code` and stops the stdin writer; the request that deletes the exec's
+    /// process.
+    fn exec_over(
+        &self,
+        exec: &ContainerdExec,
+        code: i64,
+    ) -> Option<containerd_client::tonic::Request<DeleteProcessRequest>> {
         let _ = exec.exit.set(code);
         exec.stop_feeding();
         let delete = DeleteProcessRequest {
             container_id: exec.container.clone(),
             exec_id: exec.id.clone(),
         };
-        if let Ok(r) = self.c.request(delete) {
-            let _ = self.tasks().delete_process(r).await;
-        }
-        let _ = std::fs::remove_dir_all(&exec.dir);
+        self.c.request(delete).ok()
     }
+}
+
+/// An exit status from containerd's events, and a wake-up for who waits for it.
+#[derive(Debug, Default)]
+struct Published {
+    code: OnceLock<i64>,
+    arrived: tokio::sync::Notify,
+}
+
+/// The topic of a process's exit in containerd's events.
+const EXIT_TOPIC: &str = "/tasks/exit";
+
+/// Follows containerd's `/tasks/exit` events for the exec `exec_id` of `container` and
+/// puts its exit status into `published`, in a task the exec owns.
+///
+/// containerd 2.x answers "running" for an exec whose output a left-behind child still
+/// holds, for up to 10 s after its process exited (its task state waits for the output
+/// copy), yet publishes the exit at once; containerd 1.6 does both at once. The state
+/// poll stays the fallback: an event missed (a subscription that came too late, a
+/// broken stream) only delays the end. The subscribe request is sent (first poll)
+/// before this returns, so it reaches containerd ahead of the exec's create and start.
+fn watch_exit(
+    engine: &ContainerdEngine,
+    container: &str,
+    exec_id: &str,
+    published: Arc<Published>,
+) -> tokio::task::AbortHandle {
+    let filter = format!(
+        "topic==\"{EXIT_TOPIC}\",namespace==\"{}\"",
+        engine.c.namespace()
+    );
+    let mut events = EventsClient::new(engine.c.channel.clone());
+    let (container, exec_id) = (container.to_string(), exec_id.to_string());
+    let mut subscribe = Box::pin(async move {
+        events
+            .subscribe(SubscribeRequest {
+                filters: vec![filter],
+            })
+            .await
+    });
+    // The first poll queues the request on the channel ahead of the create.
+    let first = futures::FutureExt::now_or_never(subscribe.as_mut());
+    tokio::spawn(async move {
+        let subscribed = match first {
+            Some(done) => done,
+            None => subscribe.await,
+        };
+        let mut stream = match subscribed {
+            Ok(response) => response.into_inner(),
+            Err(e) => {
+                tracing::debug!(error = %e, "no exit events; the exec's state is polled");
+                return;
+            }
+        };
+        while let Ok(Some(envelope)) = stream.message().await {
+            let Some(exit) = envelope
+                .event
+                .filter(|any| any.type_url.ends_with("containerd.events.TaskExit"))
+                .and_then(|any| TaskExit::decode(any.value.as_slice()).ok())
+            else {
+                continue;
+            };
+            if exit.container_id == container && exit.id == exec_id {
+                let _ = published.code.set(i64::from(exit.exit_status));
+                published.arrived.notify_waiters();
+                return;
+            }
+        }
+    })
+    .abort_handle()
 }
 
 pub(super) async fn create(
@@ -193,6 +297,8 @@ pub(super) async fn create(
     }
     process["terminal"] = serde_json::json!(spec.tty);
     let id = format!("exec-{}", uuid::Uuid::new_v4().simple());
+    let published = Arc::new(Published::default());
+    let watcher = watch_exit(engine, container, &id, published.clone());
     let dir = engine.run.join(container).join(&id);
     std::fs::create_dir_all(&dir).map_err(io_err("cannot make the exec folder"))?;
     let exec = ContainerdExec {
@@ -201,6 +307,8 @@ pub(super) async fn create(
         dir,
         stdin: spec.has_stdin(),
         exit: OnceLock::new(),
+        published,
+        watcher,
         pipes: std::sync::Mutex::new(None),
         feeder: std::sync::Mutex::new(None),
     };
@@ -328,23 +436,35 @@ pub(super) async fn start_with(
 }
 
 pub(super) async fn state(engine: &ContainerdEngine, exec: &ContainerdExec) -> Result<ExecState> {
+    // containerd 2.x may take up to 10 s to answer for an exec that exited while a child
+    // holds its output: its published exit, when it comes first, is the answer.
+    let arrived = exec.published.arrived.notified();
+    tokio::pin!(arrived);
+    arrived.as_mut().enable();
     if let Some(code) = exec.exit.get() {
-        return Ok(ExecState {
-            started: true,
-            running: false,
-            exit_code: Some(*code),
-            pid: None,
-            container_id: exec.container.clone(),
-        });
+        return Ok(ended(exec, *code));
+    }
+    if let Some(code) = exec.published.code.get() {
+        engine.exec_published_ended(exec, *code);
+        return Ok(ended(exec, *code));
     }
     let request = GetRequest {
         container_id: exec.container.clone(),
         exec_id: exec.id.clone(),
     };
-    let process = engine
-        .tasks()
-        .get(engine.c.request(request)?)
-        .await
+    let mut tasks = engine.tasks();
+    let get = tasks.get(engine.c.request(request)?);
+    let response = tokio::select! {
+        response = get => response,
+        () = &mut arrived => match exec.published.code.get() {
+            Some(code) => {
+                engine.exec_published_ended(exec, *code);
+                return Ok(ended(exec, *code));
+            }
+            None => return Err(Error::new(ErrorKind::Internal, "an exit event without a status")),
+        },
+    };
+    let process = response
         .map_err(map_status)?
         .into_inner()
         .process
@@ -363,4 +483,15 @@ pub(super) async fn state(engine: &ContainerdEngine, exec: &ContainerdExec) -> R
             .filter(|p| *p > 0),
         container_id: exec.container.clone(),
     })
+}
+
+/// The state of an exec that exited with `code`.
+fn ended(exec: &ContainerdExec, code: i64) -> ExecState {
+    ExecState {
+        started: true,
+        running: false,
+        exit_code: Some(code),
+        pid: None,
+        container_id: exec.container.clone(),
+    }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::{Stream, StreamExt};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::poll::Poll;
@@ -47,6 +48,33 @@ pub async fn terminate(control: Arc<dyn ExecControl>, grace: Duration) -> Result
             ErrorKind::Timeout,
             format!("exec processes still running {KILL_WAIT:?} after SIGKILL"),
         ))
+    }
+}
+
+/// [`terminate`] while what the engine still sends of the exec's output is read and
+/// thrown away; the rest is the caller's to drop once this returns.
+///
+/// An engine may hold an exec's exit, and every answer about the exec, until its output
+/// has been read: Docker 28 does (its exit handling waits for the attached output to
+/// drain, and exec inspect waits for the exit handling), so a kill that left the output
+/// unread would wait on itself, and every later exec in the same container would never
+/// be seen to exit.
+pub async fn terminate_draining<S>(
+    control: Arc<dyn ExecControl>,
+    grace: Duration,
+    output: &mut S,
+) -> Result<()>
+where
+    S: Stream + Unpin,
+{
+    let kill = terminate(control, grace);
+    tokio::pin!(kill);
+    let mut open = true;
+    loop {
+        tokio::select! {
+            ended = &mut kill => return ended,
+            item = output.next(), if open => open = item.is_some(),
+        }
     }
 }
 

@@ -17,7 +17,7 @@ mod spec;
 mod stdin;
 mod stream;
 
-pub use control::{terminate, ExecControl};
+pub use control::{terminate, terminate_draining, ExecControl};
 pub use lines::{Line, LineEvent, Lines};
 pub use spec::{
     ExecEvent, ExecOutput, ExecSpec, OutputChunk, StdinStream, StreamKind, DEFAULT_KILL_GRACE,

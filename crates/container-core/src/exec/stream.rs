@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use futures::stream::{BoxStream, Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::control::{terminate, ExecControl};
+use super::control::{terminate, terminate_draining, ExecControl};
 use super::lines::Lines;
 use super::spec::{ExecEvent, ExecOutput, ExecSpec, OutputChunk, StreamKind};
 use crate::error::{Error, ErrorKind, Operation, Result};
@@ -343,14 +343,14 @@ async fn drive(
             biased;
             _ = &mut cancelled => {
                 tracing::debug!(resource = %naming.resource, "exec dropped or cancelled before its exit, terminating");
-                if let Err(e) = terminate(control, limits.grace).await {
+                if let Err(e) = terminate_draining(control, limits.grace, &mut output).await {
                     tracing::warn!(resource = %naming.resource, error = %e, "a dropped exec could not be ended");
                 }
                 return;
             }
             () = &mut deadline => {
                 tracing::debug!(resource = %naming.resource, "exec deadline passed, terminating");
-                let ended = terminate(control, limits.grace).await;
+                let ended = terminate_draining(control, limits.grace, &mut output).await;
                 drop(output);
                 let _ = tx.send(Err(timed_out(&naming, limits.timeout, ended))).await;
                 return;
@@ -362,7 +362,7 @@ async fn drive(
                     // the error, and a process nobody can see any more is ended.
                     let e = naming.apply(e);
                     let _ = tx.send(Err(e)).await;
-                    if let Err(e) = terminate(control, limits.grace).await {
+                    if let Err(e) = terminate_draining(control, limits.grace, &mut output).await {
                         tracing::debug!(error = %e, "ending an exec whose state is unknown failed");
                     }
                     return;
@@ -728,5 +728,73 @@ mod tests {
             vec![Signal::TERM],
             "an exec that can no longer be followed is ended"
         );
+    }
+
+    /// An exec whose engine says it runs until its output has been read to the end, as
+    /// Docker 28 holds an exec's exit (and its inspect) until the attached output drains;
+    /// its process ends at SIGTERM.
+    struct HeldByOutput {
+        drained: Arc<std::sync::atomic::AtomicBool>,
+        signals: std::sync::Mutex<Vec<Signal>>,
+    }
+
+    #[async_trait]
+    impl ExecControl for HeldByOutput {
+        async fn signal(&self, signal: Signal) -> Result<()> {
+            self.signals.lock().expect("lock").push(signal);
+            Ok(())
+        }
+        async fn is_running(&self) -> Result<bool> {
+            Ok(!self.drained.load(Ordering::SeqCst))
+        }
+    }
+
+    /// Far more output than the stream buffers, waiting in the engine; read to its end,
+    /// it lets the engine report the exit.
+    fn held_by_output() -> (ExecStream, Arc<HeldByOutput>) {
+        let drained = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let control = Arc::new(HeldByOutput {
+            drained: drained.clone(),
+            signals: std::sync::Mutex::default(),
+        });
+        let output = futures::stream::iter((0..CHANNEL * 64).map(|_| Ok(out_chunk(b"y\n"))))
+            .chain(futures::stream::poll_fn(move |_| {
+                drained.store(true, Ordering::SeqCst);
+                std::task::Poll::Ready(None)
+            }))
+            .boxed();
+        let spec = ExecSpec::new(["yes"]).timeout(Duration::from_secs(1));
+        let source = ExecSource {
+            output,
+            exit: exit_when(None),
+            control: control.clone(),
+        };
+        (ExecStream::spawn(source, &spec, None, "c1"), control)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timed_out_exec_nobody_reads_is_not_held_by_its_output() {
+        let (stream, control) = held_by_output();
+        settle(Duration::from_secs(3)).await;
+        assert_eq!(
+            *control.signals.lock().expect("lock"),
+            vec![Signal::TERM],
+            "the exit was seen once the output was drained, within the grace"
+        );
+        let e = stream.collect_output(1 << 20).await.expect_err("timeout");
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        assert!(e.message().contains("were killed"), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_exec_is_not_held_by_its_output() {
+        let (stream, control) = held_by_output();
+        drop(stream);
+        settle(Duration::from_millis(500)).await;
+        assert!(
+            control.drained.load(Ordering::SeqCst),
+            "the output left in the engine is read while the exec is ended"
+        );
+        assert_eq!(*control.signals.lock().expect("lock"), vec![Signal::TERM]);
     }
 }

@@ -31,7 +31,9 @@ use tokio::task::JoinHandle;
 use super::manager::{within, EngineManager};
 use super::{Engine, ExecState, OutputStream};
 use crate::error::{Error, ErrorKind, Operation, Result};
-use crate::exec::{terminate, ExecControl, ExecExit, ExecSource, ExecSpec, ExecStream};
+use crate::exec::{
+    terminate, terminate_draining, ExecControl, ExecExit, ExecSource, ExecSpec, ExecStream,
+};
 use crate::manager::ContainerManager;
 use crate::poll::Poll;
 use crate::proctree::{self, ContainerCgroup, Signalled};
@@ -190,8 +192,8 @@ impl Drop for StartGuard {
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             tracing::debug!("exec setup abandoned, terminating once started");
             handle.spawn(async move {
-                if let Ok(Ok(output)) = starting.await {
-                    if let Err(e) = terminate(control, grace).await {
+                if let Ok(Ok(mut output)) = starting.await {
+                    if let Err(e) = terminate_draining(control, grace, &mut output).await {
                         tracing::warn!(error = %e, "an abandoned exec could not be ended");
                     }
                     drop(output);

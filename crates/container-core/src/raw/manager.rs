@@ -497,6 +497,7 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
         let idempotent = config.name.is_some();
         let fut = async {
             validate::container_config(config)?;
+            validate::engine_socket_not_bound(config, &self.endpoint)?;
             self.check_capabilities(config)?;
             // The hash is the caller's config's; the engine gets what the account, the
             // ssh agent and the proxies add.
