@@ -13,6 +13,10 @@ pub(crate) struct Bench {
     /// The backend to measure (`all`: each in turn).
     #[arg(long, value_enum, default_value = "docker")]
     backend: BackendArg,
+    /// A few samples of each measure at small sizes, in a debug build: that every
+    /// measure runs on every backend (CI), failing on errors only, never on timing.
+    #[arg(long)]
+    quick: bool,
     /// Arguments for the benchmark (`--mib`, `--round-trips`; `-- --help` lists them).
     #[arg(last = true)]
     args: Vec<String>,
@@ -21,20 +25,36 @@ pub(crate) struct Bench {
 impl Bench {
     /// Starts the engines if needed, then runs the release-built benchmark per backend.
     pub(crate) fn run(self, sh: &Shell) -> anyhow::Result<()> {
-        // Root's engines: the rootless service runs the conformance suite only.
-        let backends = engines::rooted(self.backend.backends());
-        engines::ensure_up(sh, &backends)?;
-        let args = &self.args;
-        for backend in backends {
-            let name = backend.name();
-            let _env = sh.push_env("CONTAINER_BACKEND", name);
-            let json = format!("target/bench/{name}.json");
-            cmd!(
-                sh,
-                "cargo run --quiet --release -p container-lifecycle --features podman,containerd --example bench -- --json {json} {args...}"
-            )
-            .run()?;
-        }
-        Ok(())
+        run_bench(sh, self.backend.backends(), self.quick, &self.args)
     }
+}
+
+/// The benchmark on each of Debian 12's rootful engines among `backends` (the rootless
+/// and sid engines run the conformance suites only); results in
+/// `target/bench/<backend>.json` (`<backend>.quick.json` for a quick run).
+pub(crate) fn run_bench(
+    sh: &Shell,
+    backends: &[engines::Backend],
+    quick: bool,
+    args: &[String],
+) -> anyhow::Result<()> {
+    let backends = engines::rooted(backends);
+    engines::ensure_up(sh, &backends)?;
+    let (profile, suffix) = if quick {
+        (None, ".quick")
+    } else {
+        (Some("--release"), "")
+    };
+    let quick = quick.then_some("--quick");
+    for backend in backends {
+        let name = backend.name();
+        let _env = sh.push_env("CONTAINER_BACKEND", name);
+        let json = format!("target/bench/{name}{suffix}.json");
+        cmd!(
+            sh,
+            "cargo run --quiet {profile...} -p container-lifecycle --features podman,containerd --example bench -- --json {json} {quick...} {args...}"
+        )
+        .run()?;
+    }
+    Ok(())
 }

@@ -227,6 +227,10 @@ fn conformance_steps() -> Vec<Step> {
         Step::new("conformance --backend containerd-sid", |sh| {
             crate::conformance::run_suite(sh, Backend::ContainerdSid, &[])
         }),
+        // Every measure of the benchmark runs on every engine (timings are not judged).
+        Step::new("bench --quick --backend all", |sh| {
+            crate::bench::run_bench(sh, Backend::ALL, true, &[])
+        }),
         // After every suite: the matrix is made from their results.
         Step::new("docs --check (backends matrix)", |sh| {
             crate::docs::generate(sh, true)
