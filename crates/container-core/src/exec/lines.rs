@@ -40,7 +40,8 @@ struct LineBuf {
 }
 
 /// Splits an [`ExecStream`] into lines per stream, each at most `max_line` bytes, for log
-/// consumers. Memory stays bounded by `2 * max_line` whatever the process writes.
+/// consumers. Memory stays bounded by `2 * max_line` whatever the process writes, plus
+/// the output chunks (64 KiB at most each) that lines the consumer still holds share.
 pub struct Lines {
     inner: ExecStream,
     max_line: usize,
@@ -77,13 +78,20 @@ impl Lines {
             StreamKind::Stderr => &mut self.stderr,
         };
         while !data.is_empty() {
-            match data.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', &data) {
                 Some(pos) => {
                     let part = data.split_to(pos + 1);
-                    append_capped(lb, &part[..pos], max);
+                    // A whole line inside one chunk is a slice of it: no copy, no
+                    // allocation (a line per allocation halved the throughput).
+                    let line_data = if lb.buf.is_empty() && !lb.truncated && pos <= max {
+                        part.slice(..pos)
+                    } else {
+                        append_capped(lb, &part[..pos], max);
+                        lb.buf.split().freeze()
+                    };
                     let line = Line {
                         stream,
-                        data: lb.buf.split().freeze(),
+                        data: line_data,
                         truncated: std::mem::take(&mut lb.truncated),
                     };
                     self.ready.push_back(LineEvent::Line(line));
