@@ -195,4 +195,35 @@ mod tests {
             ]
         );
     }
+
+    #[tokio::test]
+    async fn a_line_inside_one_chunk_is_a_slice_of_it() {
+        let chunk = Bytes::from_static(b"first\nsecond\nthi");
+        let range = chunk.as_ptr() as usize..chunk.as_ptr() as usize + chunk.len();
+        let s = ExecStream::from_events(vec![
+            ExecEvent::Output(crate::exec::OutputChunk::new(StreamKind::Stdout, chunk)),
+            out(StreamKind::Stdout, b"rd\n"),
+            ExecEvent::Exit(0),
+        ]);
+        let lines: Vec<Bytes> = s
+            .lines(64)
+            .filter_map(|e| async move {
+                match e.expect("line") {
+                    LineEvent::Line(l) => Some(l.data),
+                    LineEvent::Exit(_) => None,
+                }
+            })
+            .collect()
+            .await;
+        assert_eq!(
+            lines,
+            [&b"first"[..], b"second", b"third"].map(Bytes::from_static)
+        );
+        for whole in &lines[..2] {
+            assert!(
+                range.contains(&(whole.as_ptr() as usize)),
+                "{whole:?} was copied out of its chunk"
+            );
+        }
+    }
 }
