@@ -128,9 +128,16 @@ impl Cli {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+fn median(v: &[f64]) -> f64 {
+    percentile(v, 50)
+}
+
+/// The `p`th percentile of `v` (nearest rank), for `p` in 1..=100.
+fn percentile(v: &[f64], p: usize) -> f64 {
+    let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let rank = (v.len() * p).div_ceil(100).max(1);
+    v[rank - 1]
 }
 
 /// Resident memory of this process in KiB (`VmRSS`).
@@ -317,15 +324,19 @@ async fn run(
     }
 
     let mib_s = |secs: f64| args.mib as f64 / secs;
-    let (lib_med, cli_med) = (median(lib_rt), median(cli_rt));
-    let raw_med = (!raw_rt.is_empty()).then(|| median(raw_rt));
-    let (lib_run, cli_run) = (median(lib_runs), median(cli_runs));
+    let (lib_med, cli_med) = (median(&lib_rt), median(&cli_rt));
+    let raw_med = (!raw_rt.is_empty()).then(|| median(&raw_rt));
+    let (lib_run, cli_run) = (median(&lib_runs), median(&cli_runs));
+    let p90 = |v: &[f64]| (!v.is_empty()).then(|| percentile(v, 90));
     Ok(json!({
         "cli": { "program": cli.program(), "version": cli_version },
         "exec_round_trip_ms": {
             "library_median": lib_med,
             "cli_median": cli_med,
             "raw_client_median": raw_med,
+            "library_p90": p90(&lib_rt),
+            "cli_p90": p90(&cli_rt),
+            "raw_client_p90": p90(&raw_rt),
             "ratio_library_to_cli": lib_med / cli_med,
             "ratio_library_to_raw_client": raw_med.map(|raw| lib_med / raw),
             "samples": args.round_trips,
@@ -339,6 +350,8 @@ async fn run(
         "run_to_completion_ms": {
             "library_median": lib_run,
             "cli_run_rm_median": cli_run,
+            "library_p90": p90(&lib_runs),
+            "cli_run_rm_p90": p90(&cli_runs),
             "ratio_library_to_cli": lib_run / cli_run,
             "samples": args.runs,
         },
