@@ -1,6 +1,10 @@
 //! Tasks: the main process (start with its log pumps, stop, kill, wait) and its logs.
 
 use super::*;
+use container_core::poll::Poll;
+
+/// How long a start waits for the log pump of the run before to let go of the log.
+const PUMP_HANDOVER: Duration = Duration::from_secs(2);
 
 impl ContainerdEngine {
     /// The main task's process; `None` when there is no task.
@@ -161,7 +165,17 @@ pub(super) async fn start(engine: &ContainerdEngine, id: &str) -> Result<()> {
             continue;
         }
         mkfifo(&fifo)?;
-        let Some(pump) = logs::start_pump(&fifo, &log, logs::Bounds::default())? else {
+        // The pump of the run before may still be finishing (a stop that just returned:
+        // the shim closes the FIFO, the pump writes its last bytes and lets go).
+        let mut handover = Poll::every(Duration::from_millis(20)).within(PUMP_HANDOVER);
+        let pump = loop {
+            match logs::start_pump(&fifo, &log, logs::Bounds::default())? {
+                Some(pump) => break Some(pump),
+                None if handover.pause().await => {}
+                None => break None,
+            }
+        };
+        let Some(pump) = pump else {
             // Starting without a reader would block the process once the pipe fills.
             return Err(Error::new(
                 ErrorKind::Unavailable,
