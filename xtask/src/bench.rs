@@ -1,6 +1,8 @@
-//! `cargo xtask bench`: a backend against the engine's own CLI in the same run (exec
-//! round trip, stdout throughput, memory while streaming), as ratios. Results go to
-//! `target/bench/<backend>.json`; nothing is asserted (see docs/performance.md).
+//! `cargo xtask bench`: a backend against the engine's own CLI and its raw client crate
+//! in the same run (exec round trip, throughput, memory while streaming, runs,
+//! concurrent lifecycles, pulls, copies out), as ratios beside their targets. Results go
+//! to `target/bench/<backend>.json` and `.md`, the tables of all backends of the run to
+//! `target/bench/summary.md`; nothing is asserted (see docs/performance.md).
 
 use clap::Args;
 use xshell::{cmd, Shell};
@@ -46,6 +48,7 @@ pub(crate) fn run_bench(
         (Some("--release"), "")
     };
     let quick = quick.then_some("--quick");
+    let mut tables = Vec::new();
     for backend in backends {
         let name = backend.name();
         let _env = sh.push_env("CONTAINER_BACKEND", name);
@@ -55,6 +58,10 @@ pub(crate) fn run_bench(
             "cargo run --quiet {profile...} -p container-lifecycle --features podman,containerd --example bench -- --json {json} {quick...} {args...}"
         )
         .run()?;
+        tables.push(sh.read_file(format!("target/bench/{name}{suffix}.md"))?);
     }
+    let summary = format!("target/bench/summary{suffix}.md");
+    sh.write_file(&summary, tables.join("\n"))?;
+    println!("\n{}\nthe tables: {summary}", tables.join("\n"));
     Ok(())
 }

@@ -172,7 +172,7 @@ fn forget_packaged_crates() -> anyhow::Result<()> {
 /// Conformance suites against the real engines started by the first step, one step
 /// per backend, then the main job end to end.
 fn conformance_steps() -> Vec<Step> {
-    vec![
+    let mut steps = vec![
         Step::new("conformance --backend docker", |sh| {
             crate::conformance::run_suite(sh, Backend::Docker, &[])
         }),
@@ -217,16 +217,19 @@ fn conformance_steps() -> Vec<Step> {
             "faults --backend containerd (soak, workers, restart)",
             |sh| crate::faults::run_faults(sh, Backend::Containerd, &[]),
         ),
-        // Today's engines (sid): the whole suite on each, after Debian 12's.
-        Step::new("conformance --backend docker-sid", |sh| {
-            crate::conformance::run_suite(sh, Backend::DockerSid, &[])
-        }),
-        Step::new("conformance --backend podman-sid", |sh| {
-            crate::conformance::run_suite(sh, Backend::PodmanSid, &[])
-        }),
-        Step::new("conformance --backend containerd-sid", |sh| {
-            crate::conformance::run_suite(sh, Backend::ContainerdSid, &[])
-        }),
+    ];
+    // Today's engines (sid): the whole suite on each, after Debian 12's.
+    for backend in [
+        Backend::DockerSid,
+        Backend::PodmanSid,
+        Backend::ContainerdSid,
+    ] {
+        steps.push(Step::new(
+            &format!("conformance --backend {}", backend.name()),
+            move |sh| crate::conformance::run_suite(sh, backend, &[]),
+        ));
+    }
+    steps.extend([
         // Every measure of the benchmark runs on every engine (timings are not judged).
         Step::new("bench --quick --backend all", |sh| {
             crate::bench::run_bench(sh, Backend::ALL, true, &[])
@@ -235,7 +238,8 @@ fn conformance_steps() -> Vec<Step> {
         Step::new("docs --check (backends matrix)", |sh| {
             crate::docs::generate(sh, true)
         }),
-    ]
+    ]);
+    steps
 }
 
 /// `containerctl` as a user runs it (`crates/containerctl/tests/cli.rs`) against

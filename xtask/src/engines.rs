@@ -49,6 +49,8 @@ pub(crate) const REGISTRY_ADDR: &str = "127.0.0.1:5000";
 pub(crate) const BUSYBOX_IMAGE: &str = "127.0.0.1:5000/container-rs/busybox:1";
 /// The same root filesystem as [`BUSYBOX_IMAGE`], default user `1000:1000`.
 pub(crate) const BUSYBOX_USER_IMAGE: &str = "127.0.0.1:5000/container-rs/busybox-user:2";
+/// Busybox with 8 layers of 4 MiB of its own: what the benchmark pulls.
+pub(crate) const LAYERS_IMAGE: &str = "127.0.0.1:5000/container-rs/layers:1";
 /// Debian 12 build image (`engines/debian.rs`): python3, git, openssh-client, gcc,
 /// make, procps, tar, locales with en_US.UTF-8; `PATH` and `LANG` set; runs as root.
 pub(crate) const DEBIAN_IMAGE: &str = "127.0.0.1:5000/container-rs/debian:12";

@@ -18,7 +18,7 @@ use xshell::{cmd, Shell};
 
 use super::{
     http::Request, StateDir, BUSYBOX_IMAGE, BUSYBOX_USER_IMAGE, DEBIAN_BARE_IMAGE, DEBIAN_IMAGE,
-    REGISTRY_ADDR,
+    LAYERS_IMAGE, REGISTRY_ADDR,
 };
 
 /// busybox from Debian's busybox-static.
@@ -58,9 +58,10 @@ struct TestImage {
     env: &'static [&'static str],
     /// The config's `Cmd`; empty: none.
     cmd: &'static [&'static str],
-    /// A second layer of its own (incompressible payload), so that pulling this image
-    /// downloads and extracts something even while the shared base layer is present.
-    payload: bool,
+    /// Layers of its own after the base (incompressible payloads, by index: the same
+    /// index is the same layer), so that pulling this image downloads and extracts
+    /// something even while the shared base layer is present.
+    payloads: &'static [u64],
 }
 
 /// Every test image.
@@ -71,7 +72,7 @@ const TEST_IMAGES: &[TestImage] = &[
         user: "",
         env: &[IMAGE_PATH],
         cmd: &["/bin/sh"],
-        payload: false,
+        payloads: &[],
     },
     TestImage {
         reference: BUSYBOX_USER_IMAGE,
@@ -79,7 +80,16 @@ const TEST_IMAGES: &[TestImage] = &[
         user: "1000:1000",
         env: &[IMAGE_PATH],
         cmd: &["/bin/sh"],
-        payload: true,
+        payloads: &[0],
+    },
+    // What the benchmark pulls: 8 layers of 4 MiB its own (issue 16).
+    TestImage {
+        reference: LAYERS_IMAGE,
+        base: Base::Busybox,
+        user: "",
+        env: &[IMAGE_PATH],
+        cmd: &["/bin/sh"],
+        payloads: &[1, 2, 3, 4, 5, 6, 7, 8],
     },
     TestImage {
         reference: DEBIAN_IMAGE,
@@ -87,7 +97,7 @@ const TEST_IMAGES: &[TestImage] = &[
         user: "",
         env: &[IMAGE_PATH, "LANG=en_US.UTF-8"],
         cmd: &["/bin/bash"],
-        payload: false,
+        payloads: &[],
     },
     TestImage {
         reference: DEBIAN_BARE_IMAGE,
@@ -95,11 +105,11 @@ const TEST_IMAGES: &[TestImage] = &[
         user: "",
         env: &[],
         cmd: &[],
-        payload: false,
+        payloads: &[],
     },
 ];
 
-/// Size of the payload layer's one file, `/opt/container-rs/payload.bin`.
+/// Size of a payload layer's one file, `/opt/container-rs/payload.bin`.
 const PAYLOAD_BYTES: usize = 4 << 20;
 
 impl TestImage {
@@ -160,21 +170,22 @@ pub(super) fn ensure_pushed(sh: &Shell, state: &StateDir, rebuild: bool) -> anyh
     let debian = needs(Base::Debian)
         .then(|| super::debian::layer(sh, state))
         .transpose()?;
-    let payload = if missing.iter().any(|image| image.payload) {
-        Some(build_payload_layer(sh, state)?)
-    } else {
-        None
-    };
+    let mut payloads = std::collections::BTreeMap::new();
+    for index in missing.iter().flat_map(|image| image.payloads) {
+        if !payloads.contains_key(index) {
+            payloads.insert(*index, build_payload_layer(sh, state, *index)?);
+        }
+    }
     for image in missing {
         let base = match image.base {
             Base::Busybox => busybox.as_ref(),
             Base::Debian => debian.as_ref(),
         }
         .context("the base layer was built")?;
-        let layers: Vec<&Layer> = match (&payload, image.payload) {
-            (Some(extra), true) => vec![base, extra],
-            _ => vec![base],
-        };
+        let mut layers = vec![base];
+        for index in image.payloads {
+            layers.push(payloads.get(index).context("the payload layer was built")?);
+        }
         let digest =
             push(sh, image, &layers).with_context(|| format!("pushing {}", image.reference))?;
         println!("image      {} {digest} (pushed)", image.reference);
@@ -201,9 +212,10 @@ fn build_layer(sh: &Shell, state: &StateDir) -> anyhow::Result<Layer> {
     pack_layer(sh, &rootfs)
 }
 
-/// A layer with one file of deterministic, incompressible bytes (xorshift64), so its
-/// download is real work the engine reports progress for, and its digest is stable.
-fn build_payload_layer(sh: &Shell, state: &StateDir) -> anyhow::Result<Layer> {
+/// A layer with one file of deterministic, incompressible bytes (xorshift64, seeded by
+/// `index`), so its download is real work the engine reports progress for, and its
+/// digest is stable.
+fn build_payload_layer(sh: &Shell, state: &StateDir, index: u64) -> anyhow::Result<Layer> {
     let root = state.join("images/payload");
     if root.exists() {
         fs::remove_dir_all(&root)?;
@@ -213,7 +225,7 @@ fn build_payload_layer(sh: &Shell, state: &StateDir) -> anyhow::Result<Layer> {
     for d in [root.join("opt"), dir.clone()] {
         fs::set_permissions(&d, fs::Permissions::from_mode(0o755))?;
     }
-    let mut state_word: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut state_word: u64 = 0x9E37_79B9_7F4A_7C15 ^ index;
     let mut bytes = Vec::with_capacity(PAYLOAD_BYTES);
     while bytes.len() < PAYLOAD_BYTES {
         state_word ^= state_word << 13;
@@ -433,6 +445,7 @@ mod tests {
             [
                 Some(("container-rs/busybox", "1")),
                 Some(("container-rs/busybox-user", "2")),
+                Some(("container-rs/layers", "1")),
                 Some(("container-rs/debian", "12")),
                 Some(("container-rs/debian-bare", "12")),
             ]

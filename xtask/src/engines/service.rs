@@ -67,6 +67,53 @@ pub(super) enum Service {
     Registry,
 }
 
+/// A Podman service's fixtures: its own `containers.conf` and `storage.conf`
+/// (templates and destinations: each service has its paths and engine generation)
+/// and the registries file they share.
+const fn podman_fixtures(containers: Fixture, storage: Fixture) -> [Fixture; 3] {
+    let registries = Fixture {
+        template: include_str!("../../fixtures/podman/registries.conf"),
+        dest: PODMAN_REGISTRIES_CONF,
+    };
+    [containers, storage, registries]
+}
+
+/// Debian 12's rootful Podman service.
+const PODMAN_FIXTURES: [Fixture; 3] = podman_fixtures(
+    Fixture {
+        template: include_str!("../../fixtures/podman/containers.conf.in"),
+        dest: PODMAN_CONTAINERS_CONF,
+    },
+    Fixture {
+        template: include_str!("../../fixtures/podman/storage.conf.in"),
+        dest: PODMAN_STORAGE_CONF,
+    },
+);
+
+/// Debian 12's Podman run by the unprivileged user.
+const PODMAN_ROOTLESS_FIXTURES: [Fixture; 3] = podman_fixtures(
+    Fixture {
+        template: include_str!("../../fixtures/podman-rootless/containers.conf.in"),
+        dest: ROOTLESS_CONTAINERS_CONF,
+    },
+    Fixture {
+        template: include_str!("../../fixtures/podman-rootless/storage.conf.in"),
+        dest: ROOTLESS_STORAGE_CONF,
+    },
+);
+
+/// Sid's Podman service.
+const PODMAN_SID_FIXTURES: [Fixture; 3] = podman_fixtures(
+    Fixture {
+        template: include_str!("../../fixtures/sid/containers.conf.in"),
+        dest: SID_CONTAINERS_CONF,
+    },
+    Fixture {
+        template: include_str!("../../fixtures/sid/storage.conf.in"),
+        dest: SID_STORAGE_CONF,
+    },
+);
+
 impl Service {
     /// Every daemon, in start order.
     #[cfg(test)]
@@ -143,34 +190,8 @@ impl Service {
                 template: include_str!("../../fixtures/docker/daemon.json"),
                 dest: DOCKER_CONFIG,
             }],
-            Service::Podman => &[
-                Fixture {
-                    template: include_str!("../../fixtures/podman/containers.conf.in"),
-                    dest: PODMAN_CONTAINERS_CONF,
-                },
-                Fixture {
-                    template: include_str!("../../fixtures/podman/storage.conf.in"),
-                    dest: PODMAN_STORAGE_CONF,
-                },
-                Fixture {
-                    template: include_str!("../../fixtures/podman/registries.conf"),
-                    dest: PODMAN_REGISTRIES_CONF,
-                },
-            ],
-            Service::PodmanRootless => &[
-                Fixture {
-                    template: include_str!("../../fixtures/podman-rootless/containers.conf.in"),
-                    dest: ROOTLESS_CONTAINERS_CONF,
-                },
-                Fixture {
-                    template: include_str!("../../fixtures/podman-rootless/storage.conf.in"),
-                    dest: ROOTLESS_STORAGE_CONF,
-                },
-                Fixture {
-                    template: include_str!("../../fixtures/podman/registries.conf"),
-                    dest: PODMAN_REGISTRIES_CONF,
-                },
-            ],
+            Service::Podman => &PODMAN_FIXTURES,
+            Service::PodmanRootless => &PODMAN_ROOTLESS_FIXTURES,
             Service::DockerRootless => &[Fixture {
                 template: include_str!("../../fixtures/docker-rootless/daemon.json"),
                 dest: ROOTLESS_DOCKER_CONFIG,
@@ -183,20 +204,7 @@ impl Service {
                 template: include_str!("../../fixtures/sid/daemon.json"),
                 dest: SID_DOCKER_CONFIG,
             }],
-            Service::PodmanSid => &[
-                Fixture {
-                    template: include_str!("../../fixtures/sid/containers.conf.in"),
-                    dest: SID_CONTAINERS_CONF,
-                },
-                Fixture {
-                    template: include_str!("../../fixtures/sid/storage.conf.in"),
-                    dest: SID_STORAGE_CONF,
-                },
-                Fixture {
-                    template: include_str!("../../fixtures/podman/registries.conf"),
-                    dest: PODMAN_REGISTRIES_CONF,
-                },
-            ],
+            Service::PodmanSid => &PODMAN_SID_FIXTURES,
             Service::Registry => &[Fixture {
                 template: include_str!("../../fixtures/registry/config.yml"),
                 dest: REGISTRY_CONFIG,
