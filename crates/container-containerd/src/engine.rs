@@ -45,6 +45,7 @@ use crate::spec::{self, ImageDefaults};
 mod containers;
 mod copy;
 mod exec;
+mod exits;
 mod tasks;
 mod volumes;
 
@@ -94,6 +95,7 @@ pub async fn connect(options: ConnectOptions) -> Result<ContainerdManager> {
             let ns = c.namespace().to_string();
             let engine = ContainerdEngine {
                 oom: container_core::oom::OomWatch::default(),
+                exits: exits::ExitWatch::default(),
                 run: PathBuf::from(RUN_ROOT).join(&ns),
                 data: PathBuf::from(DATA_ROOT).join(&ns),
                 c,
@@ -113,6 +115,8 @@ pub struct ContainerdEngine {
     c: Containerd,
     /// OOM kills, from the kernel (containerd reports none).
     oom: container_core::oom::OomWatch,
+    /// Execs' exits as containerd publishes them.
+    exits: exits::ExitWatch,
     run: PathBuf,
     data: PathBuf,
 }

@@ -37,6 +37,9 @@ use tokio::io::AsyncReadExt;
 use crate::client::Containerd;
 use crate::error::{map_registry, map_status};
 
+/// Layers downloaded at once (`ctr`'s default, and the Docker engine's).
+const CONCURRENT_DOWNLOADS: usize = 3;
+
 /// The snapshotter images are unpacked into.
 pub(crate) const SNAPSHOTTER: &str = "overlayfs";
 /// How much of a blob goes to the content store per message.
@@ -307,37 +310,47 @@ impl Containerd {
         let lease = self.lease().await?;
         let result = async {
             let lease = lease.id();
-            for (i, layer) in layers.iter().enumerate() {
-                let mut labels = HashMap::from([
-                    (
-                        "containerd.io/uncompressed".to_string(),
-                        diff_ids[i].clone(),
-                    ),
-                    (
-                        format!("containerd.io/distribution.source.{}", image.registry()),
-                        image.repository().to_string(),
-                    ),
-                ]);
-                if self.has_blob(&layer.digest).await? {
-                    progress.report(&event(layer, LayerPhase::AlreadyExists));
-                    self.label_blob(&layer.digest, &labels).await?;
-                } else {
-                    progress.report(&event(layer, LayerPhase::Downloading));
-                    let file = download(&registry, &reference, layer, progress).await?;
-                    self.write_blob(layer, file, std::mem::take(&mut labels), lease)
-                        .await?;
-                    progress.report(&event(layer, LayerPhase::Complete));
+            // Layers download (and go into the content store) a few at a time, as
+            // `ctr` and the engines do, while each one is unpacked as soon as it and
+            // the ones below it are in: a pull of many layers waits for the slowest
+            // stage, not the sum of them all.
+            let (fetched_tx, mut fetched_rx) = tokio::sync::mpsc::unbounded_channel();
+            let (layers, diff_ids, registry, reference) =
+                (&layers, &diff_ids, &registry, &reference);
+            let fetch_all =
+                async move {
+                    // (The futures are made in a loop, not by a closure: a closure here
+                    // makes rustc lose that the pull's future is Send.)
+                    let mut pending = Vec::with_capacity(layers.len());
+                    for (layer, diff_id) in layers.iter().zip(diff_ids) {
+                        pending.push(self.fetch_layer(
+                            registry, reference, image, layer, diff_id, progress, lease,
+                        ));
+                    }
+                    let mut fetched = futures::stream::iter(pending).buffered(CONCURRENT_DOWNLOADS);
+                    while let Some(done) = fetched.next().await {
+                        done?;
+                        let _ = fetched_tx.send(());
+                    }
+                    Ok::<_, Error>(())
+                };
+            let unpack_all = async {
+                for (i, layer) in layers.iter().enumerate() {
+                    // None: the fetch failed, and its error is the pull's.
+                    if fetched_rx.recv().await.is_none() {
+                        break;
+                    }
+                    let parent = if i == 0 { "" } else { chain[i - 1].as_str() };
+                    if self
+                        .unpack(layer, &diff_ids[i], &chain[i], parent, lease)
+                        .await?
+                    {
+                        progress.report(&event(layer, LayerPhase::Extracting));
+                    }
                 }
-            }
-            for (i, layer) in layers.iter().enumerate() {
-                let parent = if i == 0 { "" } else { chain[i - 1].as_str() };
-                if self
-                    .unpack(layer, &diff_ids[i], &chain[i], parent, lease)
-                    .await?
-                {
-                    progress.report(&event(layer, LayerPhase::Extracting));
-                }
-            }
+                Ok::<_, Error>(())
+            };
+            tokio::try_join!(fetch_all, unpack_all)?;
             let top = chain.last().cloned().unwrap_or_default();
             let config_labels =
                 HashMap::from([(format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"), top)]);
@@ -492,6 +505,40 @@ impl Containerd {
             .delete(self.request(request)?)
             .await
             .map_err(map_status)?;
+        Ok(())
+    }
+
+    /// Puts `layer` of `image` into the content store under `lease` (downloaded unless
+    /// the store has it), labelled with its uncompressed digest and its source.
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_layer(
+        &self,
+        registry: &oci_client::Client,
+        reference: &Reference,
+        image: &ImageRef,
+        layer: &Blob,
+        diff_id: &str,
+        progress: Progress<'_>,
+        lease: &str,
+    ) -> Result<()> {
+        let labels = HashMap::from([
+            (
+                "containerd.io/uncompressed".to_string(),
+                diff_id.to_string(),
+            ),
+            (
+                format!("containerd.io/distribution.source.{}", image.registry()),
+                image.repository().to_string(),
+            ),
+        ]);
+        if self.has_blob(&layer.digest).await? {
+            progress.report(&event(layer, LayerPhase::AlreadyExists));
+            return self.label_blob(&layer.digest, &labels).await;
+        }
+        progress.report(&event(layer, LayerPhase::Downloading));
+        let file = download(registry, reference, layer, progress).await?;
+        self.write_blob(layer, file, labels, lease).await?;
+        progress.report(&event(layer, LayerPhase::Complete));
         Ok(())
     }
 

@@ -190,6 +190,12 @@ impl Engine for DockerEngine {
             .with_attach_until_exit(true)
     }
 
+    async fn ping(&self) -> Result<()> {
+        // `/_ping`, what the docker CLI sends first: `info` would ask for `/version`
+        // (the version negotiation just did) and `/info` again.
+        self.docker.ping().await.map(drop).map_err(map_error)
+    }
+
     async fn info(&self) -> Result<EngineInfo> {
         let (v, host) =
             tokio::try_join!(self.docker.version(), self.docker.info()).map_err(map_error)?;

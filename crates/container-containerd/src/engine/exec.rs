@@ -2,11 +2,6 @@
 
 use super::*;
 use container_core::poll::Poll;
-use containerd_client::events::TaskExit;
-use containerd_client::services::v1::events_client::EventsClient;
-use containerd_client::services::v1::SubscribeRequest;
-use prost::Message;
-use std::sync::Arc;
 
 /// One exec: its id, FIFOs, and the exit code once read. Its FIFO folder goes with it:
 /// dropped (a failed or abandoned create or start as much as a finished exec), the folder
@@ -18,11 +13,8 @@ pub struct ContainerdExec {
     dir: PathBuf,
     stdin: bool,
     exit: OnceLock<i64>,
-    /// The exit status containerd published for this exec (`/tasks/exit`), read by a
-    /// subscription made before the exec was created ([`watch_exit`]).
-    published: Arc<Published>,
-    /// That subscription's task, while it runs.
-    watcher: tokio::task::AbortHandle,
+    /// The engine's exit watch, which holds this exec's published exit once it came.
+    exits: super::exits::ExitWatch,
     /// The FIFO read ends, opened before the exec exists, until the start takes them.
     pipes: std::sync::Mutex<Option<PipePair>>,
     /// The task writing the exec's stdin, while it runs.
@@ -46,7 +38,7 @@ impl ContainerdExec {
 impl Drop for ContainerdExec {
     fn drop(&mut self) {
         self.stop_feeding();
-        self.watcher.abort();
+        self.exits.forget(&self.container, &self.id);
         // tmpfs, a few entries: cheap enough for a drop.
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -196,76 +188,6 @@ impl ContainerdEngine {
     }
 }
 
-/// An exit status from containerd's events, and a wake-up for who waits for it.
-#[derive(Debug, Default)]
-struct Published {
-    code: OnceLock<i64>,
-    arrived: tokio::sync::Notify,
-}
-
-/// The topic of a process's exit in containerd's events.
-const EXIT_TOPIC: &str = "/tasks/exit";
-
-/// Follows containerd's `/tasks/exit` events for the exec `exec_id` of `container` and
-/// puts its exit status into `published`, in a task the exec owns.
-///
-/// containerd 2.x answers "running" for an exec whose output a left-behind child still
-/// holds, for up to 10 s after its process exited (its task state waits for the output
-/// copy), yet publishes the exit at once; containerd 1.6 does both at once. The state
-/// poll stays the fallback: an event missed (a subscription that came too late, a
-/// broken stream) only delays the end. The subscribe request is sent (first poll)
-/// before this returns, so it reaches containerd ahead of the exec's create and start.
-fn watch_exit(
-    engine: &ContainerdEngine,
-    container: &str,
-    exec_id: &str,
-    published: Arc<Published>,
-) -> tokio::task::AbortHandle {
-    let filter = format!(
-        "topic==\"{EXIT_TOPIC}\",namespace==\"{}\"",
-        engine.c.namespace()
-    );
-    let mut events = EventsClient::new(engine.c.channel.clone());
-    let (container, exec_id) = (container.to_string(), exec_id.to_string());
-    let mut subscribe = Box::pin(async move {
-        events
-            .subscribe(SubscribeRequest {
-                filters: vec![filter],
-            })
-            .await
-    });
-    // The first poll queues the request on the channel ahead of the create.
-    let first = futures::FutureExt::now_or_never(subscribe.as_mut());
-    tokio::spawn(async move {
-        let subscribed = match first {
-            Some(done) => done,
-            None => subscribe.await,
-        };
-        let mut stream = match subscribed {
-            Ok(response) => response.into_inner(),
-            Err(e) => {
-                tracing::debug!(error = %e, "no exit events; the exec's state is polled");
-                return;
-            }
-        };
-        while let Ok(Some(envelope)) = stream.message().await {
-            let Some(exit) = envelope
-                .event
-                .filter(|any| any.type_url.ends_with("containerd.events.TaskExit"))
-                .and_then(|any| TaskExit::decode(any.value.as_slice()).ok())
-            else {
-                continue;
-            };
-            if exit.container_id == container && exit.id == exec_id {
-                let _ = published.code.set(i64::from(exit.exit_status));
-                published.arrived.notify_waiters();
-                return;
-            }
-        }
-    })
-    .abort_handle()
-}
-
 pub(super) async fn create(
     engine: &ContainerdEngine,
     container: &str,
@@ -297,8 +219,8 @@ pub(super) async fn create(
     }
     process["terminal"] = serde_json::json!(spec.tty);
     let id = format!("exec-{}", uuid::Uuid::new_v4().simple());
-    let published = Arc::new(Published::default());
-    let watcher = watch_exit(engine, container, &id, published.clone());
+    // Subscribed (and proven live) before the exec exists: its exit cannot be missed.
+    engine.exits.ensure(&engine.c).await;
     let dir = engine.run.join(container).join(&id);
     std::fs::create_dir_all(&dir).map_err(io_err("cannot make the exec folder"))?;
     let exec = ContainerdExec {
@@ -307,8 +229,7 @@ pub(super) async fn create(
         dir,
         stdin: spec.has_stdin(),
         exit: OnceLock::new(),
-        published,
-        watcher,
+        exits: engine.exits.clone(),
         pipes: std::sync::Mutex::new(None),
         feeder: std::sync::Mutex::new(None),
     };
@@ -438,15 +359,15 @@ pub(super) async fn start_with(
 pub(super) async fn state(engine: &ContainerdEngine, exec: &ContainerdExec) -> Result<ExecState> {
     // containerd 2.x may take up to 10 s to answer for an exec that exited while a child
     // holds its output: its published exit, when it comes first, is the answer.
-    let arrived = exec.published.arrived.notified();
-    tokio::pin!(arrived);
+    let published = || exec.exits.code(&exec.container, &exec.id);
+    let mut arrived = Box::pin(exec.exits.arrived());
     arrived.as_mut().enable();
     if let Some(code) = exec.exit.get() {
         return Ok(ended(exec, *code));
     }
-    if let Some(code) = exec.published.code.get() {
-        engine.exec_published_ended(exec, *code);
-        return Ok(ended(exec, *code));
+    if let Some(code) = published() {
+        engine.exec_published_ended(exec, code);
+        return Ok(ended(exec, code));
     }
     let request = GetRequest {
         container_id: exec.container.clone(),
@@ -454,15 +375,20 @@ pub(super) async fn state(engine: &ContainerdEngine, exec: &ContainerdExec) -> R
     };
     let mut tasks = engine.tasks();
     let get = tasks.get(engine.c.request(request)?);
-    let response = tokio::select! {
-        response = get => response,
-        () = &mut arrived => match exec.published.code.get() {
-            Some(code) => {
-                engine.exec_published_ended(exec, *code);
-                return Ok(ended(exec, *code));
+    tokio::pin!(get);
+    let response = loop {
+        tokio::select! {
+            response = &mut get => break response,
+            // Some exec's exit: this one's, or wait on.
+            () = &mut arrived => {
+                if let Some(code) = published() {
+                    engine.exec_published_ended(exec, code);
+                    return Ok(ended(exec, code));
+                }
+                arrived = Box::pin(exec.exits.arrived());
+                arrived.as_mut().enable();
             }
-            None => return Err(Error::new(ErrorKind::Internal, "an exit event without a status")),
-        },
+        }
     };
     let process = response
         .map_err(map_status)?

@@ -71,36 +71,31 @@ impl Lines {
         }
     }
 
-    fn push(&mut self, stream: StreamKind, mut data: Bytes) {
+    fn push(&mut self, stream: StreamKind, data: Bytes) {
         let max = self.max_line;
         let lb = match stream {
             StreamKind::Stdout => &mut self.stdout,
             StreamKind::Stderr => &mut self.stderr,
         };
-        while !data.is_empty() {
-            match memchr::memchr(b'\n', &data) {
-                Some(pos) => {
-                    let part = data.split_to(pos + 1);
-                    // A whole line inside one chunk is a slice of it: no copy, no
-                    // allocation (a line per allocation halved the throughput).
-                    let line_data = if lb.buf.is_empty() && !lb.truncated && pos <= max {
-                        part.slice(..pos)
-                    } else {
-                        append_capped(lb, &part[..pos], max);
-                        lb.buf.split().freeze()
-                    };
-                    let line = Line {
-                        stream,
-                        data: line_data,
-                        truncated: std::mem::take(&mut lb.truncated),
-                    };
-                    self.ready.push_back(LineEvent::Line(line));
-                }
-                None => {
-                    append_capped(lb, &data, max);
-                    data.clear();
-                }
-            }
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', &data) {
+            // A whole line inside one chunk is a slice of it: no copy, no allocation (a
+            // line per allocation halved the throughput), one reference count taken.
+            let line_data = if lb.buf.is_empty() && !lb.truncated && end - start <= max {
+                data.slice(start..end)
+            } else {
+                append_capped(lb, &data[start..end], max);
+                lb.buf.split().freeze()
+            };
+            self.ready.push_back(LineEvent::Line(Line {
+                stream,
+                data: line_data,
+                truncated: std::mem::take(&mut lb.truncated),
+            }));
+            start = end + 1;
+        }
+        if start < data.len() {
+            append_capped(lb, &data[start..], max);
         }
     }
 

@@ -118,6 +118,11 @@ impl<E: Engine> EngineManager<E> {
             options.retry.clone(),
             options.remote_exec_kill,
         );
+        // The first image reference parsed compiles oci-spec's reference regex: 65-125 ms
+        // of CPU in a release build here, which a one-shot tool (a CLI run) paid before
+        // its first image call. Compiled now, on a blocking thread, it overlaps the
+        // connection's round trips instead.
+        let _warm = tokio::task::spawn_blocking(|| crate::ImageRef::parse("busybox:1").map(drop));
         let reach = async {
             let engine = build(endpoint.to_string(), options).await?;
             engine.ping().await?;

@@ -53,6 +53,10 @@ pub(crate) struct Args {
     /// Copies out per side.
     #[arg(long, default_value_t = 3)]
     copies: usize,
+    /// Only these measures (round-trip, throughput, lines, run, concurrency, pull,
+    /// copy); all when none is given.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    only: Vec<Measure>,
     /// A few samples of everything at small sizes: that every measure runs (CI), not
     /// what it gives.
     #[arg(long)]
@@ -60,6 +64,18 @@ pub(crate) struct Args {
     /// Where to write the results as JSON (the markdown table goes beside it, `.md`).
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+/// What `--only` picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Measure {
+    RoundTrip,
+    Throughput,
+    Lines,
+    Run,
+    Concurrency,
+    Pull,
+    Copy,
 }
 
 /// Any error of the benchmark.

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::cli::{self, Cli};
 use crate::raw::Raw;
 use crate::stats::{median, ms_since, percentile, rss_kib};
-use crate::{Args, Error};
+use crate::{Args, Error, Measure};
 
 /// The line `lines()` is measured with: 30 bytes and its newline.
 const LINE: &str = "012345678901234567890123456789";
@@ -44,16 +44,33 @@ pub(crate) async fn run(
     };
     let raw = Raw::connect(engine.backend()).await?;
     let at = Target { id, name };
-    Ok(json!({
+    let wanted = |measure| args.only.is_empty() || args.only.contains(&measure);
+    let mut results = json!({
         "cli": { "program": cli.program(), "version": cli.version() },
-        "exec_round_trip_ms": round_trip(args, engine.as_ref(), &cli, &raw, &at).await?,
-        "exec_stdout_throughput_mib_s": throughput(args, engine.as_ref(), &cli, &raw, &at).await?,
-        "exec_lines_throughput_mib_s": lines(args, engine.as_ref(), id).await?,
-        "run_to_completion_ms": run_to_completion(args, engine.as_ref(), &cli).await?,
-        "concurrent_lifecycles": concurrency(args, &engine, &cli).await?,
-        "pull_ms": pull(args, engine.as_ref(), &cli).await?,
-        "copy_out_ms": copy_out(args, engine.as_ref(), &cli, &at).await?,
-    }))
+    });
+    if wanted(Measure::RoundTrip) {
+        results["exec_round_trip_ms"] = round_trip(args, engine.as_ref(), &cli, &raw, &at).await?;
+    }
+    if wanted(Measure::Throughput) {
+        results["exec_stdout_throughput_mib_s"] =
+            throughput(args, engine.as_ref(), &cli, &raw, &at).await?;
+    }
+    if wanted(Measure::Lines) {
+        results["exec_lines_throughput_mib_s"] = lines(args, engine.as_ref(), id).await?;
+    }
+    if wanted(Measure::Run) {
+        results["run_to_completion_ms"] = run_to_completion(args, engine.as_ref(), &cli).await?;
+    }
+    if wanted(Measure::Concurrency) {
+        results["concurrent_lifecycles"] = concurrency(args, &engine, &cli).await?;
+    }
+    if wanted(Measure::Pull) {
+        results["pull_ms"] = pull(args, engine.as_ref(), &cli).await?;
+    }
+    if wanted(Measure::Copy) {
+        results["copy_out_ms"] = copy_out(args, engine.as_ref(), &cli, &at).await?;
+    }
+    Ok(results)
 }
 
 /// The running bench container: its id (the library's, ctr's) and name (the CLIs').

@@ -51,6 +51,9 @@ pub(crate) fn markdown(r: &Value) -> String {
     ];
     let mut row =
         |measure: &str, lib: &Value, cli: &Value, raw: &Value, ratio: &Value, t: Target| {
+            if lib.is_null() {
+                return; // not measured in this run
+            }
             let v = ratio.as_f64().unwrap_or(f64::NAN);
             rows.push(format!(
                 "| {measure} | {} | {} | {} | {} | {} | {} |",
