@@ -32,6 +32,7 @@ use oci_client::manifest::{
 use oci_client::Reference;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::sync::atomic::Ordering;
 use tokio::io::AsyncReadExt;
 
 use crate::client::Containerd;
@@ -317,23 +318,42 @@ impl Containerd {
             let (fetched_tx, mut fetched_rx) = tokio::sync::mpsc::unbounded_channel();
             let (layers, diff_ids, registry, reference) =
                 (&layers, &diff_ids, &registry, &reference);
-            let fetch_all =
-                async move {
-                    // (The futures are made in a loop, not by a closure: a closure here
-                    // makes rustc lose that the pull's future is Send.)
-                    let mut pending = Vec::with_capacity(layers.len());
-                    for (layer, diff_id) in layers.iter().zip(diff_ids) {
-                        pending.push(self.fetch_layer(
+            // After a failure nothing new starts, and what runs is awaited: a write or
+            // an unpack cut off here could reach containerd after the lease is gone and
+            // leave its content behind.
+            let failed = &std::sync::atomic::AtomicBool::new(false);
+            let fetch_all = async move {
+                // (The futures are made in a loop, not by a closure: a closure here
+                // makes rustc lose that the pull's future is Send.)
+                let mut pending = Vec::with_capacity(layers.len());
+                for (layer, diff_id) in layers.iter().zip(diff_ids) {
+                    pending.push(async move {
+                        if failed.load(Ordering::Relaxed) {
+                            return Ok(false);
+                        }
+                        self.fetch_layer(
                             registry, reference, image, layer, diff_id, progress, lease,
-                        ));
+                        )
+                        .await
+                        .map(|()| true)
+                    });
+                }
+                let mut fetched = futures::stream::iter(pending).buffered(CONCURRENT_DOWNLOADS);
+                let mut first_error = None;
+                while let Some(done) = fetched.next().await {
+                    match done {
+                        Ok(true) if first_error.is_none() => {
+                            let _ = fetched_tx.send(());
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            first_error.get_or_insert(e);
+                        }
                     }
-                    let mut fetched = futures::stream::iter(pending).buffered(CONCURRENT_DOWNLOADS);
-                    while let Some(done) = fetched.next().await {
-                        done?;
-                        let _ = fetched_tx.send(());
-                    }
-                    Ok::<_, Error>(())
-                };
+                }
+                first_error.map_or(Ok(()), Err)
+            };
             let unpack_all = async {
                 for (i, layer) in layers.iter().enumerate() {
                     // None: the fetch failed, and its error is the pull's.
@@ -341,16 +361,23 @@ impl Containerd {
                         break;
                     }
                     let parent = if i == 0 { "" } else { chain[i - 1].as_str() };
-                    if self
+                    match self
                         .unpack(layer, &diff_ids[i], &chain[i], parent, lease)
-                        .await?
+                        .await
                     {
-                        progress.report(&event(layer, LayerPhase::Extracting));
+                        Ok(true) => progress.report(&event(layer, LayerPhase::Extracting)),
+                        Ok(false) => {}
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            return Err(e);
+                        }
                     }
                 }
                 Ok::<_, Error>(())
             };
-            tokio::try_join!(fetch_all, unpack_all)?;
+            let (fetched, unpacked) = tokio::join!(fetch_all, unpack_all);
+            fetched?;
+            unpacked?;
             let top = chain.last().cloned().unwrap_or_default();
             let config_labels =
                 HashMap::from([(format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"), top)]);
