@@ -561,6 +561,9 @@ impl Engine for PodmanEngine {
                 let _ = writer.shutdown().await;
             }
         }
+        // Buffered: a frame header is 8 bytes, and read straight from the connection
+        // each cost a read of its own (conmon sends frames of a few KiB).
+        let reader = tokio::io::BufReader::with_capacity(crate::frames::PIECE, reader);
         Ok(exec.watched(crate::frames::decode(reader, spec.tty)))
     }
 

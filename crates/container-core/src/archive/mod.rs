@@ -6,7 +6,10 @@
 use std::fs::File;
 use std::io::{Read, Seek};
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -94,9 +97,16 @@ fn io_error(e: std::io::Error) -> Error {
     Error::new(ErrorKind::Internal, "cannot read or write the archive").with_source(e)
 }
 
-/// Receives an engine's archive stream into a temporary file (bounded memory; a chunk
-/// that takes longer than `stall` is a `Timeout`), then unpacks it into `dest` with
-/// [`unpack_safely`] on a blocking thread. Stream errors pass through unchanged.
+/// Unpacks an engine's archive stream into `dest` with [`unpack()`] on a blocking thread
+/// as it arrives (bounded memory: one chunk in hand; a chunk that takes longer than
+/// `stall` is a `Timeout`; more than the caps allow is `InvalidInput`). The stream is
+/// read to its end even after the archive's end blocks, so an error the engine reports
+/// last (a `tar` that exited non-zero) fails the copy. Stream errors pass through
+/// unchanged.
+///
+/// It used to be spooled whole into a temporary file first: the unpacking never needed
+/// that (it checks entry by entry and a failed copy leaves what it made), and the
+/// spool cost a copy out 1.36x the time of `ctr` + `tar` (256 MiB, 2026-12-07).
 pub async fn receive_and_unpack<S>(
     body: S,
     dest: &Path,
@@ -104,63 +114,71 @@ pub async fn receive_and_unpack<S>(
     how: &Unpack,
 ) -> Result<()>
 where
-    S: Stream<Item = Result<Bytes>>,
+    S: Stream<Item = Result<Bytes>> + Send + 'static,
 {
-    let spool = tempfile::tempfile().map_err(io_error)?;
-    receive_into(body, spool, dest, stall, how).await
-}
-
-/// [`receive_and_unpack`] through the given spool file.
-async fn receive_into<S>(
-    body: S,
-    spool: File,
-    dest: &Path,
-    stall: Duration,
-    how: &Unpack,
-) -> Result<()>
-where
-    S: Stream<Item = Result<Bytes>>,
-{
-    let mut spool = tokio::fs::File::from_std(spool);
-    let mut body = std::pin::pin!(body);
-    // The spool holds the whole archive: its content is capped, plus a header block and
-    // padding per entry and the end blocks (PAX headers and long names included).
+    // The archive holds its content, capped, plus a header block and padding per entry
+    // and the end blocks (PAX headers and long names included).
     let cap = how
         .max_bytes
         .saturating_add(how.max_entries.saturating_mul(4 * BLOCK))
         .saturating_add(1 << 20);
-    let mut spooled = 0u64;
-    loop {
-        let next = tokio::time::timeout(stall, body.next())
-            .await
-            .map_err(|_| Error::new(ErrorKind::Timeout, "the archive download stalled"))?;
-        let Some(chunk) = next else { break };
-        let chunk = chunk?;
-        spooled += chunk.len() as u64;
-        if spooled > cap {
-            return Err(Error::invalid_input(format!(
-                "the archive is larger than {cap} bytes, past what its caps allow \
-                 (CopyOptions::with_max_bytes, with_max_entries)"
-            )));
-        }
-        tokio::io::AsyncWriteExt::write_all(&mut spool, &chunk)
-            .await
-            .map_err(io_error)?;
-    }
-    // The last write's error (a full disk) surfaces here, never as a shorter archive.
-    tokio::io::AsyncWriteExt::flush(&mut spool)
-        .await
-        .map_err(|e| {
-            Error::new(ErrorKind::from_io(&e), "cannot spool the archive").with_source(e)
-        })?;
-    let mut file = spool.into_std().await;
+    // What failed the stream, as it failed: the tar reader only sees an io::Error.
+    let failure = Arc::new(Mutex::new(None::<Error>));
+    let guarded = {
+        let failure = failure.clone();
+        let fail = move |e: Error| {
+            let text = e.to_string();
+            *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+            std::io::Error::other(text)
+        };
+        futures::stream::unfold(
+            (Box::pin(body), 0u64, fail),
+            move |(mut body, received, fail)| async move {
+                let next = match tokio::time::timeout(stall, body.next()).await {
+                    Ok(next) => next?,
+                    Err(_) => {
+                        let e = Error::new(ErrorKind::Timeout, "the archive download stalled");
+                        return Some((Err(fail(e)), (body, received, fail)));
+                    }
+                };
+                let item = match next {
+                    Ok(chunk) if received + chunk.len() as u64 > cap => {
+                        Err(fail(Error::invalid_input(format!(
+                            "the archive is larger than {cap} bytes, past what its caps allow \
+                         (CopyOptions::with_max_bytes, with_max_entries)"
+                        ))))
+                    }
+                    Ok(chunk) => Ok(chunk),
+                    Err(e) => Err(fail(e)),
+                };
+                let received = received + item.as_ref().map_or(0, |c| c.len() as u64);
+                Some((item, (body, received, fail)))
+            },
+        )
+    };
+    // Buffered: the tar reader asks for 512 bytes to 8 KiB at a time, and each read of
+    // the bridge blocks on the runtime once.
+    let mut reader = std::io::BufReader::with_capacity(
+        256 << 10,
+        SyncIoBridge::new(StreamReader::new(Box::pin(guarded))),
+    );
     let (dest, how) = (dest.to_path_buf(), how.clone());
-    tokio::task::spawn_blocking(move || {
-        file.rewind().map_err(io_error)?;
-        unpack(file, &dest, &how)
+    let unpacked = tokio::task::spawn_blocking(move || {
+        unpack(&mut reader, &dest, &how)?;
+        // Past the end blocks: the rest of the stream (and its last word) still counts.
+        std::io::copy(&mut reader, &mut std::io::sink()).map_err(io_error)?;
+        Ok::<(), Error>(())
     })
     .await
-    .map_err(|e| Error::new(ErrorKind::Internal, "the unpack task failed").with_source(e))?
+    .map_err(|e| Error::new(ErrorKind::Internal, "the unpack task failed").with_source(e))?;
+    let failed = failure
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    match failed {
+        Some(e) if unpacked.is_err() => Err(e),
+        _ => unpacked,
+    }
 }
 
 /// Runs `upload` (an engine taking the archive file whose reading offset `progress`
@@ -230,32 +248,94 @@ mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-    #[tokio::test]
-    async fn a_spool_that_cannot_be_written_fails_the_copy() {
-        // /dev/full: every write fails with ENOSPC, reads give zeros (an "empty"
-        // archive): the copy must fail, never pass as an empty success.
-        let spool = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/full")
-            .expect("/dev/full");
+    /// The archive of a one-file folder `f` holding `data`.
+    fn packed(data: &[u8]) -> Vec<u8> {
         let src = tempfile::tempdir().expect("tmp");
-        std::fs::write(src.path().join("f"), b"data").expect("write");
+        std::fs::write(src.path().join("f"), data).expect("write");
         let mut tar = pack(&src.path().join("f")).expect("pack");
         let mut bytes = Vec::new();
         tar.read_to_end(&mut bytes).expect("read");
-        let body = futures::stream::iter([Ok(Bytes::from(bytes))]);
+        bytes
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_archive_streams_into_the_folder() {
+        let bytes = packed(&[7u8; 100_000]);
+        // In small chunks, as an engine sends it.
+        let chunks: Vec<Result<Bytes>> = bytes
+            .chunks(1000)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
         let dest = tempfile::tempdir().expect("tmp");
-        let e = receive_into(
+        let how = Unpack::default();
+        receive_and_unpack(
+            futures::stream::iter(chunks),
+            dest.path(),
+            Duration::from_secs(5),
+            &how,
+        )
+        .await
+        .expect("unpacked");
+        assert_eq!(
+            std::fs::read(dest.path().join("f")).expect("f"),
+            vec![7u8; 100_000]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_error_after_the_end_of_the_archive_fails_the_copy() {
+        // A whole archive, then the engine's last word: the container's tar failed
+        // (it writes the end blocks even when it could not read some files).
+        let body = futures::stream::iter([
+            Ok(Bytes::from(packed(b"data"))),
+            Err(Error::new(
+                ErrorKind::PermissionDenied,
+                "tar exited 1: cannot read x",
+            )),
+        ]);
+        let dest = tempfile::tempdir().expect("tmp");
+        let e = receive_and_unpack(
             body,
-            spool,
             dest.path(),
             Duration::from_secs(5),
             &Unpack::default(),
         )
         .await
-        .expect_err("a full disk is an error");
-        assert_ne!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        .expect_err("the engine's error counts");
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    }
+
+    // On a current-thread runtime: its timer is driven while the unpacking blocks.
+    #[tokio::test]
+    async fn a_stream_that_stalls_midway_is_a_timeout() {
+        let bytes = packed(&[1u8; 10_000]);
+        let first = Ok(Bytes::copy_from_slice(&bytes[..1024]));
+        let body = futures::stream::iter([first]).chain(futures::stream::pending());
+        let dest = tempfile::tempdir().expect("tmp");
+        let e = receive_and_unpack(
+            body,
+            dest.path(),
+            Duration::from_millis(200),
+            &Unpack::default(),
+        )
+        .await
+        .expect_err("stalled");
+        assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_archive_past_its_caps_is_invalid_input() {
+        let body = futures::stream::iter([Ok(Bytes::from(packed(&[2u8; 200_000])))]);
+        let how = Unpack {
+            max_bytes: 1000,
+            max_entries: 1,
+            ..Unpack::default()
+        };
+        let dest = tempfile::tempdir().expect("tmp");
+        let e = receive_and_unpack(body, dest.path(), Duration::from_secs(5), &how)
+            .await
+            .expect_err("too large");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
     }
 
     #[test]
