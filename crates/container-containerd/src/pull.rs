@@ -19,8 +19,9 @@ use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
 use containerd_client::services::v1::{
-    ApplyRequest, CreateImageRequest, CreateRequest, DeleteRequest, Image, Info, InfoRequest,
-    ListResourcesRequest, UpdateImageRequest, UpdateRequest, WriteAction, WriteContentRequest,
+    AddResourceRequest, ApplyRequest, CreateImageRequest, CreateRequest, DeleteRequest, Image,
+    Info, InfoRequest, ListResourcesRequest, Resource, StatusRequest, UpdateImageRequest,
+    UpdateRequest, WriteAction, WriteContentRequest,
 };
 use containerd_client::types::Descriptor;
 use futures::StreamExt;
@@ -33,7 +34,7 @@ use oci_client::Reference;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::sync::atomic::Ordering;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::client::Containerd;
 use crate::error::{map_registry, map_status};
@@ -381,7 +382,7 @@ impl Containerd {
             let top = chain.last().cloned().unwrap_or_default();
             let config_labels =
                 HashMap::from([(format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"), top)]);
-            self.put_bytes(&config, config_bytes, config_labels, lease)
+            self.put_bytes(&config, config_bytes, config_labels, lease, progress)
                 .await?;
             let mut manifest_labels = HashMap::from([(
                 "containerd.io/gc.ref.content.config".to_string(),
@@ -406,6 +407,7 @@ impl Containerd {
                 manifest_bytes.to_vec(),
                 manifest_labels,
                 lease,
+                progress,
             )
             .await?;
             self.record_image(&image.engine_name(), &manifest_blob)
@@ -558,13 +560,15 @@ impl Containerd {
                 image.repository().to_string(),
             ),
         ]);
+        self.hold(lease, CONTENT, &layer.digest).await?;
         if self.has_blob(&layer.digest).await? {
             progress.report(&event(layer, LayerPhase::AlreadyExists));
             return self.label_blob(&layer.digest, &labels).await;
         }
         progress.report(&event(layer, LayerPhase::Downloading));
         let file = download(registry, reference, layer, progress).await?;
-        self.write_blob(layer, file, labels, lease).await?;
+        self.write_blob(layer, file, labels, lease, progress)
+            .await?;
         progress.report(&event(layer, LayerPhase::Complete));
         Ok(())
     }
@@ -606,18 +610,48 @@ impl Containerd {
         Ok(())
     }
 
+    /// Holds `id` (a blob's digest, or a snapshot's name) in `lease`, whether it exists
+    /// yet or not. Done before looking for it: a blob or snapshot another pull made and
+    /// this one finds is then not collected when that pull's lease ends first (it failed,
+    /// or its image was removed) while this pull still builds on it.
+    async fn hold(&self, lease: &str, kind: &str, id: &str) -> Result<()> {
+        let request = AddResourceRequest {
+            id: lease.to_string(),
+            resource: Some(Resource {
+                id: id.to_string(),
+                r#type: kind.to_string(),
+            }),
+        };
+        LeasesClient::new(self.channel.clone())
+            .add_resource(self.request(request)?)
+            .await
+            .map_err(map_status)?;
+        Ok(())
+    }
+
     async fn put_bytes(
         &self,
         blob: &Blob,
         data: Vec<u8>,
         labels: HashMap<String, String>,
         lease: &str,
+        progress: Progress<'_>,
     ) -> Result<()> {
-        if self.has_blob(&blob.digest).await? {
-            return self.label_blob(&blob.digest, &labels).await;
+        self.hold(lease, CONTENT, &blob.digest).await?;
+        let mut waited = LockWait::new(progress);
+        loop {
+            if self.has_blob(&blob.digest).await? {
+                return self.label_blob(&blob.digest, &labels).await;
+            }
+            let chunks = futures::stream::iter(vec![Ok::<Vec<u8>, std::io::Error>(data.clone())]);
+            match self
+                .write_stream(blob, chunks, labels.clone(), lease)
+                .await?
+            {
+                Written::Done => return Ok(()),
+                Written::Locked(status) => waited.until_released(self, blob, status).await?,
+            }
         }
-        let chunks = futures::stream::iter(vec![Ok::<Vec<u8>, std::io::Error>(data)]);
-        self.write_stream(blob, chunks, labels, lease).await
     }
 
     async fn write_blob(
@@ -626,34 +660,78 @@ impl Containerd {
         file: tokio::fs::File,
         labels: HashMap<String, String>,
         lease: &str,
+        progress: Progress<'_>,
     ) -> Result<()> {
-        let chunks = futures::stream::unfold(file, |mut file| async move {
-            let mut buf = vec![0u8; WRITE_CHUNK];
-            match file.read(&mut buf).await {
-                Ok(0) => None,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Some((Ok(buf), file))
+        let mut waited = LockWait::new(progress);
+        loop {
+            let mut from_start = file.try_clone().await.map_err(|e| {
+                Error::new(ErrorKind::Internal, "reopening the downloaded blob failed")
+                    .with_source(e)
+            })?;
+            from_start
+                .seek(std::io::SeekFrom::Start(0))
+                .await
+                .map_err(|e| {
+                    Error::new(ErrorKind::Internal, "rewinding the downloaded blob failed")
+                        .with_source(e)
+                })?;
+            let chunks = futures::stream::unfold(from_start, |mut file| async move {
+                let mut buf = vec![0u8; WRITE_CHUNK];
+                match file.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok(buf), file))
+                    }
+                    Err(e) => Some((Err(e), file)),
                 }
-                Err(e) => Some((Err(e), file)),
+            });
+            match self
+                .write_stream(blob, chunks, labels.clone(), lease)
+                .await?
+            {
+                Written::Done => return Ok(()),
+                Written::Locked(status) => {
+                    waited.until_released(self, blob, status).await?;
+                    // The other writer committed it: this download is not needed.
+                    if self.has_blob(&blob.digest).await? {
+                        return self.label_blob(&blob.digest, &labels).await;
+                    }
+                }
             }
-        });
-        self.write_stream(blob, chunks, labels, lease).await
+        }
+    }
+
+    /// How far the write of `blob` (ours or another pull's) has got, if one is open.
+    async fn ingest_offset(&self, blob: &Blob) -> Result<Option<i64>> {
+        let request = StatusRequest {
+            r#ref: write_ref(blob),
+        };
+        match ContentClient::new(self.channel.clone())
+            .status(self.request(request)?)
+            .await
+        {
+            Ok(r) => Ok(r.into_inner().status.map(|s| s.offset)),
+            Err(s) if s.code() == containerd_client::tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(map_status(s)),
+        }
     }
 
     /// Content.Write: the data in order, then a commit with the expected size, digest
     /// and labels.
+    /// `Written::Locked` when another writer (a concurrent pull of the same blob, here or
+    /// in another program) holds the blob's write.
     async fn write_stream<S>(
         &self,
         blob: &Blob,
         chunks: S,
         labels: HashMap<String, String>,
         lease: &str,
-    ) -> Result<()>
+    ) -> Result<Written>
     where
         S: futures::Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static,
     {
-        let write_ref = format!("container-rs-{}", blob.digest);
+        let write_ref = write_ref(blob);
         let (total, expected) = (blob.size, blob.digest.clone());
         let (failed_tx, mut failed_rx) = tokio::sync::oneshot::channel::<std::io::Error>();
         let mut failed_tx = Some(failed_tx);
@@ -698,7 +776,10 @@ impl Containerd {
             .await;
         let mut responses = match written {
             Ok(r) => r.into_inner(),
-            Err(s) if s.code() == containerd_client::tonic::Code::AlreadyExists => return Ok(()),
+            Err(s) if s.code() == containerd_client::tonic::Code::AlreadyExists => {
+                return Ok(Written::Done)
+            }
+            Err(s) if is_locked(&s) => return Ok(Written::Locked(s)),
             Err(s) => return Err(map_status(s)),
         };
         loop {
@@ -706,6 +787,7 @@ impl Containerd {
                 Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(s) if s.code() == containerd_client::tonic::Code::AlreadyExists => break,
+                Err(s) if is_locked(&s) => return Ok(Written::Locked(s)),
                 Err(s) => return Err(map_status(s)),
             }
         }
@@ -715,7 +797,7 @@ impl Containerd {
                     .with_source(e),
             );
         }
-        Ok(())
+        Ok(Written::Done)
     }
 
     /// Unpacks `layer` into the snapshot `chain` (on `parent`) unless it exists; `true`
@@ -728,6 +810,8 @@ impl Containerd {
         parent: &str,
         lease: &str,
     ) -> Result<bool> {
+        self.hold(lease, &format!("snapshots/{SNAPSHOTTER}"), chain)
+            .await?;
         let mut snapshots = SnapshotsClient::new(self.channel.clone());
         let stat = StatSnapshotRequest {
             snapshotter: SNAPSHOTTER.to_string(),
@@ -905,6 +989,94 @@ where
         out.write_all(&chunk).await.map_err(spool)?;
     }
     out.flush().await.map_err(spool)
+}
+
+/// The lease resource type of a blob.
+const CONTENT: &str = "content";
+
+/// The write ref of `blob`: the same in every pull, so that two pulls of one blob write
+/// it once (containerd locks a ref while a writer has it open).
+fn write_ref(blob: &Blob) -> String {
+    format!("container-rs-{}", blob.digest)
+}
+
+/// What a write to the content store came to.
+enum Written {
+    /// Committed (by this write, or it was there).
+    Done,
+    /// Another writer has the ref: containerd's answer.
+    Locked(containerd_client::tonic::Status),
+}
+
+/// Whether `status` is containerd's "ref … locked for … (since …)": another writer holds
+/// the ref. containerd 1.6 sends it as Unknown ("truncate failed: ref … locked …:
+/// unavailable"), later ones as Unavailable; only the text says which.
+fn is_locked(status: &containerd_client::tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        containerd_client::tonic::Code::Unknown | containerd_client::tonic::Code::Unavailable
+    ) && status.message().contains(" locked for ")
+}
+
+/// Waiting for another writer's hold on a blob's write to end, as containerd's own
+/// `content.OpenWriter` does (with a jittered backoff), bounded by the pull's stall
+/// deadline: the wait goes on while that write grows, and is a `Timeout` once it has not
+/// grown for the stall deadline.
+struct LockWait<'a> {
+    delays: backon::ExponentialBackoff,
+    progress: Progress<'a>,
+    last: Option<(Option<i64>, std::time::Instant)>,
+}
+
+impl<'a> LockWait<'a> {
+    fn new(progress: Progress<'a>) -> Self {
+        use backon::BackoffBuilder;
+        let delays = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(10))
+            .with_max_delay(Duration::from_secs(1))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        Self {
+            delays,
+            progress,
+            last: None,
+        }
+    }
+
+    /// Returns once the write of `blob` is no longer held (or after one backoff step
+    /// while it still grows), or fails when it stalls.
+    async fn until_released(
+        &mut self,
+        client: &Containerd,
+        blob: &Blob,
+        locked: containerd_client::tonic::Status,
+    ) -> Result<()> {
+        let delay = self.delays.next().unwrap_or(Duration::from_secs(1));
+        tracing::debug!(blob = %blob.digest, ?delay, "the blob's write is held by another writer");
+        tokio::time::sleep(delay).await;
+        let offset = client.ingest_offset(blob).await?;
+        let now = std::time::Instant::now();
+        match self.last {
+            Some((seen, since)) if seen == offset => {
+                if let Some(stall) = self.progress.stall_timeout() {
+                    if now.duration_since(since) >= stall {
+                        return Err(Error::new(
+                            ErrorKind::Timeout,
+                            format!(
+                                "the write of {} is held by another pull that has not moved \
+                                 for {stall:?}",
+                                blob.digest
+                            ),
+                        )
+                        .with_source(locked));
+                    }
+                }
+            }
+            _ => self.last = Some((offset, now)),
+        }
+        Ok(())
+    }
 }
 
 fn event(layer: &Blob, phase: LayerPhase) -> PullProgress {

@@ -1,13 +1,13 @@
-//! Cases 57-60: real concurrency with `tokio::spawn` and `join_all`.
+//! Cases 57-60 and 90: real concurrency with `tokio::spawn` and `join_all`.
 
 use std::time::{Duration, Instant};
 
-use container::{ContainerConfig, ContainerState, ErrorKind, ExecSpec, Labels};
+use container::{ContainerConfig, ContainerState, ErrorKind, ExecSpec, Labels, PullOptions};
 use futures::future::join_all;
 
 use crate::ctx::{Ctx, SLACK};
 use crate::failure::{describe, expect_kind, Failure};
-use crate::support::{run_config, running, sleeper, wait_present, CASE_LABEL};
+use crate::support::{run_config, running, sleeper, split_image, wait_present, CASE_LABEL};
 use crate::{ensure, ensure_eq, fail};
 
 /// Awaits spawned tasks; a panicked task is a failure.
@@ -191,5 +191,51 @@ pub async fn case_60_stop_races_exec(ctx: &Ctx) -> Result<(), Failure> {
         matches!(state, ContainerState::Exited(_)),
         "state after the stop: {state:?}"
     );
+    Ok(())
+}
+
+/// Case 90: 4 pulls of one absent image at once all succeed, and what they made runs.
+/// (A build farm's runners start together and pull the same build image: an engine that
+/// fetches into one shared write per blob must wait for it, not fail.) The image is the
+/// harness's `container-rs/layers:1` (busybox and 8 layers of 4 MiB): writes that take
+/// long enough to overlap. No other case uses it.
+pub async fn case_90_parallel_pulls(ctx: &Ctx) -> Result<(), Failure> {
+    let (host, _) = split_image(ctx.image())?;
+    let image = format!("{host}/container-rs/layers:1");
+    let mut t = ctx.tracker();
+    for round in 1..=3 {
+        ctx.manager().remove_image(&image, true).await?;
+        let handles = (0..4)
+            .map(|_| {
+                let (m, image) = (ctx.manager_arc(), image.clone());
+                tokio::spawn(async move { m.pull(&image, &PullOptions::default()).await })
+            })
+            .collect();
+        for (i, r) in joined(handles).await?.into_iter().enumerate() {
+            if let Err(e) = r {
+                fail!(
+                    "round {round}: pull {i} of 4 at once failed: {}",
+                    describe(&e)
+                );
+            }
+        }
+        ensure!(
+            ctx.manager().image_exists(&image).await?,
+            "round {round}: {image} missing after 4 pulls at once"
+        );
+    }
+    let m = ctx.manager();
+    let name = ctx.name(90);
+    t.container(name.clone());
+    let id = m
+        .create(&ContainerConfig::new(&image).name(name).cmd(["true"]))
+        .await?;
+    m.start(&id).await?;
+    let code = tokio::time::timeout(Duration::from_secs(30), m.wait(&id))
+        .await
+        .map_err(|_| Failure::new("wait hung for 30 s"))??;
+    ensure_eq!(code, 0, "exit code of `true` in the image 4 pulls made");
+    m.remove(&id, true).await?;
+    m.remove_image(&image, true).await?;
     Ok(())
 }

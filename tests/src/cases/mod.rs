@@ -594,6 +594,12 @@ pub static CASES: &[Case] = &[
         "stdin_stream",
         real_images::case_89_stdin_stream
     ),
+    case!(
+        90,
+        Concurrency,
+        "parallel_pulls_of_one_image",
+        concurrency::case_90_parallel_pulls
+    ),
 ];
 
 #[cfg(test)]
@@ -603,7 +609,7 @@ mod tests {
     #[test]
     fn the_table_has_every_case_once_in_order() {
         let numbers: Vec<u32> = CASES.iter().map(|c| c.number).collect();
-        assert_eq!(numbers, (1..=89).collect::<Vec<_>>());
+        assert_eq!(numbers, (1..=90).collect::<Vec<_>>());
         let features: Vec<u32> = CASES
             .iter()
             .filter(|c| c.feature.is_some())
