@@ -120,7 +120,9 @@ impl Containerd {
             v.version,
             format!("unix://{}", self.socket),
         )
-        .with_api_version(Some(v.revision))
+        // No API version: containerd's API has none of its own (its services are
+        // versioned by package, `v1`), and the revision it reports is a commit, empty in
+        // distro builds (Debian's 2.1.9).
         .with_platform(std::env::consts::OS, std::env::consts::ARCH)
         // containerd is reached on its local socket: its host is this one.
         .with_local_resources())

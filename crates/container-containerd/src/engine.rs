@@ -34,7 +34,6 @@ use containerd_client::services::v1::{
 use containerd_client::tonic::Code;
 use futures::StreamExt;
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
 
 use crate::client::Containerd;
 use crate::error::map_status;

@@ -242,9 +242,18 @@ pub async fn case_87_multiprocessing_timeout(ctx: &Ctx) -> Result<(), Failure> {
 }
 
 /// Case 88: the engine reports its host's CPU count and memory (a runner caps `--cpus`
-/// at it). The suite's engines run on this machine: the same figures as its own.
+/// at it). The suite's engines run on this machine: the same figures as its own. Its
+/// version is not empty, nor its API version when it says one.
 pub async fn case_88_engine_host_resources(ctx: &Ctx) -> Result<(), Failure> {
     let info = ctx.manager().info().await?;
+    // No value that lies: a version is said, and an API version only when there is one.
+    ensure!(!info.version.trim().is_empty(), "an empty engine version");
+    ensure!(
+        info.api_version
+            .as_deref()
+            .is_none_or(|v| !v.trim().is_empty()),
+        "an empty API version (None when the engine has none): {info:?}"
+    );
     let cpus = std::thread::available_parallelism()?.get();
     ensure_eq!(
         info.cpus.map(|n| n as usize),

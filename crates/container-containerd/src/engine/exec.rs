@@ -113,24 +113,23 @@ pub(super) fn mkfifo(path: &Path) -> Result<()> {
     })
 }
 
+/// The most read from an output FIFO at once.
+const READ_CHUNK: usize = 64 << 10;
+
 /// The output of `stdout` and `stderr` FIFO receivers (read only when polled), merged.
 pub(super) fn pipe_output(
     stdout: tokio::net::unix::pipe::Receiver,
     stderr: Option<tokio::net::unix::pipe::Receiver>,
 ) -> OutputStream {
     fn read(r: tokio::net::unix::pipe::Receiver, kind: StreamKind) -> OutputStream {
-        futures::stream::unfold(r, move |mut r| async move {
-            let mut buf = vec![0u8; 64 * 1024];
-            match r.read(&mut buf).await {
-                Ok(0) => None,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Some((Ok(OutputChunk::new(kind, buf)), r))
-                }
-                Err(e) => Some((Err(io_err("reading the process output failed")(e)), r)),
-            }
-        })
-        .boxed()
+        // Read into one buffer that is split off per chunk (no zeroing, no allocation
+        // while the consumer keeps up).
+        tokio_util::io::ReaderStream::with_capacity(r, READ_CHUNK)
+            .map(move |read| match read {
+                Ok(data) => Ok(OutputChunk::new(kind, data)),
+                Err(e) => Err(io_err("reading the process output failed")(e)),
+            })
+            .boxed()
     }
     match stderr {
         Some(err) => futures::stream::select(
@@ -143,9 +142,10 @@ pub(super) fn pipe_output(
 }
 
 pub(super) fn open_receiver(path: &Path) -> Result<tokio::net::unix::pipe::Receiver> {
-    tokio::net::unix::pipe::OpenOptions::new()
+    let receiver = tokio::net::unix::pipe::OpenOptions::new()
         .open_receiver(path)
-        .map_err(io_err("cannot open a FIFO"))
+        .map_err(io_err("cannot open a FIFO"))?;
+    Ok(receiver)
 }
 
 impl ContainerdEngine {

@@ -35,6 +35,10 @@ pub(crate) struct Args {
     /// 1/4 of it.
     #[arg(long, default_value_t = 1024)]
     mib: u64,
+    /// Interleaved rounds of the streaming measures (throughput, lines): each side's
+    /// median is compared.
+    #[arg(long, default_value_t = 3)]
+    samples: usize,
     /// MiB of 30-byte lines per side for `lines()`.
     #[arg(long, default_value_t = 256)]
     lines_mib: u64,
@@ -88,6 +92,7 @@ async fn main() -> Result<(), Error> {
         args.round_trips = args.round_trips.min(3);
         args.mib = args.mib.min(16);
         args.lines_mib = args.lines_mib.min(8);
+        args.samples = 1;
         args.runs = args.runs.min(2);
         args.concurrency = vec![1, 2];
         args.pulls = 1;

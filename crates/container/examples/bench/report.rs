@@ -77,8 +77,9 @@ pub(crate) fn markdown(r: &Value) -> String {
     );
     let tp = &r["exec_stdout_throughput_mib_s"];
     let mib = tp["mib"].as_u64().unwrap_or(0);
+    let samples = tp["samples"].as_u64().unwrap_or(1);
     row(
-        &format!("stdout {mib} MiB, MiB/s (library / raw stream)"),
+        &format!("stdout {mib} MiB, median of {samples}, MiB/s (library / raw stream)"),
         &tp["library"],
         &tp["cli"],
         &tp["raw_client"],
@@ -86,7 +87,7 @@ pub(crate) fn markdown(r: &Value) -> String {
         Target::AtLeast(0.95),
     );
     row(
-        &format!("stdout {mib} MiB, MiB/s (library / CLI)"),
+        &format!("stdout {mib} MiB, median of {samples}, MiB/s (library / CLI)"),
         &tp["library"],
         &tp["cli"],
         &tp["raw_client"],
@@ -107,8 +108,8 @@ pub(crate) fn markdown(r: &Value) -> String {
     let ln = &r["exec_lines_throughput_mib_s"];
     row(
         &format!(
-            "lines of 31 bytes, {} MiB, MiB/s (lines / chunks)",
-            ln["mib"]
+            "lines of 31 bytes, {} MiB, median of {}, MiB/s (lines / chunks)",
+            ln["mib"], ln["samples"]
         ),
         &ln["lines"],
         &none,
