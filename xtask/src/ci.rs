@@ -212,6 +212,9 @@ fn conformance_steps() -> Vec<Step> {
         Step::new("demo (main job on containerd)", |sh| {
             crate::demo::run_demo(sh, Backend::Containerd, &[])
         }),
+        Step::new("conformance over ssh (docker, podman, containerd)", |sh| {
+            crate::conformance::over_ssh(sh)
+        }),
         // Last for its engine: its restart part crashes the engine.
         Step::new(
             "faults --backend containerd (soak, workers, restart)",

@@ -19,6 +19,7 @@ mod packages;
 pub(crate) mod rootless;
 mod service;
 pub(crate) mod sid;
+pub(crate) mod sshd;
 mod tls;
 
 use std::{
@@ -352,6 +353,7 @@ fn up(sh: &Shell, backends: &[Backend], rebuild_images: bool) -> anyhow::Result<
     let state = StateDir::from_env();
     println!("engines state folder: {}", state.path().display());
     packages::ensure_installed(sh)?;
+    sshd::ensure_running(sh, &state)?;
     for service in services_for(backends) {
         config::write(&state, service)?;
         if service == Service::Docker {

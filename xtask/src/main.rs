@@ -56,6 +56,9 @@ enum Command {
     Bench(bench::Bench),
     /// Generate docs/backends.md from the conformance results (`--check`: verify it).
     Docs(docs::Docs),
+    /// Part of the conformance suite on Docker, Podman and containerd through `ssh://`
+    /// endpoints (the harness's sshd on 127.0.0.1:2222).
+    Ssh,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,6 +73,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(cmd) => cmd.run(&sh),
         Command::Docs(cmd) => cmd.run(&sh),
         Command::Bench(cmd) => cmd.run(&sh),
+        Command::Ssh => conformance::over_ssh(&sh),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod raw;
 pub mod reference;
 pub mod retry;
 pub mod signal;
+pub mod ssh;
 pub mod types;
 pub mod validate;
 

@@ -28,6 +28,7 @@ const PACKAGES: &[&str] = &[
     "openssl",
     "mmdebstrap",
     "openssh-client",
+    "openssh-server",
 ];
 
 /// Programs xtask runs, which must be on PATH once the packages are installed.
@@ -47,6 +48,8 @@ const PROGRAMS: &[&str] = &[
     "sha256sum",
     "kill",
     "mmdebstrap",
+    "sshd",
+    "ssh-keygen",
 ];
 
 /// Installs the missing packages (after `apt-get update`; nothing when all are in),
@@ -57,11 +60,26 @@ pub(super) fn ensure_installed(sh: &Shell) -> anyhow::Result<()> {
         println!("installing {}", missing.join(" "));
         let _env = sh.push_env("DEBIAN_FRONTEND", "noninteractive");
         cmd!(sh, "apt-get update").run()?;
-        cmd!(
+        // No package may start its service (openssh-server would start the system's
+        // sshd on every address): the harness starts only its own daemons.
+        let policy = Path::new("/usr/sbin/policy-rc.d");
+        let own_policy = !policy.exists();
+        if own_policy {
+            std::fs::write(
+                policy,
+                "#!/bin/sh\n# container-rs xtask: no service starts\nexit 101\n",
+            )?;
+            std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        }
+        let installed = cmd!(
             sh,
             "apt-get install -y --no-install-recommends {missing...}"
         )
-        .run()?;
+        .run();
+        if own_policy {
+            let _ = std::fs::remove_file(policy);
+        }
+        installed?;
     }
     let mut absent: Vec<String> = PROGRAMS
         .iter()

@@ -47,6 +47,9 @@ pub struct EngineManager<E: Engine> {
     call_timeout: Duration,
     retry: RetryPolicy,
     remote_exec_kill: bool,
+    /// The ssh forward an `ssh://` endpoint is reached through (ADR 0016): it lives as
+    /// long as the manager and its clones.
+    tunnel: Option<Arc<crate::ssh::Tunnel>>,
     /// The containers this manager created or inspected, by id: their names, so errors
     /// name a container the way its user does (see [`container`](Self::container)), and
     /// their accounts, so `start` needs no inspect to know whether to make one.
@@ -86,6 +89,7 @@ impl<E: Engine> Clone for EngineManager<E> {
             call_timeout: self.call_timeout,
             retry: self.retry.clone(),
             remote_exec_kill: self.remote_exec_kill,
+            tunnel: self.tunnel.clone(),
             known: self.known.clone(),
         }
     }
@@ -124,12 +128,36 @@ impl<E: Engine> EngineManager<E> {
         // connection's round trips instead.
         let _warm = tokio::task::spawn_blocking(|| crate::ImageRef::parse("busybox:1").map(drop));
         let reach = async {
-            let engine = build(endpoint.to_string(), options).await?;
-            engine.ping().await?;
-            Ok::<E, Error>(engine)
+            // An ssh endpoint is reached through a local socket that ssh forwards.
+            let (tunnel, local) = match crate::ssh::SshTarget::parse(endpoint)? {
+                Some(target) => {
+                    let remote = target
+                        .socket
+                        .clone()
+                        .unwrap_or_else(|| crate::ssh::default_remote_socket(backend).to_string());
+                    let tunnel = crate::ssh::Tunnel::open(&target, &remote, limit).await?;
+                    let local = tunnel.local_endpoint();
+                    (Some(Arc::new(tunnel)), local)
+                }
+                None => (None, endpoint.to_string()),
+            };
+            let reached = async {
+                let engine = build(local, options).await?;
+                engine.ping().await?;
+                Ok::<E, Error>(engine)
+            }
+            .await;
+            match (reached, &tunnel) {
+                (Ok(engine), _) => Ok((engine, tunnel)),
+                // What ssh said is the reason (a socket it could not open remotely).
+                (Err(e), Some(t)) => Err(t
+                    .failure("the engine did not answer through ssh")
+                    .with_source(e)),
+                (Err(e), None) => Err(e),
+            }
         };
-        let engine = match tokio::time::timeout(limit, reach.instrument(span)).await {
-            Ok(Ok(engine)) => engine,
+        let (engine, tunnel) = match tokio::time::timeout(limit, reach.instrument(span)).await {
+            Ok(Ok(reached)) => reached,
             Ok(Err(e)) => {
                 let e = match e.kind() {
                     ErrorKind::Internal | ErrorKind::NotFound | ErrorKind::Unavailable => {
@@ -159,6 +187,7 @@ impl<E: Engine> EngineManager<E> {
             call_timeout,
             retry,
             remote_exec_kill,
+            tunnel,
             known: Arc::default(),
         })
     }

@@ -1,0 +1,142 @@
+//! Engines over `ssh://` (ADR 0016), against the harness's sshd on 127.0.0.1:2222
+//! (`cargo xtask engines up` starts it; `CONTAINER_RS_SSHD_DIR` names its keys when the
+//! state folder is not the default one): a refused key, an unknown host key and a dropped tunnel each give
+//! their error kind; a good key reaches Docker and runs an exec.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use container::{BackendKind, ConnectOptions, ErrorKind, ExecSpec};
+
+const ENDPOINT: &str = "ssh://root@127.0.0.1:2222";
+
+/// The harness's sshd folder: keys and `known_hosts`.
+fn sshd_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CONTAINER_RS_SSHD_DIR") {
+        return PathBuf::from(dir);
+    }
+    std::env::var_os("CONTAINER_RS_ENGINES_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(
+            || PathBuf::from("/var/lib/container-rs-engines"),
+            PathBuf::from,
+        )
+        .join("sshd")
+}
+
+/// The environment variables of the tunnel are process-wide: one test at a time.
+static ENV: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn connect_with(
+    key: &str,
+    known_hosts: PathBuf,
+) -> container::Result<std::sync::Arc<dyn container::ContainerManager>> {
+    let dir = sshd_dir();
+    assert!(
+        dir.join("client_key").exists(),
+        "no sshd keys in {} (run `cargo xtask engines up`)",
+        dir.display()
+    );
+    std::env::set_var("CONTAINER_SSHKEY", dir.join(key));
+    std::env::set_var("CONTAINER_SSH_KNOWN_HOSTS", known_hosts);
+    let options = ConnectOptions::endpoint(ENDPOINT).with_connect_timeout(Duration::from_secs(20));
+    container::connect_with(BackendKind::Docker, options).await
+}
+
+#[tokio::test]
+async fn a_good_key_reaches_the_engine_and_runs_an_exec() {
+    let _env = ENV.lock().await;
+    let m = connect_with("client_key", sshd_dir().join("known_hosts"))
+        .await
+        .expect("connect through ssh");
+    let info = m.info().await.expect("info");
+    assert_eq!(info.engine, BackendKind::Docker);
+    let image = "127.0.0.1:5000/container-rs/busybox:1";
+    m.pull(image, &Default::default()).await.expect("pull");
+    let config = container::ContainerConfig::new(image)
+        .name(format!("crs-ssh-{}", std::process::id()))
+        .cmd(["sleep", "infinity"])
+        .init(true);
+    let id = m.create(&config).await.expect("create");
+    m.start(&id).await.expect("start");
+    let out = m
+        .exec(&id, &ExecSpec::shell("echo through ssh; exit 3"))
+        .await
+        .expect("exec");
+    assert_eq!(
+        (out.exit_code, out.stdout_lossy().as_str()),
+        (3, "through ssh\n")
+    );
+    m.remove(&id, true).await.expect("remove");
+}
+
+#[tokio::test]
+async fn a_key_the_server_refuses_is_unauthenticated() {
+    let _env = ENV.lock().await;
+    let e = connect_with("other_key", sshd_dir().join("known_hosts"))
+        .await
+        .err()
+        .expect("a refused key connected");
+    assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{e}");
+    assert!(!e.is_retryable(), "{e}");
+}
+
+#[tokio::test]
+async fn an_unknown_host_key_is_refused() {
+    let _env = ENV.lock().await;
+    let empty = tempfile::NamedTempFile::new().expect("temp file");
+    let e = connect_with("client_key", empty.path().to_path_buf())
+        .await
+        .err()
+        .expect("an unknown host key was accepted");
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(
+        e.to_string().contains("Host key verification failed"),
+        "{e}"
+    );
+    // Nothing was added to the file: the key is never accepted silently.
+    assert_eq!(std::fs::read(empty.path()).expect("read").len(), 0);
+}
+
+#[tokio::test]
+async fn a_dropped_tunnel_is_unavailable() {
+    let _env = ENV.lock().await;
+    let m = connect_with("client_key", sshd_dir().join("known_hosts"))
+        .await
+        .expect("connect through ssh");
+    m.info().await.expect("info");
+    // The tunnel's ssh: the one whose forward names a folder of ours.
+    let mut killed = 0;
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        let parent = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().nth(1))
+                    .map(str::to_string)
+            });
+        if cmdline.starts_with("ssh\0")
+            && cmdline.contains("container-rs-ssh-")
+            && parent.as_deref() == Some(&std::process::id().to_string())
+        {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .expect("kill ssh");
+            killed += 1;
+        }
+    }
+    assert_eq!(killed, 1, "the tunnel's ssh process");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Unavailable, after the manager's own retries of an idempotent call (the tunnel
+    // is not started again yet: ADR 0016).
+    let e = m.info().await.expect_err("info through a dead tunnel");
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+}
