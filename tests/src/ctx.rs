@@ -350,9 +350,15 @@ pub struct EngineCli {
 
 impl EngineCli {
     fn new(kind: BackendKind) -> Self {
+        // The engine's own endpoint on this host when the library reaches it another
+        // way (`ssh://`: the CLIs would need the ssh setup of their own).
+        let local = std::env::var("CONTAINER_RS_CLI_ENDPOINT")
+            .ok()
+            .filter(|e| !e.is_empty());
         match kind {
             BackendKind::Podman => {
-                let url = env_or("CONTAINER_HOST", "unix:///run/podman/podman.sock");
+                let url = local
+                    .unwrap_or_else(|| env_or("CONTAINER_HOST", "unix:///run/podman/podman.sock"));
                 EngineCli {
                     kind,
                     program: "podman",
@@ -361,17 +367,22 @@ impl EngineCli {
             }
             BackendKind::Containerd => {
                 let ns = env_or("CONTAINERD_NAMESPACE", DEFAULT_CONTAINERD_NAMESPACE);
+                let mut base = vec!["-n".into(), ns];
+                if let Some(address) = local {
+                    let path = address.trim_start_matches("unix://").to_string();
+                    base.extend(["--address".into(), path]);
+                }
                 EngineCli {
                     kind,
                     program: "ctr",
-                    base: vec!["-n".into(), ns],
+                    base,
                 }
             }
             // Docker, and any other engine with a Docker-compatible CLI.
             _ => EngineCli {
                 kind,
                 program: "docker",
-                base: Vec::new(),
+                base: local.map(|h| vec!["-H".into(), h]).unwrap_or_default(),
             },
         }
     }

@@ -18,7 +18,16 @@ async fn count(kind: &str) -> Result<u64, String> {
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| container::containerd::DEFAULT_NAMESPACE.to_string());
     let quiet = kind != "snapshots";
-    let out = tokio::process::Command::new("ctr")
+    let mut ctr = tokio::process::Command::new("ctr");
+    // The engine's socket on this host when the suite reaches it another way (`ssh://`
+    // in CONTAINERD_ADDRESS, which ctr would read too).
+    if let Some(local) = std::env::var("CONTAINER_RS_CLI_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty())
+    {
+        ctr.env("CONTAINERD_ADDRESS", local.trim_start_matches("unix://"));
+    }
+    let out = ctr
         .args(["-n", &namespace, kind, "ls"])
         .args(quiet.then_some("-q"))
         .output()

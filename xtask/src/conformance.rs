@@ -180,12 +180,24 @@ pub(crate) fn over_ssh(sh: &Shell) -> anyhow::Result<()> {
         .iter()
         .flat_map(|section| ["--skip", section])
         .collect();
-    for (name, variable, socket) in [
-        ("docker", "DOCKER_HOST", ""),
-        ("podman", "CONTAINER_HOST", engines::PODMAN_SOCKET),
-        ("containerd", "CONTAINERD_ADDRESS", ""),
+    for (name, variable, socket, local) in [
+        ("docker", "DOCKER_HOST", "", "unix:///var/run/docker.sock"),
+        (
+            "podman",
+            "CONTAINER_HOST",
+            engines::PODMAN_SOCKET,
+            "unix:///run/podman/podman.sock",
+        ),
+        (
+            "containerd",
+            "CONTAINERD_ADDRESS",
+            "",
+            "unix:///run/containerd/containerd.sock",
+        ),
     ] {
         let _endpoint = sh.push_env(variable, format!("{base}{socket}"));
+        // The suite's CLI (case 53's foreign objects) reaches the same engine locally.
+        let _cli = sh.push_env("CONTAINER_RS_CLI_ENDPOINT", local);
         let skips = &skips;
         println!("conformance over ssh: {name} at {base}{socket}");
         cmd!(
