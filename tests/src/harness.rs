@@ -568,7 +568,7 @@ mod tests {
     fn every_case_is_planned_and_features_get_a_check() {
         let none = Capabilities::default();
         let plans = plan(Some(none), |_| true);
-        assert_eq!(plans.len(), 89 + 5);
+        assert_eq!(plans.len(), 90 + 5);
         let ignored: Vec<_> = plans.iter().filter_map(|p| p.unsupported.clone()).collect();
         assert_eq!(
             ignored,
