@@ -265,11 +265,6 @@ impl Tunnel {
         }
     }
 
-    /// Whether ssh still runs (a dead tunnel makes every call `Unavailable`).
-    pub fn is_alive(&self) -> bool {
-        matches!(self.exited(), Ok(None))
-    }
-
     /// An error for the tunnel failing, its kind from what ssh said.
     pub fn failure(&self, what: &str) -> Error {
         let said = self

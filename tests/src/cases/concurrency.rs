@@ -225,12 +225,10 @@ pub async fn case_90_parallel_pulls(ctx: &Ctx) -> Result<(), Failure> {
         );
     }
     let m = ctx.manager();
-    let name = ctx.name(90);
-    t.container(name.clone());
-    let id = m
-        .create(&ContainerConfig::new(&image).name(name).cmd(["true"]))
-        .await?;
-    m.start(&id).await?;
+    let config = ContainerConfig::new(&image)
+        .name(ctx.name(90))
+        .cmd(["true"]);
+    let id = run_config(ctx, &mut t, &config).await?;
     let code = tokio::time::timeout(Duration::from_secs(30), m.wait(&id))
         .await
         .map_err(|_| Failure::new("wait hung for 30 s"))??;

@@ -142,10 +142,9 @@ pub(super) fn pipe_output(
 }
 
 pub(super) fn open_receiver(path: &Path) -> Result<tokio::net::unix::pipe::Receiver> {
-    let receiver = tokio::net::unix::pipe::OpenOptions::new()
+    tokio::net::unix::pipe::OpenOptions::new()
         .open_receiver(path)
-        .map_err(io_err("cannot open a FIFO"))?;
-    Ok(receiver)
+        .map_err(io_err("cannot open a FIFO"))
 }
 
 impl ContainerdEngine {
