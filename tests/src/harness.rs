@@ -568,7 +568,7 @@ mod tests {
     fn every_case_is_planned_and_features_get_a_check() {
         let none = Capabilities::default();
         let plans = plan(Some(none), |_| true);
-        assert_eq!(plans.len(), 90 + 5);
+        assert_eq!(plans.len(), 91 + 6);
         let ignored: Vec<_> = plans.iter().filter_map(|p| p.unsupported.clone()).collect();
         assert_eq!(
             ignored,
@@ -577,14 +577,17 @@ mod tests {
                 "unsupported:resource_limits",
                 "unsupported:userns_keep_id",
                 "unsupported:tty_exec",
-                "unsupported:resource_limits"
+                "unsupported:resource_limits",
+                "unsupported:attach_stdin"
             ]
         );
         assert!(plans
             .iter()
             .filter(|p| p.role == Role::Check)
             .all(|p| p.unsupported.is_none()));
-        let all = Capabilities::oci_engine().with_userns_keep_id(true);
+        let all = Capabilities::oci_engine()
+            .with_userns_keep_id(true)
+            .with_attach_stdin(true);
         assert!(plan(Some(all), |_| true)
             .iter()
             .all(|p| p.unsupported.is_none()));

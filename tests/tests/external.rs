@@ -98,6 +98,13 @@ impl Engine for Relay {
     async fn logs(&self, id: &str, options: &LogOptions) -> Result<OutputStream> {
         self.inner().logs(id, options).await
     }
+    async fn attach_stdin(
+        &self,
+        id: &str,
+        source: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    ) -> Result<tokio::task::AbortHandle> {
+        self.inner().attach_stdin(id, source).await
+    }
     async fn exec_create(&self, container: &str, spec: &ExecSpec) -> Result<Exec> {
         self.inner().exec_create(container, spec).await
     }

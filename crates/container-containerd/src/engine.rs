@@ -178,6 +178,7 @@ impl Engine for ContainerdEngine {
             .with_resource_limits(true)
             .with_copy_files(true)
             .with_tty_exec(true)
+            .with_attach_stdin(true)
     }
 
     async fn info(&self) -> Result<EngineInfo> {
@@ -239,6 +240,14 @@ impl Engine for ContainerdEngine {
 
     async fn logs(&self, id: &str, options: &LogOptions) -> Result<OutputStream> {
         tasks::logs(self, id, options).await
+    }
+
+    async fn attach_stdin(
+        &self,
+        id: &str,
+        source: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    ) -> Result<tokio::task::AbortHandle> {
+        tasks::attach_stdin(self, id, source).await
     }
 
     async fn exec_create(&self, container: &str, spec: &ExecSpec) -> Result<ContainerdExec> {

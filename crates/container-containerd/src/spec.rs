@@ -18,6 +18,8 @@ pub(crate) const STOP_SIGNAL: &str = "io.container-rs.stop-signal";
 pub(crate) const LABELS: &str = "io.container-rs.labels";
 /// The stop grace in milliseconds.
 pub(crate) const STOP_GRACE_MS: &str = "io.container-rs.stop-grace-ms";
+/// `"true"` when the main process's stdin is kept open for an attach (`stdin_open`).
+pub(crate) const STDIN_OPEN: &str = "io.container-rs.stdin-open";
 
 /// What the image says about how to run it (its config's `config` section).
 #[derive(Debug, Default)]
@@ -164,7 +166,7 @@ pub(crate) fn build(
         });
     process["cwd"] = json!(cwd);
     process["user"] = json!({"uid": uid, "gid": gid});
-    process["terminal"] = json!(false);
+    process["terminal"] = json!(config.tty);
     if !config.resources.ulimits.is_empty() {
         let mut rlimits: Vec<Value> = process["rlimits"].as_array().cloned().unwrap_or_default();
         for u in &config.resources.ulimits {
@@ -263,6 +265,9 @@ pub(crate) fn build(
     }
     if let Some(grace) = config.stop_grace {
         annotations.insert(STOP_GRACE_MS.into(), json!(grace.as_millis().to_string()));
+    }
+    if config.stdin_open {
+        annotations.insert(STDIN_OPEN.into(), json!("true"));
     }
     spec["annotations"] = Value::Object(annotations);
     Ok(spec)

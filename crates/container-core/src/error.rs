@@ -129,6 +129,7 @@ pub enum Operation {
     Wait,
     List,
     Logs,
+    AttachStdin,
     Exec,
     CopyFrom,
     CopyTo,
@@ -157,6 +158,7 @@ impl Operation {
             Operation::Wait => "wait",
             Operation::List => "list",
             Operation::Logs => "logs",
+            Operation::AttachStdin => "attach_stdin",
             Operation::Exec => "exec",
             Operation::CopyFrom => "copy_from",
             Operation::CopyTo => "copy_to",
@@ -173,9 +175,12 @@ impl Operation {
     /// Whether repeating the operation after an unknown outcome (a timeout, a connection
     /// lost after the request was sent) is safe. Create is idempotent by name (a create
     /// without a name is not: the manager passes that to [`Error::settle_retryable`]);
-    /// exec, kill and copy-in are not.
+    /// exec, kill, copy-in and a stdin attach (its input may be half sent) are not.
     pub fn is_idempotent(self) -> bool {
-        !matches!(self, Operation::Exec | Operation::Kill | Operation::CopyTo)
+        !matches!(
+            self,
+            Operation::Exec | Operation::Kill | Operation::CopyTo | Operation::AttachStdin
+        )
     }
 }
 

@@ -22,7 +22,7 @@ pub mod validate;
 pub use error::{BoxError, Error, ErrorKind, Operation, Result};
 pub use exec::{
     ExecControl, ExecEvent, ExecExit, ExecKiller, ExecOutput, ExecSource, ExecSpec, ExecStream,
-    Line, LineEvent, Lines, OutputChunk, StdinStream, StreamKind,
+    Line, LineEvent, Lines, OutputChunk, StdinFeed, StdinStream, StreamKind,
 };
 pub use labels::Ownership;
 pub use manager::{ContainerManager, LogStream};

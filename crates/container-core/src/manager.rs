@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 use crate::error::{ErrorKind, Result};
-use crate::exec::{ExecOutput, ExecSpec, ExecStream, OutputChunk};
+use crate::exec::{ExecOutput, ExecSpec, ExecStream, OutputChunk, StdinFeed, StdinStream};
 use crate::labels::Ownership;
 use crate::signal::Signal;
 use crate::types::{
@@ -80,6 +80,15 @@ pub trait ContainerManager: Send + Sync {
 
     /// The main process's output, optionally following it.
     async fn logs(&self, id: &str, options: &LogOptions) -> Result<LogStream>;
+
+    /// Feeds `stdin` into the main process of a running container created with
+    /// [`stdin_open`](ContainerConfig::stdin_open) (`docker attach` of stdin): the
+    /// process reads it as it comes, then EOF when it ends (with a
+    /// [`tty`](ContainerConfig::tty), the bytes go to the terminal, where `^D` is the end).
+    /// One feed per container run: the engines close the stdin after it. Its output is
+    /// read with [`logs`](Self::logs). `InvalidInput` for a container made without
+    /// `stdin_open`, `Conflict` for one that does not run.
+    async fn attach_stdin(&self, id: &str, stdin: StdinStream) -> Result<StdinFeed>;
 
     /// Runs a command in a running container and streams its output; see [`ExecStream`]
     /// for the timeout, backpressure and drop rules.

@@ -420,6 +420,16 @@ pub struct ContainerConfig {
     /// (Podman's `--userns=keep-id`), so files in bind mounts keep their owner. Rootless
     /// engines only: `Unsupported` where [`Capabilities::userns_keep_id`] is off.
     pub keep_id: bool,
+    /// Keep the main process's stdin open for one
+    /// [`attach_stdin`](crate::ContainerManager::attach_stdin) (`docker run -i`): the
+    /// process reads what the attach sends, and EOF when the attach's source ends. When
+    /// off, the main process's stdin is empty (`/dev/null`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin_open: bool,
+    /// Give the main process a terminal (`docker run -t`): its output is one raw stream,
+    /// read as stdout by [`logs`](crate::ContainerManager::logs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tty: bool,
 }
 
 impl ContainerConfig {
@@ -526,6 +536,18 @@ impl ContainerConfig {
         self
     }
 
+    /// Keeps the main process's stdin open (see [`stdin_open`](Self::stdin_open)).
+    pub fn stdin_open(mut self, on: bool) -> Self {
+        self.stdin_open = on;
+        self
+    }
+
+    /// Gives the main process a terminal (see [`tty`](Self::tty)).
+    pub fn tty(mut self, on: bool) -> Self {
+        self.tty = on;
+        self
+    }
+
     /// Sets the hostname.
     pub fn hostname(mut self, hostname: impl Into<String>) -> Self {
         self.hostname = Some(hostname.into());
@@ -611,6 +633,8 @@ impl fmt::Debug for ContainerConfig {
             .field("network", &self.network)
             .field("hostname", &self.hostname)
             .field("keep_id", &self.keep_id)
+            .field("stdin_open", &self.stdin_open)
+            .field("tty", &self.tty)
             .finish()
     }
 }
@@ -1362,6 +1386,10 @@ pub struct Capabilities {
     /// makes up for it. Off where a process's own closed output ends it (containerd's
     /// FIFOs).
     pub attach_until_exit: bool,
+    /// The main process's stdin can be kept open and fed by
+    /// [`attach_stdin`](crate::ContainerManager::attach_stdin), and it can have a
+    /// terminal ([`ContainerConfig::stdin_open`], [`ContainerConfig::tty`]).
+    pub attach_stdin: bool,
 }
 
 impl Capabilities {
@@ -1403,6 +1431,12 @@ impl Capabilities {
     /// With or without keep-id user-namespace mapping.
     pub fn with_userns_keep_id(mut self, on: bool) -> Self {
         self.userns_keep_id = on;
+        self
+    }
+
+    /// With or without an attachable stdin and a terminal for the main process.
+    pub fn with_attach_stdin(mut self, on: bool) -> Self {
+        self.attach_stdin = on;
         self
     }
 

@@ -78,6 +78,10 @@ pub(crate) fn create_body(config: &ContainerConfig, labels: Labels) -> Result<Co
         stop_timeout: config.stop_grace.map(ceil_secs),
         hostname: config.hostname.clone(),
         host_config: Some(host),
+        // `docker run -i`: stdin open until the first attach's input ends.
+        open_stdin: config.stdin_open.then_some(true),
+        stdin_once: config.stdin_open.then_some(true),
+        tty: config.tty.then_some(true),
         ..ContainerCreateBody::default()
     })
 }

@@ -8,12 +8,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bollard::container::AttachContainerResults;
 use bollard::models::SystemInfoCgroupVersionEnum;
 use bollard::query_parameters::{
-    DownloadFromContainerOptions, InspectContainerOptions, KillContainerOptions,
-    ListContainersOptions, ListVolumesOptions, LogsOptions, RemoveContainerOptions,
-    RemoveImageOptions, RemoveVolumeOptions, StartContainerOptions, StopContainerOptions,
-    UploadToContainerOptions, WaitContainerOptions,
+    AttachContainerOptions, DownloadFromContainerOptions, InspectContainerOptions,
+    KillContainerOptions, ListContainersOptions, ListVolumesOptions, LogsOptions,
+    RemoveContainerOptions, RemoveImageOptions, RemoveVolumeOptions, StartContainerOptions,
+    StopContainerOptions, UploadToContainerOptions, WaitContainerOptions,
 };
 use bollard::{Docker, API_DEFAULT_VERSION};
 use container_core::raw::{
@@ -188,6 +189,7 @@ impl Engine for DockerEngine {
         Capabilities::oci_engine()
             .with_resource_limits(limits)
             .with_attach_until_exit(true)
+            .with_attach_stdin(true)
     }
 
     async fn ping(&self) -> Result<()> {
@@ -363,6 +365,51 @@ impl Engine for DockerEngine {
             .map_err(map_error)
             .try_filter_map(|log| async move { Ok(convert::output_chunk(log)) });
         Ok(stream.boxed())
+    }
+
+    async fn attach_stdin(
+        &self,
+        id: &str,
+        source: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    ) -> Result<tokio::task::AbortHandle> {
+        let info = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(map_error)?;
+        if !info
+            .config
+            .as_ref()
+            .and_then(|c| c.open_stdin)
+            .unwrap_or(false)
+        {
+            return Err(container_core::raw::no_open_stdin(id));
+        }
+        if !info.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
+            return Err(container_core::raw::not_running_for_stdin(id));
+        }
+        // Input only: the output is read with `logs`. Without a TTY moby copies the
+        // input as is (detach keys apply to TTYs only) and, the container being
+        // `StdinOnce`, closes the process's stdin when ours ends.
+        let options = AttachContainerOptions {
+            stdin: true,
+            stream: true,
+            ..AttachContainerOptions::default()
+        };
+        let AttachContainerResults { output, input } = self
+            .docker
+            .attach_container(id, Some(options))
+            .await
+            .map_err(map_error)?;
+        Ok(container_core::exec::feed_stdin(
+            source,
+            async move { Ok(input) },
+            |mut input| async move {
+                use tokio::io::AsyncWriteExt as _;
+                let _ = input.shutdown().await;
+                drop(output);
+            },
+        ))
     }
 
     async fn exec_create(&self, container: &str, spec: &ExecSpec) -> Result<DockerExec> {

@@ -60,6 +60,12 @@ pub(crate) fn create_spec(
     if config.keep_id {
         put("userns", json!({"nsmode": "keep-id"}));
     }
+    if config.stdin_open {
+        put("stdin", json!(true));
+    }
+    if config.tty {
+        put("terminal", json!(true));
+    }
     if let Some(sig) = config.stop_signal {
         put("stop_signal", json!(sig.number()));
     }

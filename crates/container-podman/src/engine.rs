@@ -238,6 +238,49 @@ impl PodmanEngine {
         Err(fault(status, &bytes))
     }
 
+    /// libpod's inspect of container `id`, as it answers.
+    async fn inspect_libpod(
+        &self,
+        id: &str,
+    ) -> Result<podman_api::models::ContainerInspectResponseLibpod> {
+        self.podman
+            .containers()
+            .get(id)
+            .inspect()
+            .await
+            .map_err(map_error)
+    }
+
+    /// `POST endpoint` with `body`, upgraded to a raw connection (the attach of an exec
+    /// or of a container's stdin: `what`).
+    async fn upgraded(
+        &self,
+        endpoint: &str,
+        body: Body,
+        what: &str,
+    ) -> Result<hyper::upgrade::Upgraded> {
+        let response = self
+            .send(Method::POST, endpoint, body, "application/json", true)
+            .await
+            .map_err(map_error)?;
+        if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                format!(
+                    "libpod did not upgrade the {what} connection ({})",
+                    response.status()
+                ),
+            ));
+        }
+        hyper::upgrade::on(response).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!("the {what} connection was not upgraded"),
+            )
+            .with_source(e)
+        })
+    }
+
     /// `POST /libpod/containers/create` with `spec` (`what` names it in an encoding
     /// error); the answer's bytes.
     async fn create_raw(&self, spec: &serde_json::Value, what: &str) -> Result<Bytes> {
@@ -304,6 +347,7 @@ impl Engine for PodmanEngine {
             .with_resource_limits(limits)
             .with_userns_keep_id(self.rootless)
             .with_attach_until_exit(true)
+            .with_attach_stdin(true)
     }
 
     async fn ping(&self) -> Result<()> {
@@ -486,6 +530,13 @@ impl Engine for PodmanEngine {
     }
 
     async fn logs(&self, id: &str, options: &LogOptions) -> Result<OutputStream> {
+        // A TTY's log is one raw stream, without frames.
+        let tty = self
+            .inspect_libpod(id)
+            .await?
+            .config
+            .and_then(|c| c.tty)
+            .unwrap_or(false);
         // Requested by hand and decoded by `frames`: podman-api's decoder can panic.
         let endpoint = format!(
             "/libpod/containers/{id}/logs?follow={}&stdout={}&stderr={}",
@@ -506,7 +557,47 @@ impl Engine for PodmanEngine {
             tokio_util::io::StreamReader::new(
                 body.map(|chunk| chunk.map_err(std::io::Error::other)),
             ),
-            false,
+            tty,
+        ))
+    }
+
+    async fn attach_stdin(
+        &self,
+        id: &str,
+        source: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    ) -> Result<tokio::task::AbortHandle> {
+        let info = self.inspect_libpod(id).await?;
+        let config = info.config.as_ref();
+        if !config.and_then(|c| c.open_stdin).unwrap_or(false) {
+            return Err(container_core::raw::no_open_stdin(id));
+        }
+        if !info.state.and_then(|s| s.running).unwrap_or(false) {
+            return Err(container_core::raw::not_running_for_stdin(id));
+        }
+        // The output is read with `logs`. An empty `detachKeys` turns detaching off, so
+        // any bytes pass; a TTY keeps the default keys (ctrl-p, ctrl-q), as `docker run
+        // -it` and `podman run -it` do. libpod passes no input to a TTY attached without
+        // stdout (seen on Podman 4.3): there the output is attached too, and drained.
+        let tty = config.and_then(|c| c.tty).unwrap_or(false);
+        let query = if tty {
+            "stdin=true&stdout=true&stderr=false&stream=true"
+        } else {
+            "stdin=true&stdout=false&stderr=false&stream=true&detachKeys="
+        };
+        let endpoint = format!("/libpod/containers/{id}/attach?{query}");
+        let upgraded = self.upgraded(&endpoint, Body::empty(), "attach").await?;
+        let (mut reader, writer) = tokio::io::split(upgraded);
+        // Aborted with the feed; otherwise it ends when the container's output does.
+        let drain = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await;
+        }));
+        Ok(container_core::exec::feed_stdin(
+            source,
+            async move { Ok(writer) },
+            |mut writer| async move {
+                let _ = writer.shutdown().await;
+                let _ = drain.await;
+            },
         ))
     }
 
@@ -519,32 +610,7 @@ impl Engine for PodmanEngine {
         // podman-api's decoder can panic on a frame it does not expect.
         let body = serde_json::json!({"Detach": false, "Tty": spec.tty}).to_string();
         let endpoint = format!("/libpod/exec/{}/start", exec.id());
-        let response = self
-            .send(
-                Method::POST,
-                &endpoint,
-                Body::from(body),
-                "application/json",
-                true,
-            )
-            .await
-            .map_err(map_error)?;
-        if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
-            return Err(Error::new(
-                ErrorKind::Internal,
-                format!(
-                    "libpod did not upgrade the exec connection ({})",
-                    response.status()
-                ),
-            ));
-        }
-        let upgraded = hyper::upgrade::on(response).await.map_err(|e| {
-            Error::new(
-                ErrorKind::Unavailable,
-                "the exec connection was not upgraded",
-            )
-            .with_source(e)
-        })?;
+        let upgraded = self.upgraded(&endpoint, Body::from(body), "exec").await?;
         let (reader, mut writer) = tokio::io::split(upgraded);
         match spec.stdin_source() {
             // Feed stdin, then close our write half: the process sees EOF.
@@ -575,12 +641,8 @@ impl Engine for PodmanEngine {
         // libpod's archive rounds mtimes to the nearest second; a `tar` run in the
         // container keeps them as stat says (whole seconds, as Docker's archive does).
         let running = self
-            .podman
-            .containers()
-            .get(id)
-            .inspect()
-            .await
-            .map_err(map_error)?
+            .inspect_libpod(id)
+            .await?
             .state
             .is_some_and(|s| s.running == Some(true));
         if running {

@@ -9,8 +9,8 @@ pub use container_core::{
     Error, ErrorKind, ExecEvent, ExecKiller, ExecOutput, ExecSpec, ExecStream, IdRange, ImageRef,
     Labels, LayerPhase, Line, LineEvent, Lines, LogOptions, LogStream, Mount, MountInfo,
     NetworkMode, Operation, OutputChunk, Ownership, ProgressFn, PullOptions, PullProgress,
-    RegistryAuth, Relabel, Resources, Result, RetryPolicy, Signal, StdinStream, StreamKind, Ulimit,
-    User, VolumeConfig, VolumeInfo, PROXY_VARIABLES, SSH_AGENT_TARGET,
+    RegistryAuth, Relabel, Resources, Result, RetryPolicy, Signal, StdinFeed, StdinStream,
+    StreamKind, Ulimit, User, VolumeConfig, VolumeInfo, PROXY_VARIABLES, SSH_AGENT_TARGET,
 };
 
 /// The reserved ownership labels and their prefix.

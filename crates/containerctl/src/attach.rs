@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use container::{
     ContainerConfig, ContainerManager, Error, ErrorKind, ExecEvent, ExecSpec, LogOptions, Mount,
-    Signal, StreamKind, User,
+    Signal, StdinStream, StreamKind, User,
 };
 use futures::StreamExt;
 use tokio::signal::unix::{signal, SignalKind};
@@ -44,6 +44,18 @@ pub(crate) struct RunArgs {
     /// Keep the container after the command ends (default: removed).
     #[arg(long)]
     keep: bool,
+    /// Remove the container when the command ends: the default, accepted as `docker run
+    /// --rm` spells it.
+    #[arg(long, conflicts_with = "keep")]
+    rm: bool,
+    /// Pass our stdin to the command as it comes (its end is the command's EOF).
+    #[arg(long, short = 'i')]
+    interactive: bool,
+    /// Give the command a terminal; with -i on a terminal ours is put in raw mode, so
+    /// keys (Ctrl-C too) go to the command (ctrl-p ctrl-q, the engines' detach keys,
+    /// ends the input on Docker and Podman).
+    #[arg(long, short = 't')]
+    tty: bool,
     /// Bind mount `HOST:CONTAINER[:ro|rw]` (the host path must exist).
     #[arg(long = "volume", short = 'v', value_parser = parse_bind)]
     binds: Vec<Mount>,
@@ -90,7 +102,7 @@ pub(crate) struct RunArgs {
 /// `containerctl exec`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ExecArgs {
-    /// Pass our stdin to the command (read to its end first, then closed for the command).
+    /// Pass our stdin to the command as it comes (its end is the command's EOF).
     #[arg(long, short = 'i')]
     interactive: bool,
     /// End the command after this long (30s, 5m): exit 124.
@@ -262,6 +274,8 @@ pub(crate) async fn run(engine: &dyn ContainerManager, args: RunArgs) -> Result<
     }
     config.working_dir = args.workdir.clone();
     config.init = args.init;
+    config.stdin_open = args.interactive && !args.detach;
+    config.tty = args.tty;
     if let Some(memory) = args.memory {
         config = config.memory(memory);
     }
@@ -337,6 +351,24 @@ async fn attached_run(
     args: &RunArgs,
     interrupts: &mut Interrupts,
 ) -> Result<ExitCode, Failure> {
+    // Our terminal in raw mode while the command's terminal is fed (restored on drop).
+    let _raw = (args.interactive && args.tty)
+        .then(RawTerminal::enter)
+        .flatten();
+    let _feed = if args.interactive {
+        match engine
+            .attach_stdin(id, StdinStream::new(stdin_stream()))
+            .await
+        {
+            Ok(feed) => Some(feed),
+            // The command ended before its stdin was attached: its output and exit
+            // status still come below.
+            Err(e) if e.kind() == ErrorKind::Conflict => None,
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
     let mut logs = engine.logs(id, &LogOptions::follow()).await?;
     let mut sink = Sink;
     let deadline = async {
@@ -466,7 +498,39 @@ pub(crate) async fn exec(
     Ok(ExitCode::from(end))
 }
 
-/// This process's stdin as it comes, for `exec -i`: read by a thread of its own into a
+/// Our stdin, a terminal, in raw mode until dropped: every key goes to the command's
+/// terminal, which echoes and interprets it (Ctrl-C included), as `docker run -it`.
+struct RawTerminal(nix::sys::termios::Termios);
+
+impl RawTerminal {
+    /// Raw mode on our stdin; `None` (with a warning) when stdin is no terminal.
+    fn enter() -> Option<RawTerminal> {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        use std::io::IsTerminal as _;
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            eprintln!("containerctl: stdin is not a terminal: -t gives the command one anyway");
+            return None;
+        }
+        let saved = tcgetattr(&stdin).ok()?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(&stdin, SetArg::TCSANOW, &raw).ok()?;
+        Some(RawTerminal(saved))
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.0,
+        );
+    }
+}
+
+/// This process's stdin as it comes, for `exec -i` and `run -i`: read by a thread of its own into a
 /// pipe the exec reads. Not `tokio::io::stdin()`, whose blocking read cannot be
 /// cancelled and would hold the runtime's shutdown until the user pressed enter.
 fn stdin_stream() -> tokio::io::DuplexStream {

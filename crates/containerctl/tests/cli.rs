@@ -114,6 +114,47 @@ fn run_streams_apart_passes_the_exit_code_and_leaves_nothing() {
 }
 
 #[test]
+fn run_i_passes_stdin_as_it_comes_and_t_gives_a_terminal() {
+    let o = owner("run-i");
+    // -i: any bytes (ctrl-p ctrl-q and EOT among them), then EOF.
+    let input: Vec<u8> = b"a\x10\x11\x04z\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(600)
+        .collect();
+    let out = ctl(&o)
+        .args(["run", "-i", "--rm", IMAGE, "sh", "-c", "wc -c; exit 4"])
+        .write_stdin(input)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .expect("run -i");
+    assert_eq!(out.status.code(), Some(4), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "600");
+    assert!(ps(&o).is_empty(), "run -i left {:?}", names(&ps(&o)));
+
+    // -i -t from a pipe: the command has a terminal (which echoes what it reads).
+    let out = ctl(&o)
+        .args(["run", "-i", "-t", IMAGE, "sh"])
+        .write_stdin("test -t 0 && echo tty-$((6*7))\nexit 3\n")
+        .timeout(Duration::from_secs(60))
+        .output()
+        .expect("run -it");
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("tty-42\r\n"),
+        "the terminal's output: {:?}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("stdin is not a terminal"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(ps(&o).is_empty(), "run -it left {:?}", names(&ps(&o)));
+}
+
+#[test]
 fn our_own_errors_exit_125_and_uninvocable_commands_126_127() {
     let o = owner("codes");
     let _c = Cleanup(o.clone());

@@ -1,4 +1,4 @@
-//! Cases 64-67, the `[feature]` cases, and their checks.
+//! Cases 64-67 and 91, the `[feature]` cases, and their checks.
 //!
 //! A `case_*` runs only when the backend reports the capability; otherwise it is registered
 //! as ignored (`unsupported:<capability>`). The `check_*` companion runs every time: without
@@ -6,11 +6,13 @@
 
 use std::time::{Duration, Instant};
 
-use container::{ContainerConfig, ContainerManager, ContainerState, ErrorKind, ExecSpec, Ulimit};
+use container::{
+    ContainerConfig, ContainerManager, ContainerState, ErrorKind, ExecSpec, StdinStream, Ulimit,
+};
 
 use crate::ctx::{Ctx, SLACK};
 use crate::failure::{describe, expect_kind, Failure};
-use crate::support::{exec_ok, run_config, sh, sleeper};
+use crate::support::{exec_ok, logs, run_config, sh, sleeper, wait_for_log};
 use crate::{ensure, ensure_eq};
 
 /// Zombie processes in the container, from `/proc/<pid>/stat`.
@@ -328,6 +330,120 @@ pub async fn check_67_tty_exec(ctx: &Ctx) -> Result<(), Failure> {
         ensure_eq!(out.exit_code, 0, "exit code of `true` with a tty");
     } else {
         expect_kind(result, ErrorKind::Unsupported, "exec with tty: true")?;
+    }
+    Ok(())
+}
+
+/// Case 91: The main process's stdin, attached (`docker run -i`, `-t`): it reads the
+/// first line and answers before the second is written; any bytes pass (the detach keys
+/// ctrl-p ctrl-q and `^D` included); the end of the attach's source is its EOF; a
+/// terminal when asked. An attach to a container made without `stdin_open` is
+/// `InvalidInput`, to one that does not run `Conflict`.
+pub async fn case_91_attach_stdin(ctx: &Ctx) -> Result<(), Failure> {
+    use tokio::io::AsyncWriteExt;
+    let m = ctx.manager();
+    let mut t = ctx.tracker();
+    let within = Duration::from_secs(20);
+
+    let script = "read -r first; echo \"got $first\"; n=$(wc -c); echo \"rest $n\"; exit 7";
+    let config = ContainerConfig::new(ctx.image())
+        .name(ctx.name(91))
+        .cmd(["sh", "-c", script])
+        .stdin_open(true);
+    let id = run_config(ctx, &mut t, &config).await?;
+    let (mut writer, reader) = tokio::io::duplex(1024);
+    let feed = m.attach_stdin(&id, StdinStream::new(reader)).await?;
+    writer.write_all(b"one\n").await?;
+    wait_for_log(m, &id, "got one\n", within).await?;
+    // 1000 bytes with the default detach keys and an EOT in them: data, not control.
+    let rest: Vec<u8> = b"a\x10\x11\x04z"
+        .iter()
+        .copied()
+        .cycle()
+        .take(1000)
+        .collect();
+    writer.write_all(&rest).await?;
+    drop(writer);
+    let code = tokio::time::timeout(within, m.wait(&id))
+        .await
+        .map_err(|_| Failure::new("the main process did not end: its stdin saw no EOF"))??;
+    let (out, err) = logs(m, &id).await?;
+    ensure_eq!(
+        String::from_utf8_lossy(&out)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        vec!["got", "one", "rest", "1000"],
+        "the main process's answers (stderr {:?})",
+        String::from_utf8_lossy(&err)
+    );
+    ensure_eq!(code, 7, "exit code of the attached main process");
+    ensure!(feed.is_finished(), "the feed ended with its source");
+    expect_kind(
+        m.attach_stdin(&id, StdinStream::new(tokio::io::empty()))
+            .await
+            .map(drop),
+        ErrorKind::Conflict,
+        "attach to a stopped container",
+    )?;
+
+    // A terminal: the process's stdin is one, and what it writes comes as stdout.
+    let script = "test -t 0 && echo in-a-tty; read -r x; echo \"said $x\"; echo to-err >&2";
+    let config = ContainerConfig::new(ctx.image())
+        .name(format!("{}-tty", ctx.name(91)))
+        .cmd(["sh", "-c", script])
+        .stdin_open(true)
+        .tty(true);
+    let tty = run_config(ctx, &mut t, &config).await?;
+    let (mut writer, reader) = tokio::io::duplex(1024);
+    let _feed = m.attach_stdin(&tty, StdinStream::new(reader)).await?;
+    wait_for_log(m, &tty, "in-a-tty", within).await?;
+    writer.write_all(b"hi\n").await?;
+    let code = tokio::time::timeout(within, m.wait(&tty))
+        .await
+        .map_err(|_| Failure::new("the terminal's process did not end"))??;
+    let (out, err) = logs(m, &tty).await?;
+    let out = String::from_utf8_lossy(&out);
+    ensure!(
+        out.contains("said hi") && out.contains("to-err"),
+        "the terminal's output as stdout: {out:?} (stderr {:?})",
+        String::from_utf8_lossy(&err)
+    );
+    ensure!(err.is_empty(), "a terminal has no stderr: {err:?}");
+    ensure_eq!(code, 0, "exit code of the terminal's process");
+
+    let plain = run_config(
+        ctx,
+        &mut t,
+        &sleeper(ctx, &format!("{}-plain", ctx.name(91))),
+    )
+    .await?;
+    expect_kind(
+        m.attach_stdin(&plain, StdinStream::new(tokio::io::empty()))
+            .await
+            .map(drop),
+        ErrorKind::InvalidInput,
+        "attach to a container made without stdin_open",
+    )?;
+    Ok(())
+}
+
+/// Check for 91: a container with an attachable stdin or a terminal is refused as
+/// `Unsupported` exactly when the capability is off.
+pub async fn check_91_attach_stdin(ctx: &Ctx) -> Result<(), Failure> {
+    let m = ctx.manager();
+    let mut t = ctx.tracker();
+    let name = format!("{}-check", ctx.name(91));
+    t.container(name.clone());
+    let result = m.create(&sleeper(ctx, &name).stdin_open(true)).await;
+    if ctx.capabilities().attach_stdin {
+        result.map_err(|e| {
+            Failure::new(format!(
+                "attach_stdin is a capability, yet: {}",
+                describe(&e)
+            ))
+        })?;
+    } else {
+        expect_kind(result, ErrorKind::Unsupported, "create with stdin_open")?;
     }
     Ok(())
 }

@@ -600,6 +600,13 @@ pub static CASES: &[Case] = &[
         "parallel_pulls_of_one_image",
         concurrency::case_90_parallel_pulls
     ),
+    case!(
+        91,
+        Features,
+        "attach_stdin",
+        features::case_91_attach_stdin,
+        feature(attach_stdin, features::check_91_attach_stdin)
+    ),
 ];
 
 #[cfg(test)]
@@ -609,13 +616,13 @@ mod tests {
     #[test]
     fn the_table_has_every_case_once_in_order() {
         let numbers: Vec<u32> = CASES.iter().map(|c| c.number).collect();
-        assert_eq!(numbers, (1..=90).collect::<Vec<_>>());
+        assert_eq!(numbers, (1..=91).collect::<Vec<_>>());
         let features: Vec<u32> = CASES
             .iter()
             .filter(|c| c.feature.is_some())
             .map(|c| c.number)
             .collect();
-        assert_eq!(features, vec![64, 65, 66, 67, 76]);
+        assert_eq!(features, vec![64, 65, 66, 67, 76, 91]);
         let mut names: Vec<String> = CASES.iter().map(Case::trial_name).collect();
         names.sort();
         names.dedup();

@@ -50,18 +50,40 @@ const STDIN_OPEN_WAIT: Duration = Duration::from_secs(10);
 /// Writes `source` into the exec's stdin FIFO, then has the shim close the process's
 /// stdin (EOF), in a task the exec owns: it ends with the exec (see
 /// [`ContainerdExec::stop_feeding`]), never blocking on a process that stopped reading.
-/// The FIFO is opened write-only, so a reader gone is an error, not a silent hang.
 pub(super) fn feed_stdin(
     engine: &ContainerdEngine,
     exec: &ContainerdExec,
     source: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
 ) {
-    let (engine, container, exec_id, fifo) = (
-        engine.clone(),
-        exec.container.clone(),
-        exec.id.clone(),
+    let task = feed_fifo(
+        engine,
+        &exec.container,
+        &exec.id,
         exec.dir.join("stdin"),
+        source,
+        true,
     );
+    *exec
+        .feeder
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
+}
+
+/// Writes `source` into the stdin FIFO `fifo` of a process of `container` (`exec_id`
+/// empty for the main process), then, with `close_io`, has the shim close that process's
+/// stdin (EOF), in a task of its own. Without it the stdin stays open, as a terminal's
+/// does under Docker when the input ends (the shim would drop bytes not yet copied into
+/// the terminal). The FIFO is opened write-only, so a reader gone is an error, not a
+/// silent hang.
+pub(super) fn feed_fifo(
+    engine: &ContainerdEngine,
+    container: &str,
+    exec_id: &str,
+    fifo: std::path::PathBuf,
+    source: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    close_io: bool,
+) -> tokio::task::AbortHandle {
+    let (engine, container, exec_id) = (engine.clone(), container.to_string(), exec_id.to_string());
     let open = async move {
         let mut poll = Poll::every(Duration::from_millis(5)).within(STDIN_OPEN_WAIT);
         loop {
@@ -78,6 +100,9 @@ pub(super) fn feed_stdin(
     };
     let close = move |sender| async move {
         drop(sender);
+        if !close_io {
+            return;
+        }
         // The shim keeps the stdin FIFO open: EOF reaches the process only when it is
         // told to close it.
         let close = CloseIoRequest {
@@ -87,15 +112,11 @@ pub(super) fn feed_stdin(
         };
         if let Ok(request) = engine.c.request(close) {
             if let Err(e) = engine.tasks().close_io(request).await {
-                tracing::debug!(error = %map_status(e), "closing the exec's stdin failed");
+                tracing::debug!(error = %map_status(e), "closing the stdin failed");
             }
         }
     };
-    let task = container_core::exec::feed_stdin(source, open, close);
-    *exec
-        .feeder
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
+    container_core::exec::feed_stdin(source, open, close)
 }
 
 pub(super) type PipePair = (

@@ -149,7 +149,13 @@ pub(super) async fn start(engine: &ContainerdEngine, id: &str) -> Result<()> {
     // would merge the two streams into one unbounded file.
     // With a logging binary configured (`logger::LOGGER_ENV`), the shim runs it and
     // it writes the same files, independent of this program.
-    let logger = logs::logger_uri(&logs, logs::Bounds::default());
+    let spec = ContainerdEngine::spec_of(&record);
+    let terminal = spec["process"]["terminal"].as_bool().unwrap_or(false);
+    let stdin_open = spec["annotations"][spec::STDIN_OPEN].as_str() == Some("true");
+    // A logging binary gets no stdin from the shim (its binary IO has none): a main
+    // process with an attachable stdin or a terminal is pumped by this program.
+    let logger =
+        logs::logger_uri(&logs, logs::Bounds::default()).filter(|_| !(stdin_open || terminal));
     let mut fifos = Vec::new();
     let mut pumps = StartingPumps(Vec::new());
     for kind in [StreamKind::Stdout, StreamKind::Stderr] {
@@ -160,6 +166,13 @@ pub(super) async fn start(engine: &ContainerdEngine, id: &str) -> Result<()> {
         let _ = std::fs::remove_file(&fifo);
         let log = engine.log_path(id, kind);
         let _ = std::fs::remove_file(logs::done_marker(&log));
+        if terminal && kind == StreamKind::Stderr {
+            // A terminal is one stream (stdout): nothing will write stderr.
+            std::fs::write(logs::done_marker(&log), b"")
+                .map_err(io_err("cannot mark the stderr log done"))?;
+            fifos.push(String::new());
+            continue;
+        }
         if let Some(uri) = &logger {
             fifos.push(uri.clone());
             continue;
@@ -188,13 +201,22 @@ pub(super) async fn start(engine: &ContainerdEngine, id: &str) -> Result<()> {
         pumps.0.push(pump);
         fifos.push(fifo.display().to_string());
     }
+    // The shim opens the stdin FIFO and keeps it until the attach closes it (CloseIO).
+    let stdin = run.join("stdin");
+    let _ = std::fs::remove_file(&stdin);
+    let stdin = if stdin_open {
+        super::exec::mkfifo(&stdin)?;
+        stdin.display().to_string()
+    } else {
+        String::new()
+    };
     let request = CreateTaskRequest {
         container_id: id.to_string(),
         rootfs: mounts,
-        stdin: String::new(),
+        stdin,
         stdout: fifos[0].clone(),
         stderr: fifos[1].clone(),
-        terminal: false,
+        terminal,
         ..CreateTaskRequest::default()
     };
     engine
@@ -227,6 +249,28 @@ pub(super) async fn start(engine: &ContainerdEngine, id: &str) -> Result<()> {
     pumps.0.clear(); // the task runs: its pumps live on with it
     std::fs::write(run.join("started"), b"").map_err(io_err("cannot record the start"))?;
     Ok(())
+}
+
+pub(super) async fn attach_stdin(
+    engine: &ContainerdEngine,
+    id: &str,
+    source: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+) -> Result<tokio::task::AbortHandle> {
+    let record = engine.container(id).await?;
+    let id = record.id.as_str();
+    let spec = ContainerdEngine::spec_of(&record);
+    if spec["annotations"][spec::STDIN_OPEN].as_str() != Some("true") {
+        return Err(container_core::raw::no_open_stdin(id));
+    }
+    if !matches!(engine.task(id).await?, Some(p) if p.status == RUNNING) {
+        return Err(container_core::raw::not_running_for_stdin(id));
+    }
+    let fifo = engine.run.join(id).join("stdin");
+    // A terminal's input ending is no EOF (`^D` is), as with Docker and Podman.
+    let terminal = spec["process"]["terminal"].as_bool().unwrap_or(false);
+    Ok(super::exec::feed_fifo(
+        engine, id, "", fifo, source, !terminal,
+    ))
 }
 
 /// The log pumps of a task being started, stopped if the start fails or is abandoned

@@ -23,5 +23,5 @@ pub use spec::{
     ExecEvent, ExecOutput, ExecSpec, OutputChunk, StdinStream, StreamKind, DEFAULT_KILL_GRACE,
     DEFAULT_OUTPUT_LIMIT,
 };
-pub use stdin::feed_stdin;
+pub use stdin::{feed_stdin, StdinFeed};
 pub use stream::{ExecExit, ExecKiller, ExecSource, ExecStream, EXIT_DRAIN};

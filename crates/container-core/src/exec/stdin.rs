@@ -41,6 +41,32 @@ where
     .abort_handle()
 }
 
+/// The feed of a main process's stdin made by
+/// [`attach_stdin`](crate::ContainerManager::attach_stdin): it copies its source into the
+/// process until the source ends (the process then reads EOF) or the process stops
+/// reading. Dropping it stops the copy; the process's stdin is closed then as well.
+#[derive(Debug)]
+#[must_use = "dropping the feed stops it"]
+pub struct StdinFeed(AbortHandle);
+
+impl StdinFeed {
+    /// A feed over the task `feed_stdin` runs.
+    pub fn new(task: AbortHandle) -> Self {
+        StdinFeed(task)
+    }
+
+    /// Whether the copy has ended (the source ended, or the process stopped reading).
+    pub fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
+impl Drop for StdinFeed {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use tracing::Instrument;
 use super::{Engine, Removal};
 use crate::archive;
 use crate::error::{Error, ErrorKind, Operation, Result};
-use crate::exec::{ExecSpec, ExecStream};
+use crate::exec::{ExecSpec, ExecStream, StdinFeed, StdinStream};
 use crate::labels::Ownership;
 use crate::manager::{ContainerManager, LogStream};
 use crate::poll::Poll;
@@ -316,6 +316,9 @@ impl<E: Engine> EngineManager<E> {
         }
         if config.keep_id && !caps.userns_keep_id {
             return Err(self.unsupported("userns_keep_id"));
+        }
+        if (config.stdin_open || config.tty) && !caps.attach_stdin {
+            return Err(self.unsupported("attach_stdin"));
         }
         Ok(())
     }
@@ -726,6 +729,27 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
                     .settle_retryable(Operation::Logs.is_idempotent())
             })
             .boxed())
+    }
+
+    async fn attach_stdin(&self, id: &str, stdin: StdinStream) -> Result<StdinFeed> {
+        let fut = async {
+            validate::container_ref(id)?;
+            if !self.engine.capabilities().attach_stdin {
+                return Err(self.unsupported("attach_stdin"));
+            }
+            let source = stdin.take().ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    "this stdin stream was taken by an exec or attach before",
+                )
+            })?;
+            self.call(Operation::AttachStdin, self.engine.attach_stdin(id, source))
+                .await
+        };
+        let task = self
+            .run(Operation::AttachStdin, &self.container(id), fut)
+            .await?;
+        Ok(StdinFeed::new(task))
     }
 
     async fn exec_stream(&self, id: &str, spec: &ExecSpec) -> Result<ExecStream> {

@@ -80,6 +80,26 @@ impl std::fmt::Debug for PullRequest<'_> {
     }
 }
 
+/// Every backend's refusal of a stdin attach to a container made without `stdin_open`.
+pub fn no_open_stdin(id: &str) -> crate::Error {
+    crate::Error::new(
+        crate::ErrorKind::InvalidInput,
+        format!(
+            "container {id} was created without stdin_open: its main process has no stdin \
+             to attach to"
+        ),
+    )
+}
+
+/// Every backend's refusal of a stdin attach to a container whose main process does not
+/// run.
+pub fn not_running_for_stdin(id: &str) -> crate::Error {
+    crate::Error::new(
+        crate::ErrorKind::Conflict,
+        format!("container {id} is not running: start it before attaching its stdin"),
+    )
+}
+
 /// `d` in whole seconds, rounded up: engines count grace periods in seconds, and a
 /// grace must never shrink.
 pub fn ceil_secs(d: Duration) -> u64 {
@@ -179,6 +199,16 @@ pub trait Engine: Send + Sync + 'static {
 
     /// The main process's output.
     async fn logs(&self, id: &str, options: &LogOptions) -> Result<OutputStream>;
+
+    /// Starts copying `source` into the main process's stdin of the running container
+    /// `id` (made with `stdin_open`), then closes that stdin, in a task of its own (see
+    /// [`feed_stdin`](crate::exec::feed_stdin)); the handle stops it. `InvalidInput` for a
+    /// container made without `stdin_open`, `Conflict` for one that does not run.
+    async fn attach_stdin(
+        &self,
+        id: &str,
+        source: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    ) -> Result<tokio::task::AbortHandle>;
 
     /// Creates (does not start) an exec of a validated `spec` in a running container.
     async fn exec_create(&self, container: &str, spec: &ExecSpec) -> Result<Self::Exec>;

@@ -159,6 +159,14 @@ impl Engine for Arc<Fake> {
         self.record("logs");
         Err(missing())
     }
+    async fn attach_stdin(
+        &self,
+        _id: &str,
+        _source: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    ) -> Result<tokio::task::AbortHandle> {
+        self.record("attach_stdin");
+        Err(missing())
+    }
     async fn exec_create(&self, _container: &str, _spec: &ExecSpec) -> Result<()> {
         self.scripted("exec_create").await
     }
@@ -333,7 +341,17 @@ async fn what_the_engine_lacks_is_unsupported_before_any_engine_call() {
     let keep_id = m.create(&ContainerConfig::new("img:1").keep_id(true)).await;
     let tty = m.exec_stream("c1", &ExecSpec::new(["sh"]).tty(true)).await;
     let copy = m.copy_from("c1", "/x", std::path::Path::new("/tmp")).await;
+    let stdin_open = m
+        .create(&ContainerConfig::new("img:1").stdin_open(true))
+        .await;
+    let tty_run = m.create(&ContainerConfig::new("img:1").tty(true)).await;
+    let attach = m
+        .attach_stdin("c1", crate::StdinStream::new(tokio::io::empty()))
+        .await;
     for (what, r) in [
+        ("attach_stdin", stdin_open.map(drop)),
+        ("attach_stdin", tty_run.map(drop)),
+        ("attach_stdin", attach.map(drop)),
         ("init", init.map(drop)),
         ("resource_limits", limits.map(drop)),
         ("userns_keep_id", keep_id.map(drop)),
