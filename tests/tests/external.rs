@@ -105,6 +105,9 @@ impl Engine for Relay {
     ) -> Result<tokio::task::AbortHandle> {
         self.inner().attach_stdin(id, source).await
     }
+    async fn resize_tty(&self, id: &str, rows: u16, cols: u16) -> Result<()> {
+        self.inner().resize_tty(id, rows, cols).await
+    }
     async fn exec_create(&self, container: &str, spec: &ExecSpec) -> Result<Exec> {
         self.inner().exec_create(container, spec).await
     }

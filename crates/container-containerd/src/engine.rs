@@ -29,7 +29,7 @@ use containerd_client::services::v1::{
     CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
     DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, GetContainerRequest,
     GetImageRequest, GetRequest, KillRequest, ListContainersRequest, ListTasksRequest,
-    ReadContentRequest, StartRequest, WaitRequest,
+    ReadContentRequest, ResizePtyRequest, StartRequest, WaitRequest,
 };
 use containerd_client::tonic::Code;
 use futures::StreamExt;
@@ -248,6 +248,10 @@ impl Engine for ContainerdEngine {
         source: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
     ) -> Result<tokio::task::AbortHandle> {
         tasks::attach_stdin(self, id, source).await
+    }
+
+    async fn resize_tty(&self, id: &str, rows: u16, cols: u16) -> Result<()> {
+        tasks::resize_tty(self, id, rows, cols).await
     }
 
     async fn exec_create(&self, container: &str, spec: &ExecSpec) -> Result<ContainerdExec> {

@@ -90,6 +90,12 @@ pub trait ContainerManager: Send + Sync {
     /// `stdin_open`, `Conflict` for one that does not run.
     async fn attach_stdin(&self, id: &str, stdin: StdinStream) -> Result<StdinFeed>;
 
+    /// Sets the size of the terminal of a running container made with
+    /// [`tty`](ContainerConfig::tty), in rows and columns (the process gets `SIGWINCH`).
+    /// `InvalidInput` for a zero size or a container without a terminal, `Conflict` for
+    /// one that does not run.
+    async fn resize_tty(&self, id: &str, rows: u16, cols: u16) -> Result<()>;
+
     /// Runs a command in a running container and streams its output; see [`ExecStream`]
     /// for the timeout, backpressure and drop rules.
     async fn exec_stream(&self, id: &str, spec: &ExecSpec) -> Result<ExecStream>;

@@ -13,8 +13,8 @@ use bollard::models::SystemInfoCgroupVersionEnum;
 use bollard::query_parameters::{
     AttachContainerOptions, DownloadFromContainerOptions, InspectContainerOptions,
     KillContainerOptions, ListContainersOptions, ListVolumesOptions, LogsOptions,
-    RemoveContainerOptions, RemoveImageOptions, RemoveVolumeOptions, StartContainerOptions,
-    StopContainerOptions, UploadToContainerOptions, WaitContainerOptions,
+    RemoveContainerOptions, RemoveImageOptions, RemoveVolumeOptions, ResizeContainerTTYOptions,
+    StartContainerOptions, StopContainerOptions, UploadToContainerOptions, WaitContainerOptions,
 };
 use bollard::{Docker, API_DEFAULT_VERSION};
 use container_core::raw::{
@@ -410,6 +410,25 @@ impl Engine for DockerEngine {
                 drop(output);
             },
         ))
+    }
+
+    async fn resize_tty(&self, id: &str, rows: u16, cols: u16) -> Result<()> {
+        let info = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(map_error)?;
+        if !info.config.as_ref().and_then(|c| c.tty).unwrap_or(false) {
+            return Err(container_core::raw::no_tty(id));
+        }
+        let options = ResizeContainerTTYOptions {
+            h: i32::from(rows),
+            w: i32::from(cols),
+        };
+        self.docker
+            .resize_container_tty(id, options)
+            .await
+            .map_err(map_error)
     }
 
     async fn exec_create(&self, container: &str, spec: &ExecSpec) -> Result<DockerExec> {

@@ -530,13 +530,7 @@ impl Engine for PodmanEngine {
     }
 
     async fn logs(&self, id: &str, options: &LogOptions) -> Result<OutputStream> {
-        // A TTY's log is one raw stream, without frames.
-        let tty = self
-            .inspect_libpod(id)
-            .await?
-            .config
-            .and_then(|c| c.tty)
-            .unwrap_or(false);
+        // Framed even for a TTY (its output comes as stdout frames).
         // Requested by hand and decoded by `frames`: podman-api's decoder can panic.
         let endpoint = format!(
             "/libpod/containers/{id}/logs?follow={}&stdout={}&stderr={}",
@@ -557,7 +551,7 @@ impl Engine for PodmanEngine {
             tokio_util::io::StreamReader::new(
                 body.map(|chunk| chunk.map_err(std::io::Error::other)),
             ),
-            tty,
+            false,
         ))
     }
 
@@ -599,6 +593,24 @@ impl Engine for PodmanEngine {
                 let _ = drain.await;
             },
         ))
+    }
+
+    async fn resize_tty(&self, id: &str, rows: u16, cols: u16) -> Result<()> {
+        let info = self.inspect_libpod(id).await?;
+        if !info.config.and_then(|c| c.tty).unwrap_or(false) {
+            return Err(container_core::raw::no_tty(id));
+        }
+        let endpoint = format!("/libpod/containers/{id}/resize?h={rows}&w={cols}");
+        self.send(
+            Method::POST,
+            &endpoint,
+            Body::empty(),
+            "application/json",
+            false,
+        )
+        .await
+        .map(drop)
+        .map_err(map_error)
     }
 
     async fn exec_create(&self, container: &str, spec: &ExecSpec) -> Result<PodmanExec> {

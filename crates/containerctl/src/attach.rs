@@ -369,6 +369,15 @@ async fn attached_run(
     } else {
         None
     };
+    // The command's terminal takes the size of ours, now and at every change.
+    let mut window = if args.tty {
+        resize(engine, id).await;
+        Some(signal(SignalKind::window_change()).map_err(|e| {
+            Error::new(ErrorKind::Internal, "cannot watch the terminal's size").with_source(e)
+        })?)
+    } else {
+        None
+    };
     let mut logs = engine.logs(id, &LogOptions::follow()).await?;
     let mut sink = Sink;
     let deadline = async {
@@ -391,6 +400,7 @@ async fn attached_run(
             },
             signo = interrupts.next() => break Ended::Signalled(signo),
             () = &mut deadline => break Ended::TimedOut,
+            Some(()) = async { window.as_mut()?.recv().await } => resize(engine, id).await,
         }
     };
     drop(logs);
@@ -496,6 +506,16 @@ pub(crate) async fn exec(
         }
     }
     Ok(ExitCode::from(end))
+}
+
+/// Gives the command's terminal the size of ours (stdout's), if we have one. A failure
+/// only costs the size: it is said at debug level, the run goes on.
+async fn resize(engine: &dyn ContainerManager, id: &str) {
+    if let Some((rows, cols)) = console::Term::stdout().size_checked() {
+        if let Err(e) = engine.resize_tty(id, rows, cols).await {
+            tracing::debug!(error = %e, "the terminal's size was not set");
+        }
+    }
 }
 
 /// Our stdin, a terminal, in raw mode until dropped: every key goes to the command's

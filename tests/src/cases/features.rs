@@ -337,7 +337,7 @@ pub async fn check_67_tty_exec(ctx: &Ctx) -> Result<(), Failure> {
 /// Case 91: The main process's stdin, attached (`docker run -i`, `-t`): it reads the
 /// first line and answers before the second is written; any bytes pass (the detach keys
 /// ctrl-p ctrl-q and `^D` included); the end of the attach's source is its EOF; a
-/// terminal when asked. An attach to a container made without `stdin_open` is
+/// terminal when asked, of the size set with `resize_tty`. An attach to a container made without `stdin_open` is
 /// `InvalidInput`, to one that does not run `Conflict`.
 pub async fn case_91_attach_stdin(ctx: &Ctx) -> Result<(), Failure> {
     use tokio::io::AsyncWriteExt;
@@ -386,8 +386,10 @@ pub async fn case_91_attach_stdin(ctx: &Ctx) -> Result<(), Failure> {
         "attach to a stopped container",
     )?;
 
-    // A terminal: the process's stdin is one, and what it writes comes as stdout.
-    let script = "test -t 0 && echo in-a-tty; read -r x; echo \"said $x\"; echo to-err >&2";
+    // A terminal: the process's stdin is one, of the size set, and what it writes comes
+    // as stdout.
+    let script =
+        "test -t 0 && echo in-a-tty; read -r x; stty size; echo \"said $x\"; echo to-err >&2";
     let config = ContainerConfig::new(ctx.image())
         .name(format!("{}-tty", ctx.name(91)))
         .cmd(["sh", "-c", script])
@@ -397,6 +399,7 @@ pub async fn case_91_attach_stdin(ctx: &Ctx) -> Result<(), Failure> {
     let (mut writer, reader) = tokio::io::duplex(1024);
     let _feed = m.attach_stdin(&tty, StdinStream::new(reader)).await?;
     wait_for_log(m, &tty, "in-a-tty", within).await?;
+    m.resize_tty(&tty, 40, 100).await?;
     writer.write_all(b"hi\n").await?;
     let code = tokio::time::timeout(within, m.wait(&tty))
         .await
@@ -404,11 +407,15 @@ pub async fn case_91_attach_stdin(ctx: &Ctx) -> Result<(), Failure> {
     let (out, err) = logs(m, &tty).await?;
     let out = String::from_utf8_lossy(&out);
     ensure!(
-        out.contains("said hi") && out.contains("to-err"),
+        out.contains("40 100") && out.contains("said hi") && out.contains("to-err"),
         "the terminal's output as stdout: {out:?} (stderr {:?})",
         String::from_utf8_lossy(&err)
     );
     ensure!(err.is_empty(), "a terminal has no stderr: {err:?}");
+    ensure!(
+        !out.contains('\0'),
+        "the terminal's output is raw, not framed: {out:?}"
+    );
     ensure_eq!(code, 0, "exit code of the terminal's process");
 
     let plain = run_config(
@@ -423,6 +430,11 @@ pub async fn case_91_attach_stdin(ctx: &Ctx) -> Result<(), Failure> {
             .map(drop),
         ErrorKind::InvalidInput,
         "attach to a container made without stdin_open",
+    )?;
+    expect_kind(
+        m.resize_tty(&plain, 40, 100).await,
+        ErrorKind::InvalidInput,
+        "resize of a container made without tty",
     )?;
     Ok(())
 }

@@ -273,6 +273,38 @@ pub(super) async fn attach_stdin(
     ))
 }
 
+pub(super) async fn resize_tty(
+    engine: &ContainerdEngine,
+    id: &str,
+    rows: u16,
+    cols: u16,
+) -> Result<()> {
+    let record = engine.container(id).await?;
+    let id = record.id.as_str();
+    let spec = ContainerdEngine::spec_of(&record);
+    if !spec["process"]["terminal"].as_bool().unwrap_or(false) {
+        return Err(container_core::raw::no_tty(id));
+    }
+    if !matches!(engine.task(id).await?, Some(p) if p.status == RUNNING) {
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            format!("container {id} is not running: its terminal has no size to set"),
+        ));
+    }
+    let request = ResizePtyRequest {
+        container_id: id.to_string(),
+        exec_id: String::new(),
+        width: u32::from(cols),
+        height: u32::from(rows),
+    };
+    engine
+        .tasks()
+        .resize_pty(engine.c.request(request)?)
+        .await
+        .map_err(map_status)?;
+    Ok(())
+}
+
 /// The log pumps of a task being started, stopped if the start fails or is abandoned
 /// before the task runs: a task never created would leave them waiting for a writer that
 /// never comes, holding their locks and FIFOs (a task created but not started is deleted

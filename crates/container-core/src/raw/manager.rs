@@ -752,6 +752,25 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
         Ok(StdinFeed::new(task))
     }
 
+    async fn resize_tty(&self, id: &str, rows: u16, cols: u16) -> Result<()> {
+        let fut = async {
+            validate::container_ref(id)?;
+            if rows == 0 || cols == 0 {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("a terminal of {rows} rows and {cols} columns: neither may be 0"),
+                ));
+            }
+            if !self.engine.capabilities().attach_stdin {
+                return Err(self.unsupported("attach_stdin"));
+            }
+            self.call(Operation::ResizeTty, self.engine.resize_tty(id, rows, cols))
+                .await
+        };
+        self.run(Operation::ResizeTty, &self.container(id), fut)
+            .await
+    }
+
     async fn exec_stream(&self, id: &str, spec: &ExecSpec) -> Result<ExecStream> {
         let fut = async {
             validate::container_ref(id)?;

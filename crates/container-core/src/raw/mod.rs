@@ -91,6 +91,14 @@ pub fn no_open_stdin(id: &str) -> crate::Error {
     )
 }
 
+/// Every backend's refusal of a terminal resize of a container made without `tty`.
+pub fn no_tty(id: &str) -> crate::Error {
+    crate::Error::new(
+        crate::ErrorKind::InvalidInput,
+        format!("container {id} was created without tty: it has no terminal to resize"),
+    )
+}
+
 /// Every backend's refusal of a stdin attach to a container whose main process does not
 /// run.
 pub fn not_running_for_stdin(id: &str) -> crate::Error {
@@ -209,6 +217,10 @@ pub trait Engine: Send + Sync + 'static {
         id: &str,
         source: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
     ) -> Result<tokio::task::AbortHandle>;
+
+    /// Sets the terminal size of the main process of the running container `id` (made
+    /// with `tty`); the size is validated (not zero).
+    async fn resize_tty(&self, id: &str, rows: u16, cols: u16) -> Result<()>;
 
     /// Creates (does not start) an exec of a validated `spec` in a running container.
     async fn exec_create(&self, container: &str, spec: &ExecSpec) -> Result<Self::Exec>;

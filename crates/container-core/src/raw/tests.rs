@@ -167,6 +167,10 @@ impl Engine for Arc<Fake> {
         self.record("attach_stdin");
         Err(missing())
     }
+    async fn resize_tty(&self, _id: &str, _rows: u16, _cols: u16) -> Result<()> {
+        self.record("resize_tty");
+        Err(missing())
+    }
     async fn exec_create(&self, _container: &str, _spec: &ExecSpec) -> Result<()> {
         self.scripted("exec_create").await
     }
@@ -348,7 +352,9 @@ async fn what_the_engine_lacks_is_unsupported_before_any_engine_call() {
     let attach = m
         .attach_stdin("c1", crate::StdinStream::new(tokio::io::empty()))
         .await;
+    let resize = m.resize_tty("c1", 24, 80).await;
     for (what, r) in [
+        ("attach_stdin", resize),
         ("attach_stdin", stdin_open.map(drop)),
         ("attach_stdin", tty_run.map(drop)),
         ("attach_stdin", attach.map(drop)),
