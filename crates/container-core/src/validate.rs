@@ -246,6 +246,46 @@ pub fn engine_socket_not_bound(config: &ContainerConfig, endpoint: &str) -> Resu
     Ok(())
 }
 
+/// The bind sources of `config` for an engine on another host, reached at `endpoint`
+/// (`ssh://`), whose socket there is `engine_socket`. Bind sources name paths on the
+/// engine's host, but are checked on this one (the engine must never create a missing
+/// one as root): a source missing here is refused with words that say so. A source that
+/// holds the remote engine's socket (compared as paths, since it cannot be resolved from
+/// here) needs [`Mount::allow_sensitive`], as a local one does.
+pub fn remote_bind_sources(
+    config: &ContainerConfig,
+    endpoint: &str,
+    engine_socket: &str,
+) -> Result<()> {
+    let socket = Path::new(engine_socket);
+    for m in &config.mounts {
+        let Mount::Bind {
+            source, sensitive, ..
+        } = m
+        else {
+            continue;
+        };
+        let shown = source.display().to_string();
+        if !sensitive && (source.starts_with(socket) || socket.starts_with(source)) {
+            return Err(Error::invalid_input(format!(
+                "bind source {shown:?} holds the socket of the engine at {endpoint} \
+                 ({engine_socket} on its host): the container would control the engine; \
+                 Mount::allow_sensitive() is the explicit opt-in"
+            ))
+            .with_resource(shown));
+        }
+        if source.is_absolute() && matches!(source.try_exists(), Ok(false)) {
+            return Err(Error::invalid_input(format!(
+                "bind source {shown:?} does not exist on this host, where bind sources are \
+                 checked; the engine at {endpoint} runs on another host and binds its own \
+                 {shown:?}: the path must exist on both (a shared mount, or made on each)"
+            ))
+            .with_resource(shown));
+        }
+    }
+    Ok(())
+}
+
 /// A bind source: absolute, and existing on this host (a symlink to something existing is
 /// fine). The engine is never left to create it: Docker would make a root-owned directory.
 pub fn host_path(source: &Path) -> Result<()> {

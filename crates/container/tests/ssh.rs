@@ -71,6 +71,49 @@ async fn a_good_key_reaches_the_engine_and_runs_an_exec() {
 }
 
 #[tokio::test]
+async fn bind_sources_are_checked_here_for_the_engine_over_there() {
+    let _env = ENV.lock().await;
+    // The remote engine's socket at a path of its own (a link to Docker's, on this
+    // machine both hosts): a folder holding it is the engine's, a sensitive bind.
+    let dir = std::env::temp_dir().join(format!("crs-ssh-socket-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("socket folder");
+    let socket = dir.join("docker.sock");
+    let _ = std::fs::remove_file(&socket);
+    std::os::unix::fs::symlink("/var/run/docker.sock", &socket).expect("socket link");
+    let dir_keys = sshd_dir();
+    std::env::set_var("CONTAINER_SSHKEY", dir_keys.join("client_key"));
+    std::env::set_var("CONTAINER_SSH_KNOWN_HOSTS", dir_keys.join("known_hosts"));
+    let endpoint = format!("{ENDPOINT}{}", socket.display());
+    let options = ConnectOptions::endpoint(&endpoint).with_connect_timeout(Duration::from_secs(20));
+    let m = container::connect_with(BackendKind::Docker, options)
+        .await
+        .expect("connect through ssh to the linked socket");
+    let image = "127.0.0.1:5000/container-rs/busybox:1";
+    let bind = |source: &std::path::Path| {
+        container::ContainerConfig::new(image)
+            .name(format!("crs-ssh-bind-{}", std::process::id()))
+            .mount(container::Mount::bind(source, "/mnt"))
+    };
+    let e = m
+        .create(&bind(&dir))
+        .await
+        .expect_err("the engine's socket bound in");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert!(e.message().contains(&endpoint), "{e}");
+    let missing = dir.join("not-here");
+    let e = m
+        .create(&bind(&missing))
+        .await
+        .expect_err("a missing source");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert!(
+        e.message().contains("on this host") && e.message().contains("another host"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn a_key_the_server_refuses_is_unauthenticated() {
     let _env = ENV.lock().await;
     let e = connect_with("other_key", sshd_dir().join("known_hosts"))
