@@ -160,7 +160,9 @@ impl Tunnel {
             .args(["-o", "ExitOnForwardFailure=yes"])
             .args(["-o", "ServerAliveInterval=15"])
             .args(["-o", "ServerAliveCountMax=3"])
-            .args(["-o", "LogLevel=ERROR"]);
+            // INFO: ssh says why a forwarded connection failed ("open failed"), which
+            // ERROR keeps to itself.
+            .args(["-o", "LogLevel=INFO"]);
         if let Some(known) = std::env::var_os(KNOWN_HOSTS_ENV).filter(|v| !v.is_empty()) {
             let mut opt = std::ffi::OsString::from("UserKnownHostsFile=");
             opt.push(known);
@@ -292,7 +294,7 @@ fn kind_for_ssh(said: &str) -> ErrorKind {
         ErrorKind::PermissionDenied
     } else if s.contains("permission denied") || s.contains("too many authentication failures") {
         ErrorKind::Unauthenticated
-    } else if s.contains("no such file") || s.contains("open failed") {
+    } else if s.contains("no such file") {
         ErrorKind::NotFound
     } else {
         ErrorKind::Unavailable

@@ -114,6 +114,27 @@ async fn bind_sources_are_checked_here_for_the_engine_over_there() {
 }
 
 #[tokio::test]
+async fn a_missing_remote_socket_is_unavailable_and_says_so() {
+    let _env = ENV.lock().await;
+    let dir = sshd_dir();
+    std::env::set_var("CONTAINER_SSHKEY", dir.join("client_key"));
+    std::env::set_var("CONTAINER_SSH_KNOWN_HOSTS", dir.join("known_hosts"));
+    // As a missing local socket: no engine runs there (yet), a retry may help.
+    let endpoint = format!("{ENDPOINT}/run/container-rs-no-engine.sock");
+    let options = ConnectOptions::endpoint(&endpoint).with_connect_timeout(Duration::from_secs(20));
+    let e = container::connect_with(BackendKind::Docker, options)
+        .await
+        .map(drop)
+        .expect_err("no engine at that socket");
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    let text = format!("{e:#}");
+    assert!(
+        text.contains("open failed"),
+        "ssh's words are in it: {text}"
+    );
+}
+
+#[tokio::test]
 async fn a_key_the_server_refuses_is_unauthenticated() {
     let _env = ENV.lock().await;
     let e = connect_with("other_key", sshd_dir().join("known_hosts"))
