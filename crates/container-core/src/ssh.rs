@@ -119,17 +119,114 @@ impl SshTarget {
 }
 
 /// A running `ssh -L` forward: a local socket that reaches the engine's socket on the
-/// remote host. The ssh process ends (and its folder goes) when the tunnel is dropped.
+/// remote host. When ssh ends while the tunnel is in use (a dropped connection, sshd
+/// restarted), it is started again, with a growing pause between tries; calls meanwhile
+/// fail `Unavailable`, as with a local engine that restarts. The ssh process ends (and
+/// its folder goes) when the tunnel is dropped.
 #[derive(Debug)]
 pub struct Tunnel {
-    child: Mutex<Option<tokio::process::Child>>,
     socket: PathBuf,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Watches ssh and starts it again; aborted (ssh killed with it) on drop.
+    _supervisor: tokio_util::task::AbortOnDropHandle<()>,
     _dir: tempfile::TempDir,
 }
 
 /// The last lines ssh wrote to its stderr that are kept for errors.
 const STDERR_LINES: usize = 20;
+/// The first pause before ssh is started again; it doubles up to [`RESTART_MAX`].
+const RESTART_FIRST: Duration = Duration::from_millis(200);
+/// The longest pause between two starts of ssh.
+const RESTART_MAX: Duration = Duration::from_secs(5);
+/// A run of ssh this long resets the pause to [`RESTART_FIRST`].
+const RESTART_RESET: Duration = Duration::from_secs(30);
+
+/// How to run ssh for one tunnel, kept to start it again.
+#[derive(Debug, Clone)]
+struct SshCommand {
+    args: Vec<std::ffi::OsString>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl SshCommand {
+    /// Starts ssh; its stderr lines go to the debug log and the kept lines.
+    fn spawn(&self) -> Result<tokio::process::Child> {
+        let mut child = tokio::process::Command::new("ssh")
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                let kind = if e.kind() == std::io::ErrorKind::NotFound {
+                    ErrorKind::Unsupported
+                } else {
+                    ErrorKind::Internal
+                };
+                Error::new(kind, "cannot run ssh (Debian's package: openssh-client)").with_source(e)
+            })?;
+        if let Some(pipe) = child.stderr.take() {
+            let lines = self.stderr.clone();
+            tokio::spawn(async move {
+                let mut reader = tokio::io::BufReader::new(pipe).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    tracing::debug!(target: "container::ssh", "ssh: {line}");
+                    let mut kept = lines.lock().unwrap_or_else(PoisonError::into_inner);
+                    if kept.len() == STDERR_LINES {
+                        kept.remove(0);
+                    }
+                    kept.push(line);
+                }
+            });
+        }
+        Ok(child)
+    }
+}
+
+/// Waits for ssh to end, then starts it again after a pause that grows while it keeps
+/// ending (reset by a long run); forever, until aborted with its tunnel.
+async fn supervise(mut child: tokio::process::Child, ssh: SshCommand, socket: PathBuf) {
+    use backon::BackoffBuilder as _;
+    let backoff = || {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(RESTART_FIRST)
+            .with_max_delay(RESTART_MAX)
+            .without_max_times()
+            .build()
+    };
+    let mut pauses = backoff();
+    loop {
+        let started = std::time::Instant::now();
+        let status = child.wait().await;
+        if started.elapsed() >= RESTART_RESET {
+            pauses = backoff();
+        }
+        let pause = pauses.next().unwrap_or(RESTART_MAX);
+        tracing::warn!(
+            target: "container::ssh",
+            ?status,
+            ?pause,
+            "the ssh tunnel ended; starting it again"
+        );
+        // The stale socket would make a connect look like an engine that refuses.
+        let _ = std::fs::remove_file(&socket);
+        tokio::time::sleep(pause).await;
+        match ssh.spawn() {
+            Ok(next) => child = next,
+            Err(e) => {
+                tracing::warn!(target: "container::ssh", error = %e, "cannot start ssh again");
+                tokio::time::sleep(RESTART_MAX).await;
+                // Try again: a transient failure to fork must not end the tunnel for good.
+                if let Ok(next) = ssh.spawn() {
+                    child = next;
+                } else {
+                    return;
+                }
+            }
+        }
+    }
+}
 
 impl Tunnel {
     /// Starts ssh for `target` and waits (at most `limit`) until its local socket
@@ -153,96 +250,97 @@ impl Tunnel {
                 .with_source(e)
             })?;
         let socket = dir.path().join("engine.sock");
-        let mut cmd = tokio::process::Command::new("ssh");
-        cmd.args(["-N", "-T"])
-            .args(["-o", "BatchMode=yes"])
-            .args(["-o", "StrictHostKeyChecking=yes"])
-            .args(["-o", "ExitOnForwardFailure=yes"])
-            .args(["-o", "ServerAliveInterval=15"])
-            .args(["-o", "ServerAliveCountMax=3"])
+        let mut args: Vec<std::ffi::OsString> = [
+            "-N",
+            "-T",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-o",
+            "ServerAliveInterval=15",
+            "-o",
+            "ServerAliveCountMax=3",
             // INFO: ssh says why a forwarded connection failed ("open failed"), which
             // ERROR keeps to itself.
-            .args(["-o", "LogLevel=INFO"]);
+            "-o",
+            "LogLevel=INFO",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
         if let Some(known) = std::env::var_os(KNOWN_HOSTS_ENV).filter(|v| !v.is_empty()) {
             let mut opt = std::ffi::OsString::from("UserKnownHostsFile=");
             opt.push(known);
-            cmd.arg("-o")
-                .arg(opt)
-                .args(["-o", "GlobalKnownHostsFile=/dev/null"]);
+            args.extend(["-o".into(), opt]);
+            args.extend(["-o".into(), "GlobalKnownHostsFile=/dev/null".into()]);
         }
         if let Some(key) = std::env::var_os(SSH_KEY_ENV).filter(|v| !v.is_empty()) {
-            cmd.arg("-i").arg(key).args(["-o", "IdentitiesOnly=yes"]);
+            args.extend(["-i".into(), key]);
+            args.extend(["-o".into(), "IdentitiesOnly=yes".into()]);
         }
         if let Some(port) = target.port {
-            cmd.arg("-p").arg(port.to_string());
+            args.extend(["-p".into(), port.to_string().into()]);
         }
         if let Some(user) = &target.user {
-            cmd.arg("-l").arg(user);
+            args.extend(["-l".into(), user.into()]);
         }
         let mut forward = socket.clone().into_os_string();
         forward.push(":");
         forward.push(remote_socket);
-        cmd.arg("-L")
-            .arg(forward)
-            .arg("--")
-            .arg(&target.host)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| {
-            let kind = if e.kind() == std::io::ErrorKind::NotFound {
-                ErrorKind::Unsupported
-            } else {
-                ErrorKind::Internal
-            };
-            Error::new(kind, "cannot run ssh (Debian's package: openssh-client)").with_source(e)
-        })?;
+        args.extend([
+            "-L".into(),
+            forward,
+            "--".into(),
+            target.host.clone().into(),
+        ]);
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        if let Some(pipe) = child.stderr.take() {
-            let lines = stderr.clone();
-            tokio::spawn(async move {
-                let mut reader = tokio::io::BufReader::new(pipe).lines();
-                while let Ok(Some(line)) = reader.next_line().await {
-                    tracing::debug!(target: "container::ssh", "ssh: {line}");
-                    let mut kept = lines.lock().unwrap_or_else(PoisonError::into_inner);
-                    if kept.len() == STDERR_LINES {
-                        kept.remove(0);
-                    }
-                    kept.push(line);
-                }
-            });
-        }
-        let tunnel = Tunnel {
-            child: Mutex::new(Some(child)),
-            socket,
-            stderr,
-            _dir: dir,
+        let ssh = SshCommand {
+            args,
+            stderr: stderr.clone(),
         };
+        let mut child = ssh.spawn()?;
+        let failure = |what: &str| failure(&stderr, what);
         let ready = async {
             loop {
-                if let Some(status) = tunnel.exited()? {
-                    // Let the reader take ssh's last words.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    return Err(tunnel.failure(&format!("ssh ended ({status})")));
+                match child.try_wait() {
+                    Ok(Some(status)) => {
+                        // Let the reader take ssh's last words.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        return Err(failure(&format!("ssh ended ({status})")));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        return Err(
+                            Error::new(ErrorKind::Internal, "cannot wait for ssh").with_source(e)
+                        )
+                    }
                 }
-                if tokio::net::UnixStream::connect(&tunnel.socket)
-                    .await
-                    .is_ok()
-                {
+                if tokio::net::UnixStream::connect(&socket).await.is_ok() {
                     return Ok(());
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
         match tokio::time::timeout(limit, ready).await {
-            Ok(Ok(())) => Ok(tunnel),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(tunnel.failure(&format!(
-                "ssh did not open its forward to {} within {limit:?}",
-                target.host
-            ))),
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(failure(&format!(
+                    "ssh did not open its forward to {} within {limit:?}",
+                    target.host
+                )))
+            }
         }
+        let supervisor = tokio::spawn(supervise(child, ssh, socket.clone()));
+        Ok(Tunnel {
+            socket,
+            stderr,
+            _supervisor: tokio_util::task::AbortOnDropHandle::new(supervisor),
+            _dir: dir,
+        })
     }
 
     /// The local socket that reaches the engine.
@@ -255,33 +353,25 @@ impl Tunnel {
         format!("unix://{}", self.socket.display())
     }
 
-    /// ssh's exit status once it has ended.
-    fn exited(&self) -> Result<Option<std::process::ExitStatus>> {
-        let mut child = self.child.lock().unwrap_or_else(PoisonError::into_inner);
-        match child.as_mut().map(tokio::process::Child::try_wait) {
-            Some(Ok(status)) => Ok(status),
-            Some(Err(e)) => {
-                Err(Error::new(ErrorKind::Internal, "cannot wait for ssh").with_source(e))
-            }
-            None => Ok(None),
-        }
-    }
-
     /// An error for the tunnel failing, its kind from what ssh said.
     pub fn failure(&self, what: &str) -> Error {
-        let said = self
-            .stderr
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .join(" / ");
-        let kind = kind_for_ssh(&said);
-        let message = if said.is_empty() {
-            what.to_string()
-        } else {
-            format!("{what}: ssh said: {said}")
-        };
-        Error::new(kind, message)
+        failure(&self.stderr, what)
     }
+}
+
+/// An error for a tunnel failing, its kind from what ssh said (`stderr`'s kept lines).
+fn failure(stderr: &Mutex<Vec<String>>, what: &str) -> Error {
+    let said = stderr
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .join(" / ");
+    let kind = kind_for_ssh(&said);
+    let message = if said.is_empty() {
+        what.to_string()
+    } else {
+        format!("{what}: ssh said: {said}")
+    };
+    Error::new(kind, message)
 }
 
 /// The error kind for what ssh wrote to its stderr.

@@ -1,7 +1,9 @@
 //! Engines over `ssh://` (ADR 0016), against the harness's sshd on 127.0.0.1:2222
 //! (`cargo xtask engines up` starts it; `CONTAINER_RS_SSHD_DIR` names its keys when the
-//! state folder is not the default one): a refused key, an unknown host key and a dropped tunnel each give
-//! their error kind; a good key reaches Docker and runs an exec.
+//! state folder is not the default one): a refused key, an unknown host key and a
+//! dropped tunnel each give their error kind, and a dropped tunnel comes back; a good key
+//! reaches Docker and runs an exec; bind sources are checked with the remote host in
+//! mind; a remote socket with no engine is `Unavailable` with ssh's words.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -162,15 +164,9 @@ async fn an_unknown_host_key_is_refused() {
     assert_eq!(std::fs::read(empty.path()).expect("read").len(), 0);
 }
 
-#[tokio::test]
-async fn a_dropped_tunnel_is_unavailable() {
-    let _env = ENV.lock().await;
-    let m = connect_with("client_key", sshd_dir().join("known_hosts"))
-        .await
-        .expect("connect through ssh");
-    m.info().await.expect("info");
-    // The tunnel's ssh: the one whose forward names a folder of ours.
-    let mut killed = 0;
+/// The pid of this process's tunnel ssh (the one whose forward names a folder of ours).
+fn tunnel_ssh() -> Vec<i32> {
+    let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
@@ -189,18 +185,52 @@ async fn a_dropped_tunnel_is_unavailable() {
             && cmdline.contains("container-rs-ssh-")
             && parent.as_deref() == Some(&std::process::id().to_string())
         {
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            )
-            .expect("kill ssh");
-            killed += 1;
+            found.push(pid);
         }
     }
-    assert_eq!(killed, 1, "the tunnel's ssh process");
+    found
+}
+
+#[tokio::test]
+async fn a_dropped_tunnel_is_unavailable_until_ssh_is_back() {
+    let _env = ENV.lock().await;
+    // A known_hosts of this test's own: emptied, it keeps ssh from coming back.
+    let known = std::env::temp_dir().join(format!("crs-ssh-known-{}", std::process::id()));
+    std::fs::copy(sshd_dir().join("known_hosts"), &known).expect("copy known_hosts");
+    let m = connect_with("client_key", known.clone())
+        .await
+        .expect("connect through ssh");
+    m.info().await.expect("info");
+    let first = tunnel_ssh();
+    assert_eq!(first.len(), 1, "the tunnel's ssh process: {first:?}");
+    std::fs::write(&known, b"").expect("empty known_hosts");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill ssh");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // Unavailable, after the manager's own retries of an idempotent call (the tunnel
-    // is not started again yet: ADR 0016).
+    // Down (ssh is started again, and refuses the host it no longer knows): Unavailable,
+    // after the manager's own retries of an idempotent call.
     let e = m.info().await.expect_err("info through a dead tunnel");
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    // Back: once ssh may reach the host again, the same manager works, through a new
+    // ssh process.
+    std::fs::copy(sshd_dir().join("known_hosts"), &known).expect("restore known_hosts");
+    let back = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if m.info().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(back.is_ok(), "the tunnel did not come back within 30 s");
+    let now = tunnel_ssh();
+    assert!(
+        now.len() == 1 && now != first,
+        "a new ssh: before {first:?}, now {now:?}"
+    );
+    let _ = std::fs::remove_file(&known);
 }
