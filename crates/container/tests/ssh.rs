@@ -29,6 +29,13 @@ fn sshd_dir() -> PathBuf {
 /// The environment variables of the tunnel are process-wide: one test at a time.
 static ENV: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Every backend: each reaches its engine's default socket on the ssh host.
+const KINDS: [BackendKind; 3] = [
+    BackendKind::Docker,
+    BackendKind::Podman,
+    BackendKind::Containerd,
+];
+
 async fn connect_with(
     key: &str,
     known_hosts: PathBuf,
@@ -42,7 +49,30 @@ async fn connect_with(
     std::env::set_var("CONTAINER_SSHKEY", dir.join(key));
     std::env::set_var("CONTAINER_SSH_KNOWN_HOSTS", known_hosts);
     let options = ConnectOptions::endpoint(ENDPOINT).with_connect_timeout(Duration::from_secs(20));
-    container::connect_with(BackendKind::Docker, options).await
+    connect_kind(BackendKind::Docker, options).await
+}
+
+async fn connect_kind(
+    kind: BackendKind,
+    options: ConnectOptions,
+) -> container::Result<std::sync::Arc<dyn container::ContainerManager>> {
+    if kind == BackendKind::Containerd {
+        // The namespace the harness's engines serve; the socket is the default one.
+        std::env::set_var("CONTAINERD_NAMESPACE", "container-rs-ssh-test");
+    }
+    container::connect_with(kind, options).await
+}
+
+/// Connects `kind` through the harness's sshd with `key` and `known_hosts`.
+async fn connect_through(
+    kind: BackendKind,
+    key: &str,
+    known_hosts: PathBuf,
+) -> container::Result<std::sync::Arc<dyn container::ContainerManager>> {
+    std::env::set_var("CONTAINER_SSHKEY", sshd_dir().join(key));
+    std::env::set_var("CONTAINER_SSH_KNOWN_HOSTS", known_hosts);
+    let options = ConnectOptions::endpoint(ENDPOINT).with_connect_timeout(Duration::from_secs(20));
+    connect_kind(kind, options).await
 }
 
 #[tokio::test]
@@ -139,29 +169,33 @@ async fn a_missing_remote_socket_is_unavailable_and_says_so() {
 #[tokio::test]
 async fn a_key_the_server_refuses_is_unauthenticated() {
     let _env = ENV.lock().await;
-    let e = connect_with("other_key", sshd_dir().join("known_hosts"))
-        .await
-        .err()
-        .expect("a refused key connected");
-    assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{e}");
-    assert!(!e.is_retryable(), "{e}");
+    for kind in KINDS {
+        let e = connect_through(kind, "other_key", sshd_dir().join("known_hosts"))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{kind}: a refused key connected"));
+        assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{kind}: {e}");
+        assert!(!e.is_retryable(), "{kind}: {e}");
+    }
 }
 
 #[tokio::test]
 async fn an_unknown_host_key_is_refused() {
     let _env = ENV.lock().await;
-    let empty = tempfile::NamedTempFile::new().expect("temp file");
-    let e = connect_with("client_key", empty.path().to_path_buf())
-        .await
-        .err()
-        .expect("an unknown host key was accepted");
-    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
-    assert!(
-        e.to_string().contains("Host key verification failed"),
-        "{e}"
-    );
-    // Nothing was added to the file: the key is never accepted silently.
-    assert_eq!(std::fs::read(empty.path()).expect("read").len(), 0);
+    for kind in KINDS {
+        let empty = tempfile::NamedTempFile::new().expect("temp file");
+        let e = connect_through(kind, "client_key", empty.path().to_path_buf())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{kind}: an unknown host key was accepted"));
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{kind}: {e}");
+        assert!(
+            e.to_string().contains("Host key verification failed"),
+            "{kind}: {e}"
+        );
+        // Nothing was added to the file: the key is never accepted silently.
+        assert_eq!(std::fs::read(empty.path()).expect("read").len(), 0);
+    }
 }
 
 /// The pid of this process's tunnel ssh (the one whose forward names a folder of ours).
@@ -194,43 +228,49 @@ fn tunnel_ssh() -> Vec<i32> {
 #[tokio::test]
 async fn a_dropped_tunnel_is_unavailable_until_ssh_is_back() {
     let _env = ENV.lock().await;
-    // A known_hosts of this test's own: emptied, it keeps ssh from coming back.
-    let known = std::env::temp_dir().join(format!("crs-ssh-known-{}", std::process::id()));
-    std::fs::copy(sshd_dir().join("known_hosts"), &known).expect("copy known_hosts");
-    let m = connect_with("client_key", known.clone())
-        .await
-        .expect("connect through ssh");
-    m.info().await.expect("info");
-    let first = tunnel_ssh();
-    assert_eq!(first.len(), 1, "the tunnel's ssh process: {first:?}");
-    std::fs::write(&known, b"").expect("empty known_hosts");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(first[0]),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill ssh");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // Down (ssh is started again, and refuses the host it no longer knows): Unavailable,
-    // after the manager's own retries of an idempotent call.
-    let e = m.info().await.expect_err("info through a dead tunnel");
-    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
-    // Back: once ssh may reach the host again, the same manager works, through a new
-    // ssh process.
-    std::fs::copy(sshd_dir().join("known_hosts"), &known).expect("restore known_hosts");
-    let back = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            if m.info().await.is_ok() {
-                break;
+    for kind in KINDS {
+        // A known_hosts of this test's own: emptied, it keeps ssh from coming back.
+        let known = std::env::temp_dir().join(format!("crs-ssh-known-{}", std::process::id()));
+        std::fs::copy(sshd_dir().join("known_hosts"), &known).expect("copy known_hosts");
+        let m = connect_through(kind, "client_key", known.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{kind}: connect through ssh: {e}"));
+        m.info().await.expect("info");
+        let first = tunnel_ssh();
+        assert_eq!(first.len(), 1, "the tunnel's ssh process: {first:?}");
+        std::fs::write(&known, b"").expect("empty known_hosts");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(first[0]),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill ssh");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Down (ssh is started again, and refuses the host it no longer knows): Unavailable,
+        // after the manager's own retries of an idempotent call.
+        let e = m.info().await.expect_err("info through a dead tunnel");
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{kind}: {e}");
+        // Back: once ssh may reach the host again, the same manager works, through a new
+        // ssh process.
+        std::fs::copy(sshd_dir().join("known_hosts"), &known).expect("restore known_hosts");
+        let back = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if m.info().await.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
-    assert!(back.is_ok(), "the tunnel did not come back within 30 s");
-    let now = tunnel_ssh();
-    assert!(
-        now.len() == 1 && now != first,
-        "a new ssh: before {first:?}, now {now:?}"
-    );
-    let _ = std::fs::remove_file(&known);
+        })
+        .await;
+        assert!(
+            back.is_ok(),
+            "{kind}: the tunnel did not come back within 30 s"
+        );
+        let now = tunnel_ssh();
+        assert!(
+            now.len() == 1 && now != first,
+            "{kind}: a new ssh: before {first:?}, now {now:?}"
+        );
+        let _ = std::fs::remove_file(&known);
+        drop(m);
+    }
 }
