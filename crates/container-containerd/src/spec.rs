@@ -21,6 +21,16 @@ pub(crate) const STOP_GRACE_MS: &str = "io.container-rs.stop-grace-ms";
 /// `"true"` when the main process's stdin is kept open for an attach (`stdin_open`).
 pub(crate) const STDIN_OPEN: &str = "io.container-rs.stdin-open";
 
+/// Whether `spec` (a container's OCI spec) gives the main process a terminal.
+pub(crate) fn has_terminal(spec: &Value) -> bool {
+    spec["process"]["terminal"].as_bool().unwrap_or(false)
+}
+
+/// Whether `spec` keeps the main process's stdin open for an attach.
+pub(crate) fn has_open_stdin(spec: &Value) -> bool {
+    spec["annotations"][STDIN_OPEN].as_str() == Some("true")
+}
+
 /// What the image says about how to run it (its config's `config` section).
 #[derive(Debug, Default)]
 pub(crate) struct ImageDefaults {

@@ -126,6 +126,8 @@ impl SshTarget {
 #[derive(Debug)]
 pub struct Tunnel {
     socket: PathBuf,
+    /// The engine's socket on the remote host.
+    remote_socket: String,
     stderr: Arc<Mutex<Vec<String>>>,
     /// Watches ssh and starts it again; aborted (ssh killed with it) on drop.
     _supervisor: tokio_util::task::AbortOnDropHandle<()>,
@@ -202,29 +204,23 @@ async fn supervise(mut child: tokio::process::Child, ssh: SshCommand, socket: Pa
         if started.elapsed() >= RESTART_RESET {
             pauses = backoff();
         }
-        let pause = pauses.next().unwrap_or(RESTART_MAX);
         tracing::warn!(
             target: "container::ssh",
             ?status,
-            ?pause,
             "the ssh tunnel ended; starting it again"
         );
         // The stale socket would make a connect look like an engine that refuses.
         let _ = std::fs::remove_file(&socket);
-        tokio::time::sleep(pause).await;
-        match ssh.spawn() {
-            Ok(next) => child = next,
-            Err(e) => {
-                tracing::warn!(target: "container::ssh", error = %e, "cannot start ssh again");
-                tokio::time::sleep(RESTART_MAX).await;
-                // Try again: a transient failure to fork must not end the tunnel for good.
-                if let Ok(next) = ssh.spawn() {
-                    child = next;
-                } else {
-                    return;
+        // A failure to start ssh (to fork) is waited out the same way.
+        child = loop {
+            tokio::time::sleep(pauses.next().unwrap_or(RESTART_MAX)).await;
+            match ssh.spawn() {
+                Ok(next) => break next,
+                Err(e) => {
+                    tracing::warn!(target: "container::ssh", error = %e, "cannot start ssh again");
                 }
             }
-        }
+        };
     }
 }
 
@@ -337,6 +333,7 @@ impl Tunnel {
         let supervisor = tokio::spawn(supervise(child, ssh, socket.clone()));
         Ok(Tunnel {
             socket,
+            remote_socket: remote_socket.to_string(),
             stderr,
             _supervisor: tokio_util::task::AbortOnDropHandle::new(supervisor),
             _dir: dir,
@@ -346,6 +343,11 @@ impl Tunnel {
     /// The local socket that reaches the engine.
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// The engine's socket on the remote host (bind sources are checked against it).
+    pub fn remote_socket(&self) -> &str {
+        &self.remote_socket
     }
 
     /// The local endpoint a backend connects to.

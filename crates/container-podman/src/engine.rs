@@ -580,17 +580,22 @@ impl Engine for PodmanEngine {
         };
         let endpoint = format!("/libpod/containers/{id}/attach?{query}");
         let upgraded = self.upgraded(&endpoint, Body::empty(), "attach").await?;
-        let (mut reader, writer) = tokio::io::split(upgraded);
-        // Aborted with the feed; otherwise it ends when the container's output does.
-        let drain = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await;
-        }));
+        let (reader, writer) = tokio::io::split(upgraded);
+        // A TTY's attached output, drained until it ends (aborted with the feed).
+        let drain = tty.then(|| {
+            let mut reader = reader;
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await;
+            }))
+        });
         Ok(container_core::exec::feed_stdin(
             source,
             async move { Ok(writer) },
             |mut writer| async move {
                 let _ = writer.shutdown().await;
-                let _ = drain.await;
+                if let Some(drain) = drain {
+                    let _ = drain.await;
+                }
             },
         ))
     }

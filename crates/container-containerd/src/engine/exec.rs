@@ -169,20 +169,13 @@ pub(super) fn open_receiver(path: &Path) -> Result<tokio::net::unix::pipe::Recei
 }
 
 impl ContainerdEngine {
-    /// An exec is over with `code`: remembered, its process deleted from the task (best
-    /// effort: the task's deletion takes it anyway) and its FIFO folder removed.
-    pub(super) async fn exec_ended(&self, exec: &ContainerdExec, code: i64) {
-        if let Some(delete) = self.exec_over(exec, code) {
-            let _ = self.tasks().delete_process(delete).await;
-        }
-        let _ = std::fs::remove_dir_all(&exec.dir);
-    }
-
-    /// [`Self::exec_ended`] for an exit known from its event: the process is deleted in
-    /// the background, since containerd 2.x answers that delete only once the output
-    /// copy ends (up to 10 s while a left-behind child holds the output). The FIFO folder
-    /// goes with the exec.
-    fn exec_published_ended(&self, exec: &ContainerdExec, code: i64) {
+    /// An exec is over with `code`: remembered, and its process deleted from the task in
+    /// the background (best effort: the task's deletion takes it anyway). Never awaited:
+    /// containerd 2.x answers that delete only once the output copy ends, up to 10 s
+    /// while a left-behind child holds the output, and the exec's end must not wait for
+    /// it (seen as case 71 ending 10 s late on containerd 2.1, when `Get` answered STOPPED
+    /// before the exit event was read). The FIFO folder goes with the exec.
+    pub(super) fn exec_ended(&self, exec: &ContainerdExec, code: i64) {
         if let Some(delete) = self.exec_over(exec, code) {
             let mut tasks = self.tasks();
             tokio::spawn(async move {
@@ -349,7 +342,7 @@ pub(super) async fn start_with(
         let text = s.message().to_string();
         if s.code() == Code::Unknown && text.contains("OCI runtime exec failed") {
             let code = container_core::error::shell_status_for_runtime_text(&text).unwrap_or(126);
-            engine.exec_ended(exec, code).await;
+            engine.exec_ended(exec, code);
             let chunk = OutputChunk::new(StreamKind::Stderr, format!("{text}\n"));
             return Ok(futures::stream::iter([Ok(chunk)]).boxed());
         }
@@ -386,7 +379,7 @@ pub(super) async fn state(engine: &ContainerdEngine, exec: &ContainerdExec) -> R
         return Ok(ended(exec, *code));
     }
     if let Some(code) = published() {
-        engine.exec_published_ended(exec, code);
+        engine.exec_ended(exec, code);
         return Ok(ended(exec, code));
     }
     let request = GetRequest {
@@ -402,7 +395,7 @@ pub(super) async fn state(engine: &ContainerdEngine, exec: &ContainerdExec) -> R
             // Some exec's exit: this one's, or wait on.
             () = &mut arrived => {
                 if let Some(code) = published() {
-                    engine.exec_published_ended(exec, code);
+                    engine.exec_ended(exec, code);
                     return Ok(ended(exec, code));
                 }
                 arrived = Box::pin(exec.exits.arrived());
@@ -418,7 +411,7 @@ pub(super) async fn state(engine: &ContainerdEngine, exec: &ContainerdExec) -> R
     let running = process.status == RUNNING;
     let exit_code = (process.status == STOPPED).then(|| i64::from(process.exit_status));
     if let Some(code) = exit_code {
-        engine.exec_ended(exec, code).await;
+        engine.exec_ended(exec, code);
     }
     Ok(ExecState {
         started: process.status != CREATED,

@@ -150,8 +150,7 @@ pub(super) async fn start(engine: &ContainerdEngine, id: &str) -> Result<()> {
     // With a logging binary configured (`logger::LOGGER_ENV`), the shim runs it and
     // it writes the same files, independent of this program.
     let spec = ContainerdEngine::spec_of(&record);
-    let terminal = spec["process"]["terminal"].as_bool().unwrap_or(false);
-    let stdin_open = spec["annotations"][spec::STDIN_OPEN].as_str() == Some("true");
+    let (terminal, stdin_open) = (spec::has_terminal(&spec), spec::has_open_stdin(&spec));
     // A logging binary gets no stdin from the shim (its binary IO has none): a main
     // process with an attachable stdin or a terminal is pumped by this program.
     let logger =
@@ -259,7 +258,7 @@ pub(super) async fn attach_stdin(
     let record = engine.container(id).await?;
     let id = record.id.as_str();
     let spec = ContainerdEngine::spec_of(&record);
-    if spec["annotations"][spec::STDIN_OPEN].as_str() != Some("true") {
+    if !spec::has_open_stdin(&spec) {
         return Err(container_core::raw::no_open_stdin(id));
     }
     if !matches!(engine.task(id).await?, Some(p) if p.status == RUNNING) {
@@ -267,9 +266,9 @@ pub(super) async fn attach_stdin(
     }
     let fifo = engine.run.join(id).join("stdin");
     // A terminal's input ending is no EOF (`^D` is), as with Docker and Podman.
-    let terminal = spec["process"]["terminal"].as_bool().unwrap_or(false);
+    let close_io = !spec::has_terminal(&spec);
     Ok(super::exec::feed_fifo(
-        engine, id, "", fifo, source, !terminal,
+        engine, id, "", fifo, source, close_io,
     ))
 }
 
@@ -282,7 +281,7 @@ pub(super) async fn resize_tty(
     let record = engine.container(id).await?;
     let id = record.id.as_str();
     let spec = ContainerdEngine::spec_of(&record);
-    if !spec["process"]["terminal"].as_bool().unwrap_or(false) {
+    if !spec::has_terminal(&spec) {
         return Err(container_core::raw::no_tty(id));
     }
     if !matches!(engine.task(id).await?, Some(p) if p.status == RUNNING) {

@@ -533,11 +533,8 @@ impl<E: Engine> ContainerManager for EngineManager<E> {
         // Idempotent by its name; without one, a try again makes another container.
         let idempotent = config.name.is_some();
         let fut = async {
-            if self.tunnel.is_some() {
-                let socket = crate::ssh::SshTarget::parse(&self.endpoint)?
-                    .and_then(|t| t.socket)
-                    .unwrap_or_else(|| crate::ssh::default_remote_socket(self.backend).into());
-                validate::remote_bind_sources(config, &self.endpoint, &socket)?;
+            if let Some(tunnel) = &self.tunnel {
+                validate::remote_bind_sources(config, &self.endpoint, tunnel.remote_socket())?;
             }
             validate::container_config(config)?;
             validate::engine_socket_not_bound(config, &self.endpoint)?;
