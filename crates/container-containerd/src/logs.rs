@@ -457,7 +457,9 @@ pub(crate) fn read(
                             return None;
                         }
                         let live = running().await;
-                        let drained = done_marker(&st.log).exists() || waited > st.quiet;
+                        let drained = done_marker(&st.log).exists()
+                            || waited > st.quiet
+                            || (!live && st.log.parent().is_some_and(logger_drained));
                         if !live && drained {
                             // The pump may have written its last bytes and the marker
                             // after the read above: read once more before ending.
@@ -485,6 +487,57 @@ fn quiet_polls(log: &Path) -> u32 {
         Some(dir) if logger_marker(dir).exists() => 3,
         _ => 50,
     }
+}
+
+/// Whether the logging binary that writes the logs in `dir` has taken every byte out of
+/// its pipes: with the process gone, what the files hold is then all there will be. The
+/// shim keeps the pipes' write ends until the task is deleted, so the logger sees no end
+/// of them at the exit; their fill is read here instead (`FIONREAD` on each pipe the
+/// logger holds, opened through `/proc` and never read). A splice into the file releases
+/// the pipe's buffers only once they are written, so an empty pipe means the bytes are in
+/// the file. The pid in the marker counts only while that process's arguments are a
+/// logger's for `dir` (a pid reused by another program is not asked). `false` whenever
+/// it cannot be told: no marker, the logger gone, its `/proc` not ours to read; the
+/// quiet polls decide then.
+fn logger_drained(dir: &Path) -> bool {
+    let Some(pid) = std::fs::read_to_string(logger_marker(dir))
+        .ok()
+        .and_then(|pid| pid.trim().parse::<i32>().ok())
+    else {
+        return false;
+    };
+    let Ok(process) = procfs::process::Process::new(pid) else {
+        return false;
+    };
+    let ours = process.cmdline().is_ok_and(|args| {
+        args.iter().any(|a| a == LOGGER_FLAG)
+            && args
+                .windows(2)
+                .any(|w| w[0] == "--dir" && Path::new(&w[1]) == dir)
+    });
+    if !ours {
+        return false;
+    }
+    let Ok(fds) = process.fd() else {
+        return false;
+    };
+    let mut pipes = 0;
+    for fd in fds {
+        let Ok(fd) = fd else { return false };
+        if !matches!(fd.target, procfs::process::FDTarget::Pipe(_)) {
+            continue;
+        }
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(format!("/proc/{pid}/fd/{}", fd.fd));
+        match opened.map(|pipe| rustix::io::ioctl_fionread(&pipe)) {
+            Ok(Ok(0)) => pipes += 1,
+            _ => return false,
+        }
+    }
+    // The logger's pipes were seen, and none held a byte.
+    pipes > 0
 }
 
 /// The files written after `current`, oldest first, once `current` has been rotated away
@@ -534,6 +587,73 @@ async fn newer_files(
 mod tests {
     use super::*;
     use futures::TryStreamExt;
+
+    /// A stand-in logger: a shell whose arguments are a logger's for `dir`, holding a
+    /// pipe on its stdin that it reads (`cat`) or leaves alone.
+    fn fake_logger(dir: &Path, reads: bool) -> std::process::Child {
+        let script = if reads {
+            "cat >/dev/null; sleep 30"
+        } else {
+            "sleep 30; true"
+        };
+        let dir = dir.to_string_lossy();
+        let child = std::process::Command::new("sh")
+            .args(["-c", script, "sh", LOGGER_FLAG, "1", "--dir", &dir])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn the stand-in logger");
+        std::fs::write(logger_marker(Path::new(&*dir)), child.id().to_string())
+            .expect("write the marker");
+        child
+    }
+
+    #[test]
+    fn a_logger_is_drained_once_its_pipes_hold_nothing() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Bytes the logger has not taken: not drained.
+        let mut idle = fake_logger(dir.path(), false);
+        idle.stdin
+            .as_mut()
+            .expect("stdin")
+            .write_all(b"unread")
+            .expect("write");
+        assert!(!logger_drained(dir.path()), "bytes wait in the pipe");
+        // The same process for another folder is not this folder's logger.
+        let other = tempfile::tempdir().expect("tempdir");
+        std::fs::write(logger_marker(other.path()), idle.id().to_string()).expect("marker");
+        assert!(
+            !logger_drained(other.path()),
+            "another folder's logger tells nothing"
+        );
+        idle.kill().expect("kill");
+        idle.wait().expect("wait");
+        assert!(!logger_drained(dir.path()), "a gone logger tells nothing");
+        // A logger that took every byte (its pipe still open for writing): drained.
+        let mut reader = fake_logger(dir.path(), true);
+        reader
+            .stdin
+            .as_mut()
+            .expect("stdin")
+            .write_all(b"read")
+            .expect("write");
+        let mut drained = false;
+        for _ in 0..100 {
+            drained = logger_drained(dir.path());
+            if drained {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(drained, "cat took the bytes, the pipe is empty");
+        // No marker: nothing can be told.
+        std::fs::remove_file(logger_marker(dir.path())).expect("remove the marker");
+        assert!(!logger_drained(dir.path()));
+        reader.kill().expect("kill");
+        reader.wait().expect("wait");
+    }
 
     /// Feeds `data` through a pipe into `out`, as the pump does.
     fn feed(out: &mut Rotating, data: &[u8]) {

@@ -42,7 +42,7 @@ pub(crate) async fn run(
     let cli = Cli {
         kind: engine.backend(),
     };
-    let raw = Raw::connect(engine.backend()).await?;
+    let raw = Arc::new(Raw::connect(engine.backend()).await?);
     let at = Target { id, name };
     let wanted = |measure| args.only.is_empty() || args.only.contains(&measure);
     let mut results = json!({
@@ -53,7 +53,7 @@ pub(crate) async fn run(
     }
     if wanted(Measure::Throughput) {
         results["exec_stdout_throughput_mib_s"] =
-            throughput(args, engine.as_ref(), &cli, &raw, &at).await?;
+            throughput(args, &engine, &cli, &raw, &at).await?;
     }
     if wanted(Measure::Lines) {
         results["exec_lines_throughput_mib_s"] = lines(args, engine.as_ref(), id).await?;
@@ -116,19 +116,24 @@ async fn round_trip(
     }))
 }
 
-/// `head -c N /dev/zero`: the library's stream counted and dropped, the CLI's exec to
-/// `/dev/null`, the raw client's stream counted and dropped; `args.samples` rounds of
-/// the three in turn, each side's median taken (one sample of 1 GiB per side swung the
-/// ratio from 0.79 to 1.30 between runs: the engine's pipeline, not ours, varies). The
-/// library's memory is sampled first, streaming N/16, N/4 and N.
+/// stdout of `head -c` through `exec_stream`, counted and dropped, against the CLI's with
+/// stdout on `/dev/null` and the raw client's stream counted and dropped; `args.samples`
+/// rounds of them all in turn, each side's median taken (one sample of 1 GiB per side
+/// swung the ratio from 0.79 to 1.30 between runs: the engine's pipeline, not ours,
+/// varies). The library and the raw client are each read twice per round: by a task
+/// of the runtime (how a build runner reads a step's log) and by the thread blocked on
+/// `main`, which the runtime's workers wake across threads for every read (see
+/// `docs/performance.md`). The library's memory is sampled first, streaming N/16, N/4
+/// and N.
 async fn throughput(
     args: &Args,
-    engine: &dyn ContainerManager,
+    engine: &Arc<dyn ContainerManager>,
     cli: &Cli,
-    raw: &Raw,
+    raw: &Arc<Raw>,
     at: &Target<'_>,
 ) -> Result<Value, Error> {
     let script = |mib: u64| format!("head -c {} /dev/zero", mib << 20);
+    let whole = args.mib << 20;
     let mut memory = Vec::new();
     let mut lib = Vec::new();
     for mib in [args.mib / 16, args.mib / 4, args.mib] {
@@ -136,7 +141,9 @@ async fn throughput(
             continue;
         }
         let t = Instant::now();
-        let (got, growth) = with_peak_rss(stream_bytes(engine, at.id, &script(mib))).await;
+        let script = script(mib);
+        let reading = library_bytes(engine, at.id, &script, Reader::Task);
+        let (got, growth) = with_peak_rss(reading).await;
         let secs = t.elapsed().as_secs_f64();
         if got? != mib << 20 {
             return Err(format!("the library's stream of {mib} MiB came short").into());
@@ -146,26 +153,41 @@ async fn throughput(
             lib.push(secs);
         }
     }
-    let (mut by_cli, mut by_raw) = (Vec::new(), Vec::new());
+    let (mut lib_main, mut by_cli, mut by_raw, mut raw_main) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let short = |side: &str, got: u64| match got == whole {
+        true => Ok(()),
+        false => Err(Error::from(format!("{side} stream came short"))),
+    };
     for round in 0..args.samples {
         if round > 0 {
             let t = Instant::now();
-            if stream_bytes(engine, at.id, &script(args.mib)).await? != args.mib << 20 {
-                return Err("the library's stream came short".into());
-            }
+            short(
+                "the library's",
+                library_bytes(engine, at.id, &script(args.mib), Reader::Task).await?,
+            )?;
             lib.push(t.elapsed().as_secs_f64());
         }
         let t = Instant::now();
+        short(
+            "the library's",
+            library_bytes(engine, at.id, &script(args.mib), Reader::Main).await?,
+        )?;
+        lib_main.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
         cli::run(cli.exec(at.name, at.id, &["sh", "-c", &script(args.mib)]))?;
         by_cli.push(t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        let got = raw.exec(at.id, &["sh", "-c", &script(args.mib)]).await?;
-        by_raw.push(t.elapsed().as_secs_f64());
-        if got != args.mib << 20 {
-            return Err("the raw client's stream came short".into());
+        for (reader, times) in [(Reader::Task, &mut by_raw), (Reader::Main, &mut raw_main)] {
+            let t = Instant::now();
+            short(
+                "the raw client's",
+                raw_bytes(raw, at.id, &script(args.mib), reader).await?,
+            )?;
+            times.push(t.elapsed().as_secs_f64());
         }
     }
     let (lib_secs, cli_secs, raw_secs) = (median(&lib), median(&by_cli), median(&by_raw));
+    let (lib_main_secs, raw_main_secs) = (median(&lib_main), median(&raw_main));
     let rate = |secs: f64| args.mib as f64 / secs;
     let rates = |v: &[f64]| v.iter().map(|s| rate(*s)).collect::<Vec<_>>();
     Ok(json!({
@@ -179,9 +201,51 @@ async fn throughput(
         "raw_client_samples": rates(&by_raw),
         "ratio_library_to_cli": cli_secs / lib_secs,
         "ratio_library_to_raw_client": raw_secs / lib_secs,
+        "main_thread": {
+            "library": rate(lib_main_secs),
+            "raw_client": rate(raw_main_secs),
+            "library_samples": rates(&lib_main),
+            "raw_client_samples": rates(&raw_main),
+            "ratio_library_to_cli": cli_secs / lib_main_secs,
+            "ratio_library_to_raw_client": raw_main_secs / lib_main_secs,
+        },
         "memory": memory,
         "rss_before_kib": rss_kib(),
     }))
+}
+
+/// Where a stream is read: in a task of the runtime, or on the thread blocked on `main`.
+#[derive(Debug, Clone, Copy)]
+enum Reader {
+    Task,
+    Main,
+}
+
+/// [`stream_bytes`], read where `reader` says.
+async fn library_bytes(
+    engine: &Arc<dyn ContainerManager>,
+    id: &str,
+    script: &str,
+    reader: Reader,
+) -> Result<u64, Error> {
+    match reader {
+        Reader::Main => stream_bytes(engine.as_ref(), id, script).await,
+        Reader::Task => {
+            let (engine, id, script) = (engine.clone(), id.to_string(), script.to_string());
+            tokio::spawn(async move { stream_bytes(engine.as_ref(), &id, &script).await }).await?
+        }
+    }
+}
+
+/// The raw client's stdout of `script`, read where `reader` says.
+async fn raw_bytes(raw: &Arc<Raw>, id: &str, script: &str, reader: Reader) -> Result<u64, Error> {
+    match reader {
+        Reader::Main => raw.exec(id, &["sh", "-c", script]).await,
+        Reader::Task => {
+            let (raw, id, script) = (raw.clone(), id.to_string(), script.to_string());
+            tokio::spawn(async move { raw.exec(&id, &["sh", "-c", &script]).await }).await?
+        }
+    }
 }
 
 /// The bytes of stdout of `script` through `exec_stream`, checked to exit 0.
