@@ -9,7 +9,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio_util::io::{StreamReader, SyncIoBridge};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_util::io::StreamReader;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -160,7 +161,7 @@ where
     // the bridge blocks on the runtime once.
     let mut reader = std::io::BufReader::with_capacity(
         256 << 10,
-        SyncIoBridge::new(StreamReader::new(Box::pin(guarded))),
+        GatheringBridge::new(StreamReader::new(Box::pin(guarded))),
     );
     let (dest, how) = (dest.to_path_buf(), how.clone());
     let unpacked = tokio::task::spawn_blocking(move || {
@@ -178,6 +179,71 @@ where
     match failed {
         Some(e) if unpacked.is_err() => Err(e),
         _ => unpacked,
+    }
+}
+
+/// A blocking reader over an async one, for the unpacking thread: a read waits for the
+/// first bytes, then also takes what else has already arrived, without waiting. The
+/// blocking thread is woken once per burst the engine sent rather than once per chunk.
+/// Written here because tokio-util's `SyncIoBridge` blocks once per read, and a read of a
+/// `StreamReader` ends at its chunk's end: with Docker's archive, in chunks of a few KiB,
+/// the unpacking thread slept and was woken for each of them.
+struct GatheringBridge<R> {
+    inner: R,
+    handle: tokio::runtime::Handle,
+    /// An error met while taking what had arrived, returned by the next read.
+    failed: Option<std::io::Error>,
+    /// The end was read: never polled again.
+    ended: bool,
+}
+
+impl<R> GatheringBridge<R> {
+    /// Must be called inside the runtime that drives `inner`.
+    fn new(inner: R) -> Self {
+        GatheringBridge {
+            inner,
+            handle: tokio::runtime::Handle::current(),
+            failed: None,
+            ended: false,
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> Read for GatheringBridge<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        if self.ended || buf.is_empty() {
+            return Ok(0);
+        }
+        let GatheringBridge {
+            inner,
+            handle,
+            failed,
+            ended,
+        } = self;
+        handle.block_on(async {
+            let mut n = inner.read(buf).await?;
+            *ended = n == 0;
+            while n > 0 && n < buf.len() {
+                // A read is cancel-safe: a pending one dropped has taken nothing.
+                let read = std::pin::pin!(inner.read(&mut buf[n..]));
+                match futures::poll!(read) {
+                    std::task::Poll::Pending => break,
+                    std::task::Poll::Ready(Ok(0)) => {
+                        *ended = true;
+                        break;
+                    }
+                    std::task::Poll::Ready(Ok(m)) => n += m,
+                    std::task::Poll::Ready(Err(e)) => {
+                        *failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            Ok(n)
+        })
     }
 }
 
@@ -247,6 +313,60 @@ pub fn pack(source: &Path) -> Result<File> {
 mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// A bridge over `items`, made inside a runtime and read from this (blocking) thread.
+    fn bridge_over(
+        runtime: &tokio::runtime::Runtime,
+        items: Vec<std::io::Result<Bytes>>,
+    ) -> GatheringBridge<impl AsyncRead + Unpin> {
+        let _in = runtime.enter();
+        // Fused by hand: a stream polled after its end panics here, as an unfold does.
+        let mut done = false;
+        let mut items = items.into_iter();
+        let stream = futures::stream::poll_fn(move |_| {
+            assert!(!done, "polled after its end");
+            let next = items.next();
+            done = next.is_none();
+            std::task::Poll::Ready(next)
+        });
+        GatheringBridge::new(StreamReader::new(stream))
+    }
+
+    #[test]
+    fn a_read_takes_every_chunk_already_there_and_never_polls_past_the_end() {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let chunks = ["abc", "defg", "hi"].map(|c| Ok(Bytes::from_static(c.as_bytes())));
+        let mut bridge = bridge_over(&runtime, chunks.into());
+        let mut buf = [0u8; 64];
+        // One read, one wake-up: all three chunks (a SyncIoBridge read gave "abc").
+        let n = bridge.read(&mut buf).expect("read");
+        assert_eq!(&buf[..n], b"abcdefghi");
+        assert_eq!(bridge.read(&mut buf).expect("end"), 0);
+        assert_eq!(bridge.read(&mut buf).expect("still the end"), 0);
+        // A small buffer is filled, the rest waits for the next read.
+        let chunks = ["abc", "defg"].map(|c| Ok(Bytes::from_static(c.as_bytes())));
+        let mut bridge = bridge_over(&runtime, chunks.into());
+        let mut small = [0u8; 5];
+        assert_eq!(bridge.read(&mut small).expect("read"), 5);
+        assert_eq!(&small, b"abcde");
+        let n = bridge.read(&mut buf).expect("read");
+        assert_eq!(&buf[..n], b"fg");
+    }
+
+    #[test]
+    fn an_error_met_while_gathering_comes_with_the_next_read() {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let items = vec![
+            Ok(Bytes::from_static(b"abc")),
+            Err(std::io::Error::other("the engine broke off")),
+        ];
+        let mut bridge = bridge_over(&runtime, items);
+        let mut buf = [0u8; 64];
+        let n = bridge.read(&mut buf).expect("the bytes before the error");
+        assert_eq!(&buf[..n], b"abc");
+        let e = bridge.read(&mut buf).expect_err("the error, not lost");
+        assert_eq!(e.to_string(), "the engine broke off");
+    }
 
     /// The archive of a one-file folder `f` holding `data`.
     fn packed(data: &[u8]) -> Vec<u8> {
