@@ -155,9 +155,12 @@ async fn throughput(
     }
     let (mut lib_main, mut by_cli, mut by_raw, mut raw_main) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let short = |side: &str, got: u64| match got == whole {
-        true => Ok(()),
-        false => Err(Error::from(format!("{side} stream came short"))),
+    let short = |side: &str, got: u64| {
+        if got == whole {
+            Ok(())
+        } else {
+            Err(Error::from(format!("{side} stream came short")))
+        }
     };
     for round in 0..args.samples {
         if round > 0 {
@@ -221,6 +224,19 @@ enum Reader {
     Main,
 }
 
+impl Reader {
+    /// `read`, awaited here or in a task of its own.
+    async fn run<F>(self, read: F) -> Result<u64, Error>
+    where
+        F: Future<Output = Result<u64, Error>> + Send + 'static,
+    {
+        match self {
+            Reader::Main => read.await,
+            Reader::Task => tokio::spawn(read).await?,
+        }
+    }
+}
+
 /// [`stream_bytes`], read where `reader` says.
 async fn library_bytes(
     engine: &Arc<dyn ContainerManager>,
@@ -228,24 +244,18 @@ async fn library_bytes(
     script: &str,
     reader: Reader,
 ) -> Result<u64, Error> {
-    match reader {
-        Reader::Main => stream_bytes(engine.as_ref(), id, script).await,
-        Reader::Task => {
-            let (engine, id, script) = (engine.clone(), id.to_string(), script.to_string());
-            tokio::spawn(async move { stream_bytes(engine.as_ref(), &id, &script).await }).await?
-        }
-    }
+    let (engine, id, script) = (engine.clone(), id.to_string(), script.to_string());
+    reader
+        .run(async move { stream_bytes(engine.as_ref(), &id, &script).await })
+        .await
 }
 
 /// The raw client's stdout of `script`, read where `reader` says.
 async fn raw_bytes(raw: &Arc<Raw>, id: &str, script: &str, reader: Reader) -> Result<u64, Error> {
-    match reader {
-        Reader::Main => raw.exec(id, &["sh", "-c", script]).await,
-        Reader::Task => {
-            let (raw, id, script) = (raw.clone(), id.to_string(), script.to_string());
-            tokio::spawn(async move { raw.exec(&id, &["sh", "-c", &script]).await }).await?
-        }
-    }
+    let (raw, id, script) = (raw.clone(), id.to_string(), script.to_string());
+    reader
+        .run(async move { raw.exec(&id, &["sh", "-c", &script]).await })
+        .await
 }
 
 /// The bytes of stdout of `script` through `exec_stream`, checked to exit 0.
